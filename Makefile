@@ -1,0 +1,28 @@
+# mammo-workbook: every command does its own (idempotent) set-up first.  `make help` lists targets.
+PY := .venv/bin/python
+DATA ?= data/synthetic
+RUN ?= runs/demo
+
+.PHONY: help setup demo test bench lab clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup:  ## create/refresh .venv (seconds when requirements are unchanged)
+	@bash scripts/setup.sh
+
+demo: setup  ## the main job: notebooks 01-06 on the synthetic default via papermill
+	$(PY) -m mammo_utils pipeline --data $(DATA) --run $(RUN)
+
+test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
+	$(PY) -m pytest -q
+
+bench: setup  ## decode / preprocess / training / inference throughput (ratios to in-run baselines)
+	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/preprocess.py
+
+lab: setup  ## open JupyterLab on the notebooks
+	.venv/bin/jupyter lab notebooks/
+
+clean:  ## remove generated data and runs (keeps .venv)
+	rm -rf data runs

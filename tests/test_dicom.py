@@ -1,0 +1,159 @@
+"""read_image against the DICOM standard's formulas, pydicom's own decode, and bad input."""
+import shutil
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import apply_modality_lut as pd_modality, apply_voi_lut as pd_voi
+
+from mammo_utils import dicom
+from mammo_utils.dicom import DicomReadError, apply_window, read_dicom, read_image, write_dicom
+
+
+# ---- formulas: PS3.3 C.11.2.1.2, computed by hand ------------------------------------------------
+def test_linear_window_hand_values():
+    x = np.array([0, 1023.5, 1024, 1535.5, 2047, 3000], np.float32)
+    y = apply_window(x, center=1024, width=1024, function="LINEAR")
+    # below c-0.5-(w-1)/2 = 512 -> 0; ((x-(c-0.5))/(w-1)+0.5)
+    expect = [0.0, 0.5, (1024 - 1023.5) / 1023 + 0.5, (1535.5 - 1023.5) / 1023 + 0.5, 1.0, 1.0]
+    np.testing.assert_allclose(y, np.clip(expect, 0, 1), atol=1e-6)
+
+
+def test_linear_exact_and_sigmoid_hand_values():
+    x = np.array([0.0, 50.0, 100.0, 150.0, 200.0], np.float32)
+    np.testing.assert_allclose(apply_window(x, 100, 100, "LINEAR_EXACT"), [0, 0, 0.5, 1, 1], atol=1e-6)
+    sig = apply_window(x, 100, 100, "SIGMOID")
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-4 * (x - 100) / 100)), rtol=1e-6)
+    assert sig[2] == pytest.approx(0.5)
+
+
+def test_window_rejects_bad_width_and_function():
+    with pytest.raises(ValueError):
+        apply_window(np.zeros(3), 0, 0.5, "LINEAR")
+    with pytest.raises(NotImplementedError):
+        apply_window(np.zeros(3), 0, 10, "LOG")
+
+
+def _write(tmp_path, name, pixels, syntax="explicit", **attrs):
+    path = tmp_path / name
+    write_dicom(path, pixels, dict(BitsStored=12, **attrs), syntax)
+    return path
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "rle", "j2k", "jpeg_lossless"])
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_read_image_matches_standard(tmp_path, syntax, photometric):
+    rng = np.random.default_rng(0)
+    sv = rng.integers(0, 4096, (64, 48)).astype(np.uint16)
+    path = _write(tmp_path, "a.dcm", sv, syntax, PhotometricInterpretation=photometric, RescaleSlope=1,
+                  RescaleIntercept=-100, WindowCenter=[1500, 900], WindowWidth=[2000, 300], VOILUTFunction="SIGMOID")
+    got = read_image(path)
+    x = sv.astype(np.float64) - 100
+    expect = 1 / (1 + np.exp(-4 * (x - 1500) / 2000))
+    if photometric == "MONOCHROME1":
+        expect = 1 - expect
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    # second window, LINEAR
+    got2 = read_image(path, window_index=1)
+    lin = np.clip((x - (900 - 0.5)) / (300 - 1) + 0.5, 0, 1)
+    alt = 1 / (1 + np.exp(-4 * (x - 900) / 300))  # VOILUTFunction is single-valued: SIGMOID applies to both
+    expect2 = alt if photometric == "MONOCHROME2" else 1 - alt
+    np.testing.assert_allclose(got2, expect2, atol=1e-5)
+    assert not np.allclose(lin, alt)
+
+
+def test_no_window_is_minmax(tmp_path):
+    sv = np.arange(100, 100 + 40 * 30, dtype=np.uint16).reshape(40, 30)
+    got = read_image(_write(tmp_path, "b.dcm", sv))
+    np.testing.assert_allclose(got, (sv - 100) / (sv.max() - 100), atol=1e-6)
+
+
+def test_voi_lut_sequence_wins_over_window(tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    sv = np.array([[0, 10, 20], [30, 40, 4095]], np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [32, 10, 8]
+    item.add_new(0x00283006, "US", [i * 8 for i in range(32)])  # LUTData
+    path = _write(tmp_path, "lut.dcm", sv, VOILUTSequence=Sequence([item]), WindowCenter=5, WindowWidth=2)
+    got = read_image(path)
+    expect = np.array([[0, 0, 80], [160, 240, 248]]) / 255.0  # clamp below 10 and above 41
+    np.testing.assert_allclose(got, expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"])
+def test_against_pydicom_bundled_windowed(name):
+    path = get_testdata_file(name)
+    ds = pydicom.dcmread(path)
+    ref = pd_voi(pd_modality(ds.pixel_array, ds), ds).astype(np.float64)
+    bits = ds.BitsStored
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ds.PixelRepresentation else (0, 2 ** bits - 1)
+    np.testing.assert_allclose(read_image(path), (ref - lo) / (hi - lo), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["JPEG2000.dcm", "CT_small.dcm"])
+def test_against_pydicom_bundled_unwindowed(name):
+    path = get_testdata_file(name)
+    ds = pydicom.dcmread(path)
+    ref = pd_modality(ds.pixel_array, ds).astype(np.float64)
+    np.testing.assert_allclose(read_image(path), (ref - ref.min()) / (ref.max() - ref.min()), atol=1e-5)
+
+
+def test_every_synthetic_kind_reads_bright_breast_and_backends_agree(tiny_data, tiny_truth):
+    kinds = tiny_truth[tiny_truth.split == "train"].drop_duplicates(["machine_id"])
+    assert len(kinds) >= 5
+    for r in kinds.itertuples():
+        path = tiny_data / "train_images" / str(r.patient_id) / f"{r.image_id}.dcm"
+        d = read_dicom(path)
+        img = d.image
+        assert img.dtype == np.float32 and img.shape == (r.rows, r.columns)
+        assert 0.0 <= img.min() and img.max() <= 1.0
+        outside = np.ones(img.shape, bool)
+        outside[r.breast_y0:r.breast_y1, r.breast_x0:r.breast_x1] = False
+        inside = img[r.breast_y0:r.breast_y1, r.breast_x0:r.breast_x1].mean()
+        assert inside > np.median(img[outside]) + 0.3, f"breast not bright on dark for machine {r.machine_id}"
+        a = dicom.read_stored(path, "dicomsdl")[0]
+        b = dicom.read_stored(path, "pydicom")[0]
+        np.testing.assert_array_equal(a, b)
+        if r.syntax == "j2k":
+            np.testing.assert_array_equal(dicom.read_stored(path, "pillow")[0], b)
+
+
+def test_reduced_j2k_decode_matches_area_downsample(tmp_path):
+    yy, xx = np.mgrid[0:512, 0:384]
+    sv = (2000 + 1500 * np.sin(yy / 40.0) * np.cos(xx / 30.0)).astype(np.uint16)
+    path = _write(tmp_path, "j.dcm", sv, "j2k", WindowCenter=2000, WindowWidth=3500)
+    d = read_dicom(path, min_size=(200, 150))
+    assert d.scale == 2 and d.image.shape == (256, 192) and d.backend == "pillow"
+    full = read_image(path)
+    ref = cv2.resize(full, (192, 256), interpolation=cv2.INTER_AREA)
+    assert np.abs(d.image - ref).mean() < 0.01
+    assert read_dicom(path, min_size=(400, 300)).scale == 1  # a coarser level would not cover it
+
+
+def test_bad_files_raise_dicom_read_error(tmp_path, tiny_data, tiny_truth):
+    r = tiny_truth[tiny_truth.syntax == "j2k"].iloc[0]
+    good = tiny_data / f"{r.split}_images" / str(r.patient_id) / f"{r.image_id}.dcm"
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "notes.dcm"
+    text.write_text("this is not a DICOM file\n" * 20)
+    nopix = tmp_path / "nopix.dcm"
+    ds = pydicom.dcmread(good)
+    del ds.PixelData
+    ds.save_as(nopix)
+    for path, reason in [(tmp_path / "missing.dcm", "not found"), (truncated, "truncated"), (text, "not a DICOM"),
+                         (nopix, "no Pixel Data")]:
+        with pytest.raises(DicomReadError) as err:
+            read_image(path)
+        assert str(path) in str(err.value) and reason in str(err.value)
+
+
+def test_read_metadata_without_pixels(tiny_data, tiny_truth):
+    r = tiny_truth.iloc[0]
+    meta = dicom.read_metadata(tiny_data / f"{r.split}_images" / str(r.patient_id) / f"{r.image_id}.dcm")
+    assert meta["Rows"] == r.rows and meta["PhotometricInterpretation"] == r.photometric
+    assert meta["TransferSyntaxUID"].startswith("1.2.840.10008.1.2")

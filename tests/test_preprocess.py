@@ -1,0 +1,195 @@
+"""Image operations on drawn phantoms and on synthetic ground truth; the resumable CLI job."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils import preprocess as pp
+from mammo_utils.dicom import read_dicom, read_image
+from mammo_utils.synthetic import plan_dataset, truth_mask
+
+from conftest import TINY
+
+
+def phantom(h=400, w=320, side="left", touch=False, seed=0):
+    """Half-ellipse breast with a fading skin edge, noise, a label and an edge strip."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = xx if side == "left" else (w - 1 - xx)
+    by = 0.62 * h if touch else 0.38 * h
+    r = np.sqrt((x / (0.6 * w)) ** 2 + ((yy - h / 2) / by) ** 2)
+    breast = r < 1
+    img = np.where(breast, 0.15 + 0.5 * np.sqrt(np.clip(1 - r ** 2, 0, 1)), 0.0)
+    img += rng.normal(0, 0.01, img.shape)
+    return np.clip(img, 0, 1).astype(np.float32), breast
+
+
+def box_of(mask):
+    ys, xs = np.nonzero(mask)
+    return ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+
+
+def assert_good_box(box, breast, max_ratio=1.15):
+    y0, x0, y1, x1 = box
+    kept = breast[y0:y1, x0:x1].sum() / breast.sum()
+    ty0, tx0, ty1, tx1 = box_of(breast)
+    ratio = (y1 - y0) * (x1 - x0) / ((ty1 - ty0) * (tx1 - tx0))
+    assert kept >= 0.99 and ratio <= max_ratio, (box, kept, ratio)
+
+
+def test_bbox_plain_and_right_side():
+    for side in ("left", "right"):
+        img, breast = phantom(side=side)
+        assert_good_box(pp.breast_bbox(img), breast)
+
+
+def test_bbox_ignores_label_and_edge_strips():
+    img, breast = phantom()
+    text = np.zeros(img.shape, np.uint8)
+    cv2.putText(text, "R-MLO", (200, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    img[text > 0] = 1.0    # burned-in label, brighter than the breast
+    img[:, -4:] = 1.0      # bright detector edge, far side
+    img[:3, :] = 1.0       # and along the top, touching the breast
+    img[-30:-10, 250:300] = 1.0  # a bright marker block
+    assert_good_box(pp.breast_bbox(img), breast)
+
+
+def test_bbox_touching_edges_with_pectoral_muscle():
+    img, breast = phantom(touch=True)
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    pect = (xx / 120 + yy / 260) < 1
+    img[pect] = 0.9
+    breast = breast | pect
+    box = pp.breast_bbox(img)
+    assert box[0] == 0 and box[2] == img.shape[0]
+    assert_good_box(box, breast)
+
+
+def test_bbox_fatty_low_contrast_and_dense():
+    img, breast = phantom()
+    fatty = np.where(breast, 0.06 + 0.3 * (img - 0.15), img * 0.2).astype(np.float32)
+    assert_good_box(pp.breast_bbox(fatty), breast)
+    dense = np.where(breast, 0.85 + 0.1 * img, 0).astype(np.float32)
+    assert_good_box(pp.breast_bbox(dense), breast)
+
+
+def test_bbox_blank_image_returns_full_image(caplog):
+    assert pp.breast_bbox(np.zeros((50, 40), np.float32)) == (0, 0, 50, 40)
+    assert "no breast found" in caplog.text
+
+
+def test_crop_orient_resize_to_uint():
+    img = np.zeros((100, 80), np.float32)
+    img[10:90, 50:80] = 0.8  # breast on the right
+    out, flipped = pp.orient(img, "R")
+    assert flipped and out[10:90, :30].mean() > 0.7
+    assert not pp.orient(out, "R")[1]
+    c = pp.crop(img, (10, 50, 90, 80))
+    assert c.shape == (80, 30)
+    with pytest.raises(ValueError):
+        pp.crop(img, (0, 0, 0, 10))
+    r = pp.resize_pad(c, (64, 32))
+    assert r.shape == (64, 32) and r[:, :24].min() > 0.7 and r[:, 25:].max() == 0  # padded on the right
+    assert pp.resize_pad(c, (64, 32), keep_aspect=False).min() > 0.7
+    u8, u16 = pp.to_uint(np.array([0, 0.5, 1.0]), 8), pp.to_uint(np.array([0, 0.5, 1.0]), 16)
+    assert u8.tolist() == [0, 128, 255] and u16.dtype == np.uint16 and u16[-1] == 65535
+    assert pp.parse_size("1024x512") == (1024, 512)
+
+
+def crop_quality(data, specs):
+    """Per image: lesion inside the crop, fraction of breast pixels kept, box area / true box area."""
+    rows = []
+    for s in specs:
+        d = read_dicom(data / f"{s['split']}_images" / str(s["patient_id"]) / f"{s['image_id']}.dcm")
+        y0, x0, y1, x1 = pp.breast_bbox(d.image)
+        mask = truth_mask(s)
+        ty0, tx0, ty1, tx1 = box_of(mask)
+        row = dict(kept=mask[y0:y1, x0:x1].sum() / mask.sum(),
+                   area_ratio=(y1 - y0) * (x1 - x0) / ((ty1 - ty0) * (tx1 - tx0)), lesion_inside=True)
+        if s["cancer"]:
+            from mammo_utils.synthetic import lesion_position
+            ly, lx = lesion_position(s["shape"], s["view"], s["breast"])
+            if s["laterality"] == "R":
+                lx = s["shape"][1] - 1 - lx
+            row["lesion_inside"] = y0 <= ly < y1 and x0 <= lx < x1
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_crop_quality_on_synthetic_ground_truth(tiny_data):
+    specs = plan_dataset(TINY["patients"], TINY["test_patients"], TINY["seed"], TINY["size"], TINY["cancer_rate"])
+    q = crop_quality(tiny_data, specs)
+    print(q.describe())
+    assert q.lesion_inside.all()
+    assert q.kept.min() >= 0.99
+    assert q.area_ratio.max() <= 1.15
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mammo_utils", "preprocess", *args], capture_output=True, text=True)
+
+
+def test_cli_bad_files_and_resume(tmp_path, tiny_data):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    train = pd.read_csv(data / "train.csv")
+    bad = train.head(3)
+    paths = [data / "train_images" / str(r.patient_id) / f"{r.image_id}.dcm" for r in bad.itertuples()]
+    paths[0].write_bytes(paths[0].read_bytes()[:2000])          # truncated
+    paths[1].write_text("not a dicom")                          # not DICOM
+    paths[2].unlink()                                           # missing
+    out = tmp_path / "png"
+    res = run_cli("--data", str(data), "--split", "train", "--out", str(out), "--size", "128x64", "--jobs", "2")
+    assert res.returncode == 1, res.stderr
+    assert "3 file(s) failed" in res.stderr
+    manifest = pd.read_csv(out / "manifest.csv")
+    errors = pd.read_csv(out / "errors.csv")
+    assert len(manifest) == len(train) - 3 and manifest.image_id.is_unique
+    assert sorted(errors.image_id) == sorted(bad.image_id)
+    assert all(str(p) in f for p, f in zip(sorted(map(str, paths)), sorted(errors.file)))
+    png = cv2.imread(str(out / manifest.path[0]), cv2.IMREAD_UNCHANGED)
+    assert png.shape == (128, 64) and png.dtype == np.uint8
+    assert {"bbox_y0", "bbox_x1", "photometric", "voi", "source_rows", "seconds"} <= set(manifest.columns)
+    assert (out / "preprocess.json").exists()
+
+    # Rerun after deleting two outputs and repairing one bad file: only those are redone.
+    for p in manifest.path[:2]:
+        os.remove(out / p)
+    shutil.copy(paths[1].with_name("x") if False else tiny_data / "train_images" / str(bad.iloc[1].patient_id)
+                / f"{bad.iloc[1].image_id}.dcm", paths[1])
+    res = run_cli("--data", str(data), "--split", "train", "--out", str(out), "--size", "128x64", "--jobs", "1")
+    assert res.returncode == 1
+    summary = res.stdout
+    assert '"processed": 3' in summary and '"failed": 2' in summary
+    manifest2 = pd.read_csv(out / "manifest.csv")
+    assert len(manifest2) == len(train) - 2 and manifest2.image_id.is_unique
+    assert all((out / p).exists() for p in manifest2.path)
+    assert not list(out.rglob("*.tmp.png"))
+
+    # Changing the settings into the same folder is refused instead of mixing images.
+    res = run_cli("--data", str(data), "--out", str(out), "--size", "256x128")
+    assert res.returncode != 0 and "other settings" in res.stderr
+
+
+def test_torn_manifest_line_is_dropped(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_text("image_id,path\n1,a.png\n2,b.png\n1,a.png\n3,c.p")
+    df = pp._read_rows(path)
+    assert sorted(df.image_id) == [1, 2, 3] or sorted(df.image_id) == [1, 2]
+
+
+def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
+    r = tiny_truth[tiny_truth.syntax == "j2k"].iloc[0]
+    path = tiny_data / f"{r.split}_images" / str(r.patient_id) / f"{r.image_id}.dcm"
+    cfg = pp.PreprocessConfig(size=(64, 32))
+    img, info = pp.preprocess_file(path, cfg, r.laterality)
+    assert info["decode_scale"] == 2 and img.shape == (64, 32)
+    full_box = pp.breast_bbox(read_image(path))
+    got = (info["bbox_y0"], info["bbox_x0"], info["bbox_y1"], info["bbox_x1"])
+    assert np.abs(np.subtract(got, full_box)).max() <= 6
