@@ -26,7 +26,7 @@ def _preprocess(a) -> int:
     from .preprocess import PreprocessConfig, run_preprocess
 
     cfg = PreprocessConfig(size=a.size, keep_aspect=not a.no_keep_aspect, bits=a.bits, crop=not a.no_crop,
-                           orient=not a.no_orient, backend=a.backend, reduced_decode=not a.full_decode,
+                           orient=not a.no_orient, mask_outside=not a.no_mask, backend=a.backend, reduced_decode=not a.full_decode,
                            window_index=a.window_index)
     summary = run_preprocess(a.data, a.split, a.out, cfg, jobs=a.jobs, limit=a.limit)
     print(json.dumps(summary, indent=2))
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", default="640x512", help="base image size HxW (machines vary around it)")
     s.add_argument("--cancer-rate", type=float, default=0.2, help="fraction of patients with a cancer breast")
-    s.add_argument("--lesion-contrast", type=float, default=0.22)
+    s.add_argument("--lesion-contrast", type=float, default=0.3, help="mass contrast in attenuation units")
     s.add_argument("--jobs", type=int, default=-1)
     s.set_defaults(func=_synth)
 
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window-index", type=int, default=0)
     s.add_argument("--no-crop", action="store_true")
     s.add_argument("--no-orient", action="store_true")
+    s.add_argument("--no-mask", action="store_true", help="keep pixels outside the breast mask")
     s.add_argument("--no-keep-aspect", action="store_true")
     s.add_argument("--full-decode", action="store_true", help="never decode a reduced JPEG 2000 level")
     s.set_defaults(func=_preprocess)

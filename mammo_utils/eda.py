@@ -132,3 +132,31 @@ def read_all_images(data, jobs: int = 2, progress: bool = True) -> pd.DataFrame:
         summary.loc[len(summary)] = [None, None, None, None, failed, np.nan, failed]
     print(f"decoded {int(res.ok.sum())}/{len(res)} images in {seconds:.1f} s ({len(res) / seconds:.1f} img/s)")
     return summary
+
+
+def gallery_sample(df: pd.DataFrame, by=("machine_id",), per_group: int = 2, seed: int = 0) -> pd.DataFrame:
+    """``per_group`` rows of each group (cancer images first, so lesions show), drawn with ``seed``."""
+    parts = []
+    for _, g in df.groupby(list(by)):
+        g = g.sample(frac=1.0, random_state=seed)
+        if "cancer" in g:
+            g = g.sort_values("cancer", ascending=False, kind="stable")
+        parts.append(g.head(per_group))
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def load_gallery(data, split: str, rows: pd.DataFrame, display_px: int = 384):
+    """For each row: the stored values stretched min-max (what a naive reader shows) and the
+    ``read_image`` result, both decoded at a reduced size for display, with a title."""
+    from .dicom import read_dicom
+
+    raw, shown, titles = [], [], []
+    for r in rows.itertuples():
+        path = image_path(data, split, r.patient_id, r.image_id)
+        naive = read_dicom(path, min_size=(display_px, display_px // 2), voi=False, invert_monochrome1=False)
+        good = read_dicom(path, min_size=(display_px, display_px // 2))
+        raw.append(naive.image)
+        shown.append(good.image)
+        titles.append(f"machine {r.machine_id} {r.laterality}-{r.view} cancer={getattr(r, 'cancer', '?')}\n"
+                      f"{good.photometric} {good.voi.split('(')[0]}")
+    return raw, shown, titles

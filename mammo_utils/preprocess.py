@@ -72,8 +72,12 @@ def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = 512) -> Bo
     """
     if img.ndim != 2 or img.size == 0:
         raise ValueError(f"breast_bbox expects a non-empty 2-D array, got shape {img.shape}")
-    h, w = img.shape
     mask, s = breast_mask(img, work_px)
+    return _box_from_mask(mask, s, img.shape, margin)
+
+
+def _box_from_mask(mask: np.ndarray, s: float, shape, margin: float) -> Box:
+    h, w = shape
     if not mask.any() or mask.sum() < 0.005 * mask.size:
         log.warning("breast_bbox: no breast found in a %dx%d image; using the full image", h, w)
         return (0, 0, h, w)
@@ -85,6 +89,16 @@ def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = 512) -> Bo
     x0 = int(np.floor(xs[0] / s - mx))
     x1 = int(np.ceil((xs[-1] + 1) / s + mx))
     return (max(0, y0), max(0, x0), min(h, y1), min(w, x1))
+
+
+def apply_mask(img: np.ndarray, mask: np.ndarray, grow: float = 0.01) -> np.ndarray:
+    """Zero everything outside the breast mask (grown by ``grow`` of the image size): removes burned-in
+    labels and markers that fall inside the breast's bounding box. ``mask`` may be a downsampled one."""
+    h, w = img.shape
+    m = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    k = max(3, int(round(grow * max(h, w))) * 2 + 1)
+    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return img * m.astype(img.dtype)
 
 
 def crop(img: np.ndarray, box: Box) -> np.ndarray:
@@ -166,6 +180,7 @@ class PreprocessConfig:
     keep_aspect: bool = True
     bits: int = 8
     crop: bool = True
+    mask_outside: bool = True     # zero labels/markers inside the box but outside the breast
     orient: bool = True
     backend: str = "auto"
     reduced_decode: bool = True   # JPEG 2000: decode the coarsest wavelet level that covers `size`
@@ -185,7 +200,13 @@ class PreprocessConfig:
 
 def preprocess_array(img: np.ndarray, cfg: PreprocessConfig, laterality: str | None = None):
     """crop -> orient -> resize/pad on an image from ``read_image``. Returns (float image, box, flipped)."""
-    box = breast_bbox(img) if cfg.crop else (0, 0, *img.shape)
+    box = (0, 0, *img.shape)
+    if cfg.crop or cfg.mask_outside:
+        mask, s = breast_mask(img)
+        if cfg.crop:
+            box = _box_from_mask(mask, s, img.shape, 0.01)
+        if cfg.mask_outside and mask.any():
+            img = apply_mask(img, mask)
     out = crop(img, box)
     flipped = False
     if cfg.orient:
@@ -394,3 +415,20 @@ def read_manifest(out) -> pd.DataFrame:
 def read_config(out) -> PreprocessConfig:
     """The settings an output folder was made with (so inference repeats them exactly)."""
     return PreprocessConfig.from_json(json.loads((Path(out) / "preprocess.json").read_text())["config"])
+
+
+def load_before_after(data, split: str, out, rows: pd.DataFrame, display_px: int = 384):
+    """Source image (reduced for display) with the crop box, and the written PNG, for manifest rows."""
+    from .dicom import read_dicom
+
+    before, boxes, after, titles = [], [], [], []
+    for r in rows.itertuples():
+        d = read_dicom(Path(data) / f"{split}_images" / str(r.patient_id) / f"{r.image_id}.dcm",
+                       min_size=(display_px, display_px // 2))
+        s = d.scale
+        before.append(d.image)
+        boxes.append((r.bbox_y0 / s, r.bbox_x0 / s, r.bbox_y1 / s, r.bbox_x1 / s))
+        png = cv2.imread(str(Path(out) / r.path), cv2.IMREAD_UNCHANGED)
+        after.append(png.astype(np.float32) / (65535.0 if png.dtype == np.uint16 else 255.0))
+        titles.append(f"machine {r.machine_id} {r.laterality}-{r.view} {r.photometric}")
+    return before, boxes, after, titles

@@ -124,9 +124,9 @@ def draw_lesion(rng, a: np.ndarray, mask: np.ndarray, center, radius_px: float, 
     h, w = a.shape
     cy, cx = center
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    d2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius_px ** 2
-    edge = 1.0 + 0.25 * smooth_noise(rng, a.shape, 24)
-    mass = np.exp(-d2 * edge * 1.2) * contrast
+    d = np.sqrt(((yy - cy) ** 2 + (xx - cx) ** 2)) / radius_px
+    d = d * (1.0 + 0.2 * smooth_noise(rng, a.shape, 24))     # irregular margin
+    mass = contrast / (1.0 + np.exp(np.minimum((d - 1.0) * 5.0, 50.0)))        # dense core with a soft edge
     out = a + mass * mask
     if calcs:
         for _ in range(int(rng.integers(5, 12))):
@@ -242,13 +242,13 @@ def _breast_params(rng, density: float, implant: bool) -> dict:
     return dict(
         depth=rng.uniform(0.50, 0.80), height=rng.uniform(0.30, 0.42), cy=rng.uniform(0.46, 0.56),
         pect_u=rng.uniform(0.22, 0.40), pect_v=rng.uniform(0.35, 0.65), density=density, implant=implant,
-        lesion_f=rng.uniform(0.30, 0.70), lesion_g=rng.uniform(-0.6, 0.6), lesion_r=rng.uniform(0.028, 0.05),
+        lesion_f=rng.uniform(0.30, 0.70), lesion_g=rng.uniform(-0.6, 0.6), lesion_r=rng.uniform(0.03, 0.055),
         calcs=bool(rng.random() < 0.5),
     )
 
 
 def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), cancer_rate: float = 0.2,
-                 lesion_contrast: float = 0.22) -> list[dict]:
+                 lesion_contrast: float = 0.3) -> list[dict]:
     """Every image to write, with all randomness drawn here from one seeded generator."""
     from pydicom.uid import generate_uid
 
@@ -296,7 +296,7 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
 
 
 def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test_patients: int | None = None,
-                  cancer_rate: float = 0.2, lesion_contrast: float = 0.22, jobs: int = -1,
+                  cancer_rate: float = 0.2, lesion_contrast: float = 0.3, jobs: int = -1,
                   progress: bool = True) -> pd.DataFrame:
     """Write the whole synthetic dataset; deterministic for a seed. Returns the truth table."""
     from joblib import Parallel, delayed
@@ -332,3 +332,19 @@ def truth_mask(spec: dict) -> np.ndarray:
     rng = np.random.default_rng(spec["seed"])
     _, mask = draw_breast(rng, spec["shape"], spec["view"], spec["breast"]["density"], spec["breast"])
     return mask[:, ::-1] if spec["laterality"] == "R" else mask
+
+
+def crop_report(manifest: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Crop boxes of a preprocessing manifest against the generator's ground truth, per image:
+    whether the lesion centre is inside, the share of the true breast box covered, and the box area
+    relative to the true breast box."""
+    m = manifest.merge(truth[["image_id", "breast_y0", "breast_x0", "breast_y1", "breast_x1", "lesion_y", "lesion_x"]],
+                       on="image_id")
+    iy = (np.minimum(m.bbox_y1, m.breast_y1) - np.maximum(m.bbox_y0, m.breast_y0)).clip(lower=0)
+    ix = (np.minimum(m.bbox_x1, m.breast_x1) - np.maximum(m.bbox_x0, m.breast_x0)).clip(lower=0)
+    true_area = (m.breast_y1 - m.breast_y0) * (m.breast_x1 - m.breast_x0)
+    has_lesion = m.lesion_y.notna()
+    inside = (m.lesion_y >= m.bbox_y0) & (m.lesion_y < m.bbox_y1) & (m.lesion_x >= m.bbox_x0) & (m.lesion_x < m.bbox_x1)
+    return pd.DataFrame({"image_id": m.image_id, "machine_id": m.machine_id, "has_lesion": has_lesion,
+                         "lesion_inside": inside | ~has_lesion, "breast_box_covered": iy * ix / true_area,
+                         "area_ratio": (m.bbox_y1 - m.bbox_y0) * (m.bbox_x1 - m.bbox_x0) / true_area})

@@ -1,0 +1,159 @@
+"""torch Dataset over preprocessed PNGs, mammography augmentations, and DataLoader factories.
+
+Augmentations are plain numpy/OpenCV on the uint8/uint16 image (one warpAffine per sample), which is
+cheaper on 2 CPU cores than a chain of tensor transforms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+AUX_TARGETS = {  # name -> (column, number of classes); -1 marks a missing value (ignored by the loss)
+    "birads": ("BIRADS", 3),
+    "density": ("density", 4),
+    "view": ("view", 2),
+    "invasive": ("invasive", 2),
+}
+
+
+@dataclass
+class AugmentConfig:
+    """Train-time augmentation strengths; zeros disable a transform."""
+
+    vflip: float = 0.5          # the chest wall stays on the left, so only vertical flips are anatomical
+    hflip: float = 0.0
+    rotate_deg: float = 10.0
+    scale: float = 0.10
+    shift: float = 0.05
+    brightness: float = 0.10
+    contrast: float = 0.15
+    gamma: float = 0.20
+    dropout_boxes: int = 2      # coarse dropout
+    dropout_size: float = 0.10
+
+
+def load_png(path) -> np.ndarray:
+    """8- or 16-bit PNG -> float32 HxW in [0, 1]."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    if img.ndim == 3:
+        img = img[..., 0]
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    return img.astype(np.float32) / np.float32(scale)
+
+
+def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random flip, small affine, brightness/contrast/gamma and coarse dropout on a [0, 1] image."""
+    h, w = img.shape
+    if rng.random() < cfg.vflip:
+        img = img[::-1]
+    if rng.random() < cfg.hflip:
+        img = img[:, ::-1]
+    if cfg.rotate_deg or cfg.scale or cfg.shift:
+        angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
+        scale = 1.0 + rng.uniform(-cfg.scale, cfg.scale)
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+        m[:, 2] += rng.uniform(-cfg.shift, cfg.shift, 2) * (w, h)
+        img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if cfg.gamma:
+        img = np.power(np.clip(img, 0, 1), np.float32(np.exp(rng.uniform(-cfg.gamma, cfg.gamma))))
+    if cfg.contrast or cfg.brightness:
+        img = img * np.float32(1 + rng.uniform(-cfg.contrast, cfg.contrast)) + np.float32(
+            rng.uniform(-cfg.brightness, cfg.brightness))
+    img = np.clip(img, 0, 1)
+    for _ in range(cfg.dropout_boxes):
+        bh, bw = int(h * cfg.dropout_size * rng.random()), int(w * cfg.dropout_size * rng.random())
+        y, x = rng.integers(0, max(1, h - bh)), rng.integers(0, max(1, w - bw))
+        img[y:y + bh, x:x + bw] = 0
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def encode_aux(df: pd.DataFrame) -> pd.DataFrame:
+    """Integer-coded auxiliary targets (-1 where missing)."""
+    out = pd.DataFrame(index=df.index)
+    if "BIRADS" in df:
+        out["birads"] = df.BIRADS.fillna(-1).astype(int).clip(-1, 2)
+    if "density" in df:
+        out["density"] = df.density.map({"A": 0, "B": 1, "C": 2, "D": 3}).fillna(-1).astype(int)
+    if "view" in df:
+        out["view"] = df.view.map({"CC": 0, "MLO": 1}).fillna(-1).astype(int)
+    if "invasive" in df:
+        out["invasive"] = df.invasive.fillna(-1).astype(int)
+    return out
+
+
+class MammoDataset(Dataset):
+    """Rows of a manifest (with ``abs_path``) -> (image tensor CxHxW, target dict).
+
+    Each sample draws its augmentation from ``np.random.default_rng([seed, epoch, index])``, so a run
+    is reproducible whatever the number of workers.
+    """
+
+    def __init__(self, df: pd.DataFrame, train: bool = False, augment_cfg: AugmentConfig | None = None,
+                 in_chans: int = 1, seed: int = 0, aux: tuple[str, ...] = ()):
+        self.df = df.reset_index(drop=True)
+        self.paths = self.df.abs_path.tolist()
+        self.labels = self.df.cancer.to_numpy().astype(np.float32) if "cancer" in self.df else np.zeros(len(self.df), np.float32)
+        self.aux = encode_aux(self.df)[list(aux)].to_numpy() if aux else None
+        self.aux_names = tuple(aux)
+        self.train, self.cfg = train, augment_cfg or AugmentConfig()
+        self.in_chans, self.seed, self.epoch = in_chans, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        img = load_png(self.paths[i])
+        if self.train:
+            img = augment(img, self.cfg, np.random.default_rng([self.seed, self.epoch, i]))
+        x = torch.from_numpy(np.ascontiguousarray(img))[None]
+        if self.in_chans != 1:
+            x = x.expand(self.in_chans, -1, -1).contiguous()
+        target = {"cancer": torch.tensor(self.labels[i]), "index": torch.tensor(i)}
+        if self.aux is not None:
+            for k, name in enumerate(self.aux_names):
+                target[name] = torch.tensor(int(self.aux[i, k]))
+        return x, target
+
+
+def create_loader(ds: MammoDataset, batch_size: int, train: bool, workers: int = 2, seed: int = 0,
+                  batch_sampler=None, pin_memory: bool | None = None) -> DataLoader:
+    """DataLoader with seeded shuffling, persistent workers and pinned memory on CUDA."""
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                  prefetch_factor=4 if workers > 0 else None)
+    if batch_sampler is not None:
+        return DataLoader(ds, batch_sampler=batch_sampler, **common)
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) > batch_size,
+                      generator=gen, **common)
+
+
+def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
+    """Manifest rows of the images listed in folds.csv, with their ``fold``."""
+    folds = pd.read_csv(folds_csv)[["image_id", "fold"]]
+    df = manifest.drop(columns=["fold"], errors="ignore").merge(folds, on="image_id", how="inner")
+    if "prediction_id" not in df:
+        df["prediction_id"] = df.patient_id.astype(str) + "_" + df.laterality.astype(str)
+    if df.empty:
+        raise ValueError(f"no image of {folds_csv} is in the manifest: were they preprocessed?")
+    return df
+
+
+def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train rows, validation rows) for one fold."""
+    from .preprocess import read_manifest
+
+    df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
+    return df[df.fold != fold].reset_index(drop=True), df[df.fold == fold].reset_index(drop=True)

@@ -1,0 +1,248 @@
+"""Every figure the notebooks show. Each function returns a titled, labelled matplotlib Figure."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+if matplotlib.get_backend().lower().startswith("qt"):  # headless safety; notebooks use their inline backend
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def _grid(n: int, cols: int, size=(3.0, 3.6)):
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
+# ---- EDA ------------------------------------------------------------------------------------------
+
+def class_balance(df: pd.DataFrame, by=("site_id", "machine_id", "view", "laterality")):
+    """Cancer rate (bars) and image count (annotation) per value of each column in ``by``."""
+    fig, axes = plt.subplots(1, len(by) + 1, figsize=(4 * (len(by) + 1), 3.6))
+    counts = df.cancer.value_counts().reindex([0, 1], fill_value=0)
+    axes[0].bar(["no cancer", "cancer"], counts.values, color=["#8da0cb", "#fc8d62"])
+    axes[0].set(title=f"Images by label ({counts[1] / len(df):.1%} cancer)", ylabel="images")
+    for ax, col in zip(axes[1:], by):
+        g = df.groupby(col).cancer.agg(["mean", "size"])
+        ax.bar(g.index.astype(str), g["mean"] * 100, color="#fc8d62")
+        for i, n in enumerate(g["size"]):
+            ax.annotate(f"n={n}", (i, g["mean"].iloc[i] * 100), ha="center", va="bottom", fontsize=7)
+        ax.set(title=f"Cancer rate by {col}", xlabel=col, ylabel="cancer images (%)")
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle("Class balance")
+    fig.tight_layout()
+    return fig
+
+
+def patient_overview(df: pd.DataFrame):
+    """Images per patient, age by label, density and BIRADS, difficult negatives."""
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.6))
+    per_patient = df.groupby("patient_id").size()
+    axes[0].hist(per_patient, bins=np.arange(per_patient.min(), per_patient.max() + 2) - 0.5, color="#66c2a5")
+    axes[0].set(title="Images per patient", xlabel="images", ylabel="patients")
+    for label, color in ((0, "#8da0cb"), (1, "#fc8d62")):
+        ages = df[df.cancer == label].drop_duplicates("patient_id").age.dropna()
+        axes[1].hist(ages, bins=20, alpha=0.6, density=True, color=color, label=["no cancer", "cancer"][label])
+    axes[1].set(title=f"Age by label ({df.age.isna().mean():.1%} missing)", xlabel="age (years)", ylabel="density")
+    axes[1].legend()
+    for ax, col in ((axes[2], "density"), (axes[3], "BIRADS")):
+        vc = df[col].astype(str).replace("nan", "missing").value_counts().sort_index()
+        ax.bar(vc.index, vc.values, color="#a6d854")
+        ax.set(title=f"{col} (images)", xlabel=col, ylabel="images")
+    if "difficult_negative_case" in df:
+        dn = df.groupby(df.difficult_negative_case.astype(str)).cancer.agg(["size"])
+        axes[4].bar(dn.index, dn["size"], color="#e78ac3")
+    axes[4].set(title="Difficult negative cases", xlabel="difficult_negative_case", ylabel="images")
+    fig.suptitle("Patients and labels")
+    fig.tight_layout()
+    return fig
+
+
+def header_overview(headers: pd.DataFrame):
+    """Image sizes, bit depth, photometric and VOI LUT function per machine, from DICOM headers."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for m, g in headers.groupby("machine_id"):
+        axes[0].scatter(g.Columns, g.Rows, s=10, label=str(m))
+    axes[0].set(title="Image size by machine", xlabel="columns (px)", ylabel="rows (px)")
+    axes[0].legend(title="machine_id", fontsize=7)
+    for ax, col in ((axes[1], "BitsStored"), (axes[2], "VOILUTFunction")):
+        t = pd.crosstab(headers.machine_id.astype(str), headers[col].astype(str).replace("None", "none"))
+        t.plot.bar(stacked=True, ax=ax)
+        ax.set(title=f"{col} by machine", xlabel="machine_id", ylabel="images")
+    fig.suptitle("DICOM headers")
+    fig.tight_layout()
+    return fig
+
+
+def image_gallery(images, titles, suptitle: str, cols: int = 4, boxes=None, cmap="gray"):
+    """A grid of images, optionally with a box ``(y0, x0, y1, x1)`` drawn on each."""
+    fig, axes = _grid(len(images), cols)
+    for i, (img, t) in enumerate(zip(images, titles)):
+        axes[i].imshow(img, cmap=cmap, vmin=0, vmax=1 if img.dtype.kind == "f" else None)
+        axes[i].set_title(t, fontsize=8)
+        axes[i].set_xlabel("x (px)", fontsize=7)
+        axes[i].set_ylabel("y (px)", fontsize=7)
+        axes[i].tick_params(labelsize=6)
+        if boxes is not None and boxes[i] is not None:
+            y0, x0, y1, x1 = boxes[i]
+            axes[i].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="red", lw=1.5))
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+# ---- preprocessing --------------------------------------------------------------------------------
+
+def preprocess_overview(manifest: pd.DataFrame):
+    """Crop area fraction and seconds per image, by machine."""
+    m = manifest.copy()
+    m["area_fraction"] = (m.bbox_y1 - m.bbox_y0) * (m.bbox_x1 - m.bbox_x0) / (m.source_rows * m.source_cols)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for mid, g in m.groupby("machine_id") if "machine_id" in m else [("all", m)]:
+        axes[0].hist(g.area_fraction, bins=20, range=(0, 1), alpha=0.5, label=str(mid))
+        axes[1].hist(g.seconds * 1000, bins=20, alpha=0.5, label=str(mid))
+    axes[0].set(title="Crop area / image area", xlabel="fraction of the image kept", ylabel="images")
+    axes[1].set(title="Preprocessing time per image (one worker)", xlabel="milliseconds", ylabel="images")
+    axes[0].legend(title="machine_id", fontsize=7)
+    fig.suptitle("Preprocessing")
+    fig.tight_layout()
+    return fig
+
+
+# ---- sampling -------------------------------------------------------------------------------------
+
+def fold_balance(folds: pd.DataFrame):
+    """Patients, cancer patients and images per fold and site."""
+    pat = folds.groupby(["fold", "site_id", "patient_id"]).cancer.max().reset_index()
+    t = pat.groupby(["fold", "site_id"]).cancer.agg(["size", "sum"]).unstack("site_id")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    t["size"].plot.bar(ax=axes[0])
+    axes[0].set(title="Patients per fold and site", xlabel="fold", ylabel="patients")
+    t["sum"].plot.bar(ax=axes[1])
+    axes[1].set(title="Cancer patients per fold and site", xlabel="fold", ylabel="cancer patients")
+    for ax in axes:
+        ax.legend(title="site_id")
+    fig.suptitle("Patient-grouped stratified folds")
+    fig.tight_layout()
+    return fig
+
+
+def strategy_comparison(table: pd.DataFrame):
+    """Images kept vs discarded and positive share for each sampling strategy."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    axes[0].barh(table.strategy, table.images_per_epoch, color="#66c2a5", label="used per epoch")
+    if "discarded" in table:
+        axes[0].barh(table.strategy, table.discarded, left=table.images_per_epoch, color="#d9d9d9", label="discarded")
+    axes[0].set(title="Images per epoch", xlabel="images", ylabel="strategy")
+    axes[0].legend()
+    axes[1].barh(table.strategy, 100 * table.positives_per_epoch / table.images_per_epoch, color="#fc8d62")
+    axes[1].set(title="Share of positives the model sees", xlabel="positive images (%)", ylabel="strategy")
+    fig.suptitle("Sampling strategies")
+    fig.tight_layout()
+    return fig
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+def learning_curves(history: pd.DataFrame):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    axes[0].plot(history.epoch, history.train_loss, marker="o")
+    axes[0].set(title="Training loss", xlabel="epoch", ylabel="loss")
+    axes[1].plot(history.epoch, history.val_pf1, marker="o", label="pF1 (best threshold)")
+    axes[1].plot(history.epoch, history.val_pf1_raw, marker=".", label="pF1 (probabilities)")
+    axes[1].set(title="Validation pF1 per breast", xlabel="epoch", ylabel="pF1")
+    axes[1].legend()
+    axes[2].plot(history.epoch, history.val_auc, marker="o", color="#fc8d62")
+    axes[2].set(title="Validation AUC per breast", xlabel="epoch", ylabel="ROC AUC", ylim=(0, 1.02))
+    fig.suptitle("Learning curves")
+    fig.tight_layout()
+    return fig
+
+
+# ---- evaluation -----------------------------------------------------------------------------------
+
+def threshold_curve(curve: pd.DataFrame, chosen: float):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(curve.threshold, curve.pf1)
+    ax.axvline(chosen, color="red", ls="--", label=f"chosen {chosen:.2f}")
+    ax.set(title="pF1 per breast vs threshold", xlabel="threshold", ylabel="pF1")
+    ax.legend()
+    return fig
+
+
+def roc_pr(labels, preds):
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fpr, tpr, _ = roc_curve(labels, preds)
+    axes[0].plot(fpr, tpr)
+    axes[0].plot([0, 1], [0, 1], ls=":", color="gray")
+    axes[0].set(title="ROC curve (per breast)", xlabel="false positive rate", ylabel="true positive rate")
+    prec, rec, _ = precision_recall_curve(labels, preds)
+    axes[1].plot(rec, prec)
+    axes[1].axhline(np.mean(labels), ls=":", color="gray", label="prevalence")
+    axes[1].set(title="Precision-recall curve (per breast)", xlabel="recall", ylabel="precision")
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_calibration(labels, preds, threshold: float, bins: int = 8):
+    from sklearn.metrics import confusion_matrix
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    cm = confusion_matrix(labels, np.asarray(preds) >= threshold, labels=[0, 1])
+    axes[0].imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        axes[0].text(j, i, str(v), ha="center", va="center", fontsize=14)
+    axes[0].set(title=f"Confusion matrix at threshold {threshold:.2f}", xlabel="predicted", ylabel="true",
+                xticks=[0, 1], yticks=[0, 1], xticklabels=["no cancer", "cancer"], yticklabels=["no cancer", "cancer"])
+    edges = np.quantile(preds, np.linspace(0, 1, bins + 1))
+    idx = np.clip(np.searchsorted(edges, preds, side="right") - 1, 0, bins - 1)
+    df = pd.DataFrame({"y": labels, "p": preds, "b": idx}).groupby("b").mean()
+    axes[1].plot(df.p, df.y, marker="o")
+    axes[1].plot([0, 1], [0, 1], ls=":", color="gray")
+    axes[1].set(title="Calibration (quantile bins)", xlabel="mean predicted probability", ylabel="observed cancer rate")
+    fig.tight_layout()
+    return fig
+
+
+def breakdown(table: pd.DataFrame, by: str):
+    """Bar chart of AUC and pF1 per group (a table from evaluate.breakdown)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table.auc, width=0.4, label="AUC")
+    ax.bar(x + 0.2, table.pf1, width=0.4, label="pF1 at threshold")
+    ax.set_xticks(x, table[by].astype(str))
+    ax.set(title=f"Validation metrics by {by}", xlabel=by, ylabel="score", ylim=(0, 1.05))
+    ax.legend()
+    return fig
+
+
+def prediction_histogram(preds, threshold: float | None = None, title: str = "Predicted probability per breast"):
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.hist(preds, bins=30, range=(0, 1), color="#8da0cb")
+    if threshold is not None:
+        ax.axvline(threshold, color="red", ls="--", label=f"threshold {threshold:.2f}")
+        ax.legend()
+    ax.set(title=title, xlabel="probability of cancer", ylabel="breasts")
+    return fig
+
+
+def heatmaps(images, cams, titles, suptitle: str = "Grad-CAM: where the model looks", cols: int = 4):
+    fig, axes = _grid(len(images), cols)
+    for ax, img, cam, t in zip(axes, images, cams, titles):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        ax.set_title(t, fontsize=8)
+        ax.set_xlabel("x (px)", fontsize=7)
+        ax.set_ylabel("y (px)", fontsize=7)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

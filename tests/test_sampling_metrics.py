@@ -1,0 +1,130 @@
+"""Folds, undersampling, the balanced sampler, and the competition metric."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils import metrics
+from mammo_utils.sampling import BalancedBatchSampler, paired_breast_undersample, patient_folds, pos_weight
+
+
+def rsna_table(n_patients=3000, seed=0):
+    """A train.csv-shaped table: 4-6 images per patient, ~4% cancer patients, two sites."""
+    rng = np.random.default_rng(seed)
+    rows, image_id = [], 0
+    for pid in rng.choice(np.arange(10_000, 70_000), n_patients, replace=False):
+        site = int(rng.integers(1, 3))
+        side = rng.choice(["L", "R"]) if rng.random() < 0.04 else None
+        for lat in "LR":
+            for view in ["CC", "MLO"] + (["MLO"] if rng.random() < 0.1 else []):
+                image_id += 1
+                rows.append(dict(site_id=site, patient_id=int(pid), image_id=image_id, laterality=lat, view=view,
+                                 age=60.0, cancer=int(side == lat), biopsy=0, invasive=0, BIRADS=np.nan, implant=0,
+                                 density="B", machine_id=49, difficult_negative_case=False))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return rsna_table()
+
+
+def test_folds_no_leakage_stratified_and_deterministic(table):
+    f = patient_folds(table, n_splits=5, seed=0)
+    assert len(f) == len(table) and set(f.fold) == set(range(5)) and f.fold.dtype.kind == "i"
+    assert (f.groupby("patient_id").fold.nunique() == 1).all()
+    per_fold = f.groupby("fold").apply(lambda g: g.groupby("patient_id").cancer.max().sum(), include_groups=False)
+    assert per_fold.max() - per_fold.min() <= 2
+    sites = f.groupby(["fold", "site_id"]).patient_id.nunique().unstack()
+    assert (sites.max() - sites.min()).max() <= 0.1 * sites.values.mean()
+    assert patient_folds(table, 5, seed=0).fold.equals(f.fold)
+    assert not patient_folds(table, 5, seed=1).fold.equals(f.fold)
+    with pytest.raises(ValueError):
+        patient_folds(table.head(8), n_splits=5)
+
+
+def test_undersample_keeps_cancer_patients_and_counts(table):
+    pos = set(table[table.cancer == 1].patient_id)
+    for ratio in (0.0, 1.0, 2.5):
+        s = paired_breast_undersample(table, neg_per_pos=ratio, seed=3)
+        assert pos <= set(s.patient_id)
+        for pid in pos:  # every image of every cancer patient, contralateral breast included
+            assert (s.patient_id == pid).sum() == (table.patient_id == pid).sum()
+        neg = set(s.patient_id) - pos
+        assert len(neg) == round(ratio * len(pos))
+    a, b = paired_breast_undersample(table, 1.5, seed=7), paired_breast_undersample(table, 1.5, seed=7)
+    assert a.equals(b) and not a.equals(paired_breast_undersample(table, 1.5, seed=8))
+    assert len(paired_breast_undersample(table, 1e6)) == len(table)
+
+
+def test_balanced_sampler_fraction_and_epoch():
+    labels = np.array([1] * 30 + [0] * 970)
+    s = BalancedBatchSampler(labels, batch_size=16, pos_fraction=0.25, seed=0)
+    batches = list(s)
+    assert len(batches) == len(s)
+    frac = np.mean([labels[b].mean() for b in batches])
+    assert abs(frac - 0.25) < 0.01
+    negs = np.concatenate([np.array(b)[labels[b] == 0] for b in batches])
+    assert sorted(negs) == list(np.flatnonzero(labels == 0))  # every negative once per epoch
+    assert batches == list(BalancedBatchSampler(labels, 16, 0.25, seed=0))
+    s.set_epoch(1)
+    assert list(s) != batches
+    assert pos_weight(labels) == pytest.approx(970 / 30)
+
+
+def kaggle_pfbeta(labels, predictions, beta):
+    """The competition's reference implementation (loop form)."""
+    y_true_count = ctp = cfp = 0
+    for idx in range(len(labels)):
+        prediction = min(max(predictions[idx], 0), 1)
+        if labels[idx]:
+            y_true_count += 1
+            ctp += prediction
+        else:
+            cfp += prediction
+    beta_squared = beta * beta
+    c_precision = ctp / (ctp + cfp)
+    c_recall = ctp / y_true_count
+    if c_precision > 0 and c_recall > 0:
+        return (1 + beta_squared) * (c_precision * c_recall) / (beta_squared * c_precision + c_recall)
+    return 0
+
+
+def test_pfbeta_hand_cases():
+    assert metrics.pfbeta([1, 0, 1, 0], [1, 0, 1, 0]) == 1.0
+    # ctp = 0.5 + 1 = 1.5, cfp = 0.5 -> P = 0.75, R = 0.75 -> F1 = 0.75
+    assert metrics.pfbeta([1, 1, 0, 0], [0.5, 1.0, 0.5, 0.0]) == pytest.approx(0.75)
+    # clipping: 2.0 -> 1, -1 -> 0
+    assert metrics.pfbeta([1, 0], [2.0, -1.0]) == 1.0
+    assert metrics.pfbeta([0, 0], [0.3, 0.2]) == 0.0      # no positives: undefined -> 0
+    assert metrics.pfbeta([1, 0], [0.0, 0.0]) == 0.0      # no predicted mass
+    # beta = 2: P = 0.5, R = 1 -> 5 * 0.5 / (4 * 0.5 + 1) = 0.8333
+    assert metrics.pfbeta([1, 0], [1.0, 1.0], beta=2) == pytest.approx(5 * 0.5 / 3)
+    assert metrics.pfbeta(pd.Series([1, 0]), np.array([1.0, 0.0])) == 1.0
+
+
+def test_pfbeta_matches_reference_on_random_cases():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(2, 60))
+        y = (rng.random(n) < rng.uniform(0.05, 0.6)).astype(int)
+        y[0] = 1
+        p = rng.uniform(-0.2, 1.2, n)
+        beta = float(rng.choice([0.5, 1.0, 2.0]))
+        assert metrics.pfbeta(y, p, beta) == pytest.approx(kaggle_pfbeta(y, p, beta), abs=1e-12)
+
+
+def test_aggregation_threshold_and_summary():
+    df = pd.DataFrame({"patient_id": [1, 1, 1, 1, 2, 2], "laterality": list("LLRRLR"), "cancer": [1, 1, 0, 0, 0, 0],
+                       "pred": [0.9, 0.5, 0.2, 0.4, 0.1, 0.6]})
+    mean = metrics.aggregate_breasts(df, how="mean").set_index("prediction_id")
+    assert mean.pred.to_dict() == pytest.approx({"1_L": 0.7, "1_R": 0.3, "2_L": 0.1, "2_R": 0.6})
+    assert mean.cancer.to_dict() == {"1_L": 1, "1_R": 0, "2_L": 0, "2_R": 0}
+    assert metrics.aggregate_breasts(df, how="max").set_index("prediction_id").pred["1_L"] == 0.9
+    thr, score = metrics.best_threshold(mean.cancer, mean.pred)
+    assert score == 1.0 and 0.6 < thr <= 0.7
+    assert metrics.binarize_quantile([0.1, 0.2, 0.3, 0.9], 0.75).tolist() == [0, 0, 0, 1]
+    s = metrics.summarize(mean.reset_index())
+    assert s["auc"] == 1.0 and s["pf1"] == 1.0 and s["sensitivity"] == 1.0 and s["specificity"] == 1.0
+    lo, hi = metrics.bootstrap_pfbeta(mean.cancer, mean.pred, n=200)
+    assert 0 <= lo <= hi <= 1
+    assert np.isnan(metrics.auc([0, 0], [0.1, 0.2]))
