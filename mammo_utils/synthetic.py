@@ -238,7 +238,7 @@ def make_image(spec: dict) -> dict:
 # The dataset
 # --------------------------------------------------------------------------------------------------
 
-def _breast_params(rng, density: float, implant: bool) -> dict:
+def breast_params(rng, density: float, implant: bool) -> dict:
     return dict(
         depth=rng.uniform(0.50, 0.80), height=rng.uniform(0.30, 0.42), cy=rng.uniform(0.46, 0.56),
         pect_u=rng.uniform(0.22, 0.40), pect_v=rng.uniform(0.35, 0.65), density=density, implant=implant,
@@ -275,7 +275,7 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
         shape = (int(round(size[0] * jitter)), int(round(size[1] * jitter * 1.25 / machine.aspect)))
         study_uid = generate_uid(entropy_srcs=[str(seed), str(pid), "study"])
         for lat in ("L", "R"):
-            breast = _breast_params(rng, density, implant)
+            breast = breast_params(rng, density, implant)
             cancer = int(cancer_side == lat)
             views = ["CC", "MLO"] + ([rng.choice(["MLO", "CC", "AT", "LM", "ML", "LMO"])] if rng.random() < 0.12 else [])
             for view in views:

@@ -1,0 +1,86 @@
+"""Preprocessing throughput on real-size files, 2 processes, as ratios in one run:
+
+  (a) full-resolution decode only, with the fastest installed full decoder
+      (gdcm through pydicom for JPEG 2000, dicomsdl for JPEG Lossless);
+  (b) our preprocessing to 1024x512 (reduced J2K decode, VOI LUT, crop, resize, PNG write);
+  (c) the seed-002 recipe: pydicom pixel_array, min-max, invert, squash to 512x512,
+      threshold + largest component crop, PNG write.
+
+    .venv/bin/python benchmarks/preprocess.py [--n 8]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from joblib import Parallel, delayed
+
+from _realsize import realsize_files
+from mammo_utils import dicom
+from mammo_utils.preprocess import PreprocessConfig, preprocess_file, write_png_atomic
+
+
+def full_decode(path, out):
+    syntax = "j2k" if "j2k" in str(path) else "jpeg_lossless"
+    backend = "pydicom" if syntax == "j2k" else "dicomsdl"
+    return dicom.read_stored(path, backend)[0].shape
+
+
+def ours(path, out):
+    img, _ = preprocess_file(path, PreprocessConfig(size=(1024, 512)))
+    write_png_atomic(Path(out) / (Path(path).stem + "_ours.png"), img)
+    return img.shape
+
+
+def seed_recipe(path, out):
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    img = ds.pixel_array.astype(np.float32)
+    img = (img - img.min()) / (img.max() - img.min())
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        img = 1 - img
+    img = cv2.resize(img, (512, 512))
+    u8 = (img * 255).astype(np.uint8)
+    _, mask = cv2.threshold(u8, 20, 255, cv2.THRESH_BINARY)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = stats[k, :4]
+    crop = cv2.resize(u8[y:y + h, x:x + w], (512, 512))
+    cv2.imwrite(str(Path(out) / (Path(path).stem + "_seed.png")), crop)
+    return crop.shape
+
+
+def rate(fn, paths, out, jobs=2, repeat=2):
+    work = list(paths) * repeat
+    with Parallel(n_jobs=jobs) as pool:
+        pool(delayed(fn)(p, out) for p in paths[:jobs])  # warm-up
+        t0 = time.perf_counter()
+        pool(delayed(fn)(p, out) for p in work)
+        return len(work) / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    print(f"cpu cores: {os.cpu_count()}; {args.jobs} processes; files: 3328x2560 12-bit")
+    with tempfile.TemporaryDirectory() as out:
+        for syntax in ("j2k", "jpeg_lossless"):
+            paths = realsize_files(syntax, args.n)
+            a = rate(full_decode, paths, out, args.jobs)
+            b = rate(ours, paths, out, args.jobs)
+            c = rate(seed_recipe, paths, out, args.jobs)
+            print(f"\n{syntax}: (a) full decode {a:.2f} img/s | (b) ours -> 1024x512 {b:.2f} img/s | "
+                  f"(c) seed recipe {c:.2f} img/s")
+            print(f"  (b)/(a) = {b / a:.2f}   (b)/(c) = {b / c:.2f}")
+
+
+if __name__ == "__main__":
+    main()

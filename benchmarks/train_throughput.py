@@ -1,0 +1,110 @@
+"""Training throughput: the full loop (PNG loading, augmentation, sampler, optimizer) against a bare
+forward/backward/step loop on random tensors with the same model, batch and precision, in one run.
+
+    .venv/bin/python benchmarks/train_throughput.py                       # CPU: resnet10t 256x128
+    .venv/bin/python benchmarks/train_throughput.py --model efficientnet_b4 --size 1024x512 --amp fp16
+
+Warm-up steps are excluded. The goal is full/bare >= 0.9 (data loading hidden behind compute).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from mammo_utils import train as T
+from mammo_utils.data import MammoDataset, create_loader, read_split
+from mammo_utils.models import build_model
+from mammo_utils.preprocess import PreprocessConfig, parse_size, run_preprocess
+from mammo_utils.sampling import BalancedBatchSampler, patient_folds
+
+DATA = Path(__file__).resolve().parent / "_data"
+
+
+def prepared(size) -> tuple[Path, Path]:
+    import pandas as pd
+
+    from mammo_utils.synthetic import write_dataset
+
+    data = DATA / "synthetic"
+    if not (data / "train.csv").exists():
+        write_dataset(data, patients=120, seed=0, progress=False)
+    out = DATA / f"train_{size[0]}x{size[1]}"
+    run_preprocess(data, "train", out, PreprocessConfig(size=size), jobs=2, progress=False)
+    folds = DATA / "folds.csv"
+    patient_folds(pd.read_csv(data / "train.csv"), n_splits=5).to_csv(folds, index=False)
+    return out, folds
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet10t")
+    ap.add_argument("--size", default="256x128")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--amp", default="auto")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp_dtype = T.resolve_amp(args.amp, device)
+    cfg = T.TrainConfig(model=args.model, batch_size=args.batch_size, amp=args.amp, workers=args.workers,
+                        drop_path_rate=0.0, channels_last=True)
+    pre, folds = prepared(size)
+    train_df, _ = read_split(pre, folds, 0)
+    model = build_model(args.model, in_chans=1, drop_path_rate=0.0).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = T.build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # bare loop: random tensors already on the device
+    x = torch.rand(args.batch_size, 1, *size, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = {"cancer": (torch.rand(args.batch_size, device=device) > 0.7).float()}
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            sync()
+            t0 = time.perf_counter()
+        with T.autocast(device, amp_dtype):
+            out = model(x)
+        scaler.scale(T.compute_loss(out, y, cfg, 1.0)).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+    sync()
+    bare = args.steps * args.batch_size / (time.perf_counter() - t0)
+
+    # full loop: the real train_one_epoch over PNGs with augmentation and the balanced sampler
+    ds = MammoDataset(train_df, train=True)
+    sampler = BalancedBatchSampler(ds.labels, args.batch_size, 0.25, seed=0)
+    loader = create_loader(ds, args.batch_size, True, args.workers, batch_sampler=sampler)
+    warm = cfg.replace(max_steps_per_epoch=args.warmup)
+    T.train_one_epoch(model, loader, opt, sched, scaler, warm, device, amp_dtype, 1.0, T.StepState(), progress=False)
+    sync()
+    timed = cfg.replace(max_steps_per_epoch=args.steps)
+    t0 = time.perf_counter()
+    r = T.train_one_epoch(model, loader, opt, sched, scaler, timed, device, amp_dtype, 1.0, T.StepState(), progress=False)
+    sync()
+    full = r["images"] / (time.perf_counter() - t0)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device {name}; model {args.model}; input {size[0]}x{size[1]}; batch {args.batch_size}; "
+          f"autocast {amp_dtype}; workers {args.workers}")
+    print(f"bare forward/backward: {bare:.1f} img/s")
+    print(f"full training loop:    {full:.1f} img/s")
+    print(f"ratio full/bare = {full / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Environment descriptions agree; the README test command is what CI runs."""
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def names(reqs):
+    return {re.split(r"[<>=!~ \[]", r.strip())[0].lower() for r in reqs if r.strip() and not r.strip().startswith("-")}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = names(project["dependencies"]) | names(project["optional-dependencies"]["test"])
+    yml = (ROOT / "environment.yml").read_text()
+    pip_lines = re.findall(r"^\s+- (?!pip$|python=)(\S.*)$", yml, flags=re.M)
+    assert names(pip_lines) == declared
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make test" in ci
+    assert "make demo" in readme
+
+
+def test_license_is_apache():
+    assert "Apache License" in (ROOT / "LICENSE.txt").read_text()
