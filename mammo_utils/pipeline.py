@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
     from papermill.exceptions import PapermillExecutionError
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
+    # Kernels inherit the environment: a non-interactive MPLBACKEND (Agg) would keep every figure out of
+    # the executed notebooks, which use the inline backend.
+    if os.environ.get("MPLBACKEND", "").lower() == "agg":
+        os.environ.pop("MPLBACKEND")
     data, run = Path(data).resolve(), Path(run).resolve()
     run.mkdir(parents=True, exist_ok=True)
     if not (data / "train.csv").exists():

@@ -4,7 +4,6 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 TINY = dict(patients=16, seed=1, size=(192, 160), test_patients=4, cancer_rate=0.4, jobs=2, progress=False)
 

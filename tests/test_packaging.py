@@ -14,7 +14,8 @@ def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = names(project["dependencies"]) | names(project["optional-dependencies"]["test"])
     yml = (ROOT / "environment.yml").read_text()
-    pip_lines = re.findall(r"^\s+- (?!pip$|python=)(\S.*)$", yml, flags=re.M)
+    pip_section = yml.split("- pip:", 1)[1]
+    pip_lines = re.findall(r"^\s+- (\S.*)$", pip_section, flags=re.M)
     assert names(pip_lines) == declared
 
 

@@ -52,14 +52,13 @@ def test_accumulation_equals_large_batch_gradient():
     b.load_state_dict(a.state_dict())
     loader = [(x[i:i + 2], {"cancer": y[i:i + 2]}) for i in range(0, 8, 2)]
     captured = {}
-    opt = torch.optim.SGD(a.parameters(), lr=0.0)
-    orig_step = opt.step
 
-    def capture(*args, **kwargs):
-        captured.update({n: p.grad.clone() for n, p in a.named_parameters()})
-        return orig_step(*args, **kwargs)
+    class Recorder(torch.optim.SGD):
+        def step(self, closure=None):
+            captured.update({n: p.grad.clone() for n, p in a.named_parameters()})
+            return super().step(closure)
 
-    opt.step = capture
+    opt = Recorder(a.parameters(), lr=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     state = T.StepState()
