@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DATA ?= data/synthetic
 RUN ?= runs/demo
 
-.PHONY: help setup demo test bench lab clean
+.PHONY: help setup demo test bench lab hooks clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
 bench: setup  ## decode / preprocess / training / inference throughput (ratios to in-run baselines)
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/preprocess.py
+
+hooks: setup  ## contributors: strip notebook outputs on commit (nbstripout git filter)
+	.venv/bin/nbstripout --install --attributes .gitattributes
 
 lab: setup  ## open JupyterLab on the notebooks
 	.venv/bin/jupyter lab notebooks/

@@ -373,12 +373,14 @@ def read_stored(path, backend: str = "auto", min_size=None):
 
 
 def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
-               invert_monochrome1: bool = True) -> DicomImage:
+               invert_monochrome1: bool = True, padding_to_background: bool = True) -> DicomImage:
     """Decode one file to a display-ready float32 image in [0, 1] and describe what was done.
 
     ``min_size`` (H, W): the smallest image the caller needs; JPEG 2000 files are then decoded at
-    the coarsest wavelet level that still covers it (``scale`` says by how much). ``voi=False``
-    skips windowing (min-max of the modality values instead). ``window_index`` picks one of several
+    the coarsest wavelet level that still covers it, other files are area-averaged by the same power
+    of two right after decoding (``scale`` says by how much). ``voi=False``
+    skips windowing (min-max of the modality values instead); ``invert_monochrome1=False`` and
+    ``padding_to_background=False`` show the file as stored. ``window_index`` picks one of several
     WindowCenter/WindowWidth values (PS3.3 C.11.2.1.2: all are valid alternatives).
     """
     arr, scale, ds, used = read_stored(path, backend, min_size)
@@ -395,6 +397,18 @@ def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0
     else:
         x = apply_modality_lut(arr, float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
 
+    if min_size and scale == 1:
+        # No wavelet pyramid to exploit (JPEG Lossless, RLE, native, or J2K decoded in full): reduce by the
+        # same power of two a J2K reduced decode would, with an area average, before the LUT stages.
+        k = choose_reduction(x.shape, min_size, 8)
+        if k:
+            import cv2
+
+            size = (math.ceil(x.shape[1] / 2 ** k), math.ceil(x.shape[0] / 2 ** k))
+            x = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+            if pad_mask is not None:
+                pad_mask = cv2.resize(pad_mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+            scale = 2 ** k
     used_voi = "minmax"
     try:
         window, lut = _window_from_header(ds, window_index) if voi else (None, None)
@@ -409,7 +423,7 @@ def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0
 
     if photometric == "MONOCHROME1" and invert_monochrome1:
         img = np.subtract(np.float32(1.0), img, out=img)
-    if pad_mask is not None and pad_mask.any() and not pad_mask.all():
+    if padding_to_background and pad_mask is not None and pad_mask.any() and not pad_mask.all():
         img[pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2)
     meta = {kw: _plain(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
     meta["TransferSyntaxUID"] = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""

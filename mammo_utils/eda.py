@@ -153,7 +153,8 @@ def load_gallery(data, split: str, rows: pd.DataFrame, display_px: int = 384):
     raw, shown, titles = [], [], []
     for r in rows.itertuples():
         path = image_path(data, split, r.patient_id, r.image_id)
-        naive = read_dicom(path, min_size=(display_px, display_px // 2), voi=False, invert_monochrome1=False)
+        naive = read_dicom(path, min_size=(display_px, display_px // 2), voi=False, invert_monochrome1=False,
+                           padding_to_background=False)
         good = read_dicom(path, min_size=(display_px, display_px // 2))
         raw.append(naive.image)
         shown.append(good.image)

@@ -118,6 +118,27 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
 
         s = pd.read_csv(sub)
         summary.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
+        summary.update(score_synthetic_test(data, run))
     summary_path.write_text(json.dumps(summary, indent=2))
     print("[pipeline] summary\n" + json.dumps(summary, indent=2))
     return 0
+
+
+def score_synthetic_test(data: Path, run: Path) -> dict:
+    """With the generator's side file, the synthetic test set has labels: score the submission on it."""
+    import pandas as pd
+
+    from . import metrics
+
+    truth_path, images_path = data / "synthetic_truth.csv", run / "submission_images.csv"
+    if not truth_path.exists() or not images_path.exists():
+        return {}
+    truth = pd.read_csv(truth_path)
+    truth = truth[truth.split == "test"]
+    labels = truth.assign(prediction_id=truth.patient_id.astype(str) + "_" + truth.laterality).groupby(
+        "prediction_id").cancer.max()
+    sub = pd.read_csv(run / "submission.csv").set_index("prediction_id").cancer
+    probs = pd.read_csv(images_path).groupby("prediction_id").pred.mean()
+    y = labels.reindex(sub.index)
+    return {"test_pf1": metrics.pfbeta(y, sub), "test_auc": metrics.auc(y, probs.reindex(sub.index).fillna(0)),
+            "test_breasts": int(len(y)), "test_positives": int(y.sum())}

@@ -95,9 +95,9 @@ def apply_mask(img: np.ndarray, mask: np.ndarray, grow: float = 0.01) -> np.ndar
     """Zero everything outside the breast mask (grown by ``grow`` of the image size): removes burned-in
     labels and markers that fall inside the breast's bounding box. ``mask`` may be a downsampled one."""
     h, w = img.shape
-    m = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    k = max(3, int(round(grow * max(h, w))) * 2 + 1)
-    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    k = max(3, int(round(grow * max(mask.shape))) * 2 + 1)  # grown at the mask's (small) scale: cheap
+    m = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
     return img * m.astype(img.dtype)
 
 

@@ -193,3 +193,10 @@ def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
     full_box = pp.breast_bbox(read_image(path))
     got = (info["bbox_y0"], info["bbox_x0"], info["bbox_y1"], info["bbox_x1"])
     assert np.abs(np.subtract(got, full_box)).max() <= 6
+
+
+def test_preprocessing_path_does_not_import_torch():
+    code = ("import sys, mammo_utils.preprocess, mammo_utils.dicom, mammo_utils.synthetic, mammo_utils.sampling; "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"
