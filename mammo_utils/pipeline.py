@@ -81,13 +81,19 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
         from .synthetic import write_dataset
 
         print(f"{data} has no train.csv: writing the synthetic default dataset ({synth_patients} patients)")
+        t0 = time.perf_counter()
         write_dataset(data, patients=synth_patients, seed=0, progress=progress)
+        synth_seconds = round(time.perf_counter() - t0, 1)
+    else:
+        synth_seconds = None
     plan = plan_parameters(data, run, params or {})
     names = [n for n in NOTEBOOKS if (only is None or n.startswith(only)) and (start is None or n[:2] >= start[:2])]
     seconds = {}
     summary_path = run / "summary.json"
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     seconds.update(previous.get("seconds", {}))
+    if synth_seconds is not None:
+        seconds["synth"] = synth_seconds
     out_dir = run / "notebooks"
     out_dir.mkdir(exist_ok=True)
     for name in names:

@@ -140,7 +140,7 @@ def strategy_comparison(table: pd.DataFrame):
     if "discarded" in table:
         axes[0].barh(table.strategy, table.discarded, left=table.images_per_epoch, color="#d9d9d9", label="discarded")
     axes[0].set(title="Images per epoch", xlabel="images", ylabel="strategy")
-    axes[0].legend()
+    axes[0].legend(loc="lower right", fontsize=8)
     axes[1].barh(table.strategy, 100 * table.positives_per_epoch / table.images_per_epoch, color="#fc8d62")
     axes[1].set(title="Share of positives the model sees", xlabel="positive images (%)", ylabel="strategy")
     fig.suptitle("Sampling strategies")

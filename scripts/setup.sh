@@ -3,7 +3,7 @@
 # A second run with unchanged requirements only compares a hash and returns in a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3.11}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
@@ -15,9 +15,9 @@ fi
 echo "[setup] creating/updating $VENV (requirements changed or first run)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip wheel setuptools
+quiet() { grep -v -e "is ignored: it is neither" -e "^WARNING: Location" || true; }  # pip's local-index noise
+"${PIP[@]}" install --upgrade pip wheel setuptools 2>&1 | quiet
 # torch first: this exact pair is a matched CUDA build that also runs on CPU.
-quiet() { grep -v -e "is ignored: it is neither" -e "^WARNING: Location" || true; }
 "${PIP[@]}" install "torch==2.14.1" "torchvision==0.29.1" 2>&1 | quiet
 "${PIP[@]}" install -e ".[test]" 2>&1 | quiet
 "$VENV/bin/python" -c "import torch, torchvision, timm, pydicom, dicomsdl, gdcm, cv2" || { echo "[setup] import check failed"; exit 1; }

@@ -39,7 +39,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path):
               "bootstrap": "50", "gallery_per_machine": "1", "05.n_examples": "2"}
     assert run_pipeline(data, run, params=params, progress=False) == 0
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["seconds"]) == set(NOTEBOOKS)
+    assert set(NOTEBOOKS) <= set(summary["seconds"])
     for key in ("val_auc", "val_pf1", "threshold", "submission"):
         assert key in summary
     sub = pd.read_csv(summary["submission"])
