@@ -62,12 +62,13 @@ def _folds(a) -> int:
 
 
 def _train(a) -> int:
+    from .pipeline import parse_value
     from .train import TrainConfig, train
 
     cfg = TrainConfig.from_json_file(a.config) if a.config else TrainConfig()
     for kv in a.set or []:
         key, _, value = kv.partition("=")
-        cfg = cfg.replace(**{key: json.loads(value) if value[:1] in "[{0123456789-tfn" else value})
+        cfg = cfg.replace(**{key: parse_value(value)})
     result = train(cfg)
     print(json.dumps(result, indent=2, default=str))
     return 0

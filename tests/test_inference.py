@@ -76,3 +76,13 @@ def test_threshold_json_overrides_training_threshold(trained_run, tmp_path):
     assert inference.decision_settings(run / "best.pt", ckpt)[0] == pytest.approx(ckpt["threshold"])
     save_decision(run, 0.123, "max")
     assert inference.decision_settings(run / "best.pt", ckpt) == (0.123, "max")
+
+
+def test_cli_predict(tiny_data, trained_run, tmp_path):
+    from mammo_utils.__main__ import main
+
+    out = tmp_path / "sub.csv"
+    assert main(["predict", "--data", str(tiny_data), "--runs", str(trained_run), "--out", str(out), "--jobs", "0",
+                 "--tta"]) == 0
+    sub = pd.read_csv(out)
+    assert list(sub.prediction_id) == list(pd.read_csv(tiny_data / "sample_submission.csv").prediction_id)

@@ -1,4 +1,5 @@
 """Image operations on drawn phantoms and on synthetic ground truth; the resumable CLI job."""
+import json
 import os
 import subprocess
 import sys
@@ -200,3 +201,29 @@ def test_preprocessing_path_does_not_import_torch():
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_killed_run_leaves_no_partial_output(tmp_path, tiny_data):
+    import signal
+    import time
+
+    out = tmp_path / "png"
+    args = [sys.executable, "-m", "mammo_utils", "preprocess", "--data", str(tiny_data), "--out", str(out),
+            "--size", "384x192", "--jobs", "2", "--full-decode"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    manifest_path = out / "manifest.csv"
+    while time.time() < deadline and (not manifest_path.exists() or manifest_path.read_text().count("\n") < 4):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = run_cli(*args[4:])
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["processed"] > 0 and summary["skipped"] > 0, "the kill should land mid-run"
+    manifest = pd.read_csv(out / "manifest.csv")
+    train = pd.read_csv(tiny_data / "train.csv")
+    assert len(manifest) == len(train) and manifest.image_id.is_unique
+    assert not [p for p in out.rglob("*.png") if p.name.startswith(".")]
+    for p in manifest.path:
+        assert cv2.imread(str(out / p), cv2.IMREAD_UNCHANGED).shape == (384, 192)

@@ -128,3 +128,15 @@ def test_aggregation_threshold_and_summary():
     lo, hi = metrics.bootstrap_pfbeta(mean.cancer, mean.pred, n=200)
     assert 0 <= lo <= hi <= 1
     assert np.isnan(metrics.auc([0, 0], [0.1, 0.2]))
+
+
+def test_cli_folds(tmp_path):
+    from mammo_utils.__main__ import main
+
+    rsna_table(60, seed=2).to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "folds.csv"
+    assert main(["folds", "--data", str(tmp_path), "--out", str(out), "--neg-per-pos", "2", "--n-splits", "3"]) == 0
+    folds = pd.read_csv(out)
+    assert set(folds.fold) == {0, 1, 2} and (folds.groupby("patient_id").fold.nunique() == 1).all()
+    n_pos = folds.groupby("patient_id").cancer.max().sum()
+    assert folds.patient_id.nunique() == n_pos + min(2 * n_pos, 60 - n_pos)

@@ -174,3 +174,16 @@ def test_efficientnet_b4_step_bf16_cpu_1024x512():
     assert T.resolve_amp("auto", torch.device("cpu")) is None
     with pytest.raises(ValueError):
         T.resolve_amp("fp16", torch.device("cpu"))
+
+
+def test_cli_train_with_overrides(prepared, tmp_path):
+    from mammo_utils.__main__ import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"preprocessed": str(prepared / "png"), "folds": str(prepared / "folds.csv"),
+                               "model": "resnet10t", "workers": 0, "batch_size": 8}))
+    assert main(["train", "--config", str(cfg), "--set", f"run_dir={tmp_path / 'r'}", "--set", "epochs=1",
+                 "--set", "max_steps_per_epoch=1", "--set", "loss=focal", "--set", "drop_path_rate=0.0"]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["loss"] == "focal" and saved["epochs"] == 1
+    assert (tmp_path / "r" / "best.pt").exists()
