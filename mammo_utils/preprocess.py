@@ -363,6 +363,8 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     saved_cfg.write_text(json.dumps({"config": cfg.to_json(), "data": str(data), "split": split}, indent=2,
                                     default=list))
 
+    for stale in out.rglob(".*.tmp.png"):  # left by a worker killed mid-write
+        stale.unlink(missing_ok=True)
     manifest_path, errors_path = out / "manifest.csv", out / "errors.csv"
     manifest = _read_rows(manifest_path)
     if len(manifest):
