@@ -14,6 +14,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .metrics import with_prediction_id
+from .preprocess import load_png  # noqa: F401  (re-exported: notebooks read PNGs through data)
+
 AUX_TARGETS = {  # name -> (column, number of classes); -1 marks a missing value (ignored by the loss)
     "birads": ("BIRADS", 3),
     "density": ("density", 4),
@@ -36,17 +39,6 @@ class AugmentConfig:
     gamma: float = 0.20
     dropout_boxes: int = 2      # coarse dropout
     dropout_size: float = 0.10
-
-
-def load_png(path) -> np.ndarray:
-    """8- or 16-bit PNG -> float32 HxW in [0, 1]."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    if img.ndim == 3:
-        img = img[..., 0]
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    return img.astype(np.float32) / np.float32(scale)
 
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -143,9 +135,7 @@ def create_loader(ds: MammoDataset, batch_size: int, train: bool, workers: int =
 def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
     """Manifest rows of the images listed in folds.csv, with their ``fold``."""
     folds = pd.read_csv(folds_csv)[["image_id", "fold"]]
-    df = manifest.drop(columns=["fold"], errors="ignore").merge(folds, on="image_id", how="inner")
-    if "prediction_id" not in df:
-        df["prediction_id"] = df.patient_id.astype(str) + "_" + df.laterality.astype(str)
+    df = with_prediction_id(manifest.drop(columns=["fold"], errors="ignore").merge(folds, on="image_id", how="inner"))
     if df.empty:
         raise ValueError(f"no image of {folds_csv} is in the manifest: were they preprocessed?")
     return df

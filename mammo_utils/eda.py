@@ -16,10 +16,9 @@ def read_table(data, split: str = "train") -> pd.DataFrame:
     path = Path(data) / f"{split}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: point `data_dir` at a folder in the RSNA layout")
-    df = pd.read_csv(path)
-    if "prediction_id" not in df:
-        df["prediction_id"] = df.patient_id.astype(str) + "_" + df.laterality.astype(str)
-    return df
+    from .metrics import with_prediction_id
+
+    return with_prediction_id(pd.read_csv(path))
 
 
 def image_path(data, split: str, patient_id, image_id) -> Path:

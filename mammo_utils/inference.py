@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .preprocess import PreprocessConfig, preprocess_file
+from .metrics import with_prediction_id
+from .preprocess import PreprocessConfig, from_uint, preprocess_file
 from .train import autocast, load_model, resolve_amp
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class DicomDataset(Dataset):
         r = self.df.iloc[i]
         try:
             img, _ = preprocess_file(self.path(i), self.cfg, r.laterality)
-            x = torch.from_numpy(img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 65535.0))[None]
+            x = torch.from_numpy(from_uint(img))[None]
             ok = True
         except Exception as exc:  # logged and predicted from the breast's other images
             log.warning("test image failed: %s: %s", self.path(i), exc)
@@ -124,9 +125,7 @@ def predict_images(df: pd.DataFrame, images_dir, checkpoints: list[Path], jobs: 
 
 def make_submission(image_preds: pd.DataFrame, settings: dict, order=None, binarize: bool = True) -> pd.DataFrame:
     """Per-breast aggregation -> threshold (or probabilities) -> one row per prediction_id, in ``order``."""
-    df = image_preds
-    if "prediction_id" not in df:
-        df = df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
+    df = with_prediction_id(image_preds)
     how = settings.get("aggregate", "mean")
     per_breast = df.groupby("prediction_id", sort=False).pred.agg(how)  # NaN (failed) images are skipped
     missing = per_breast.isna()

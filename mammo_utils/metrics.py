@@ -27,12 +27,18 @@ def pfbeta(labels, preds, beta: float = 1.0) -> float:
     return float((1 + b2) * precision * recall / (b2 * precision + recall))
 
 
+def with_prediction_id(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the competition's breast id ``prediction_id = f"{patient_id}_{laterality}"`` (kept if present)."""
+    if "prediction_id" in df:
+        return df
+    return df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
+
+
 def aggregate_breasts(df: pd.DataFrame, pred: str = "pred", how: str = "mean", label: str = "cancer") -> pd.DataFrame:
     """One row per breast (``prediction_id``): aggregated prediction (mean or max) and label (max)."""
     if how not in ("mean", "max"):
         raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
-    if "prediction_id" not in df:
-        df = df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
+    df = with_prediction_id(df)
     agg = {pred: how}
     if label in df:
         agg[label] = "max"

@@ -141,8 +141,7 @@ def score_synthetic_test(data: Path, run: Path) -> dict:
         return {}
     truth = pd.read_csv(truth_path)
     truth = truth[truth.split == "test"]
-    labels = truth.assign(prediction_id=truth.patient_id.astype(str) + "_" + truth.laterality).groupby(
-        "prediction_id").cancer.max()
+    labels = metrics.with_prediction_id(truth).groupby("prediction_id").cancer.max()
     sub = pd.read_csv(run / "submission.csv").set_index("prediction_id").cancer
     probs = pd.read_csv(images_path).groupby("prediction_id").pred.mean()
     y = labels.reindex(sub.index)

@@ -157,6 +157,20 @@ def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
     return np.rint(np.clip(img, 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
 
 
+def from_uint(img: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 -> float32 in [0, 1]: the inverse of :func:`to_uint`."""
+    top = 65535.0 if img.dtype == np.uint16 else 255.0
+    return img.astype(np.float32) / np.float32(top)
+
+
+def load_png(path) -> np.ndarray:
+    """8- or 16-bit PNG -> float32 HxW in [0, 1]."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return from_uint(img[..., 0] if img.ndim == 3 else img)
+
+
 def parse_size(text) -> tuple[int, int]:
     """'1024x512' -> (1024, 512); tuples/lists pass through."""
     if isinstance(text, (tuple, list)):
@@ -422,15 +436,14 @@ def read_config(out) -> PreprocessConfig:
 def load_before_after(data, split: str, out, rows: pd.DataFrame, display_px: int = 384):
     """Source image (reduced for display) with the crop box, and the written PNG, for manifest rows."""
     from .dicom import read_dicom
+    from .eda import image_path
 
     before, boxes, after, titles = [], [], [], []
     for r in rows.itertuples():
-        d = read_dicom(Path(data) / f"{split}_images" / str(r.patient_id) / f"{r.image_id}.dcm",
-                       min_size=(display_px, display_px // 2))
+        d = read_dicom(image_path(data, split, r.patient_id, r.image_id), min_size=(display_px, display_px // 2))
         s = d.scale
         before.append(d.image)
         boxes.append((r.bbox_y0 / s, r.bbox_x0 / s, r.bbox_y1 / s, r.bbox_x1 / s))
-        png = cv2.imread(str(Path(out) / r.path), cv2.IMREAD_UNCHANGED)
-        after.append(png.astype(np.float32) / (65535.0 if png.dtype == np.uint16 else 255.0))
+        after.append(load_png(Path(out) / r.path))
         titles.append(f"machine {r.machine_id} {r.laterality}-{r.view} {r.photometric}")
     return before, boxes, after, titles

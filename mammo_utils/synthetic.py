@@ -302,6 +302,8 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
+    from .metrics import with_prediction_id
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if test_patients is None:
@@ -316,8 +318,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
                                                                     "series_uid", "contrast", "seed")} for s in specs])
     train = table[table.split == "train"][TRAIN_COLUMNS]
     train.to_csv(out / "train.csv", index=False)
-    test = table[table.split == "test"].copy()
-    test["prediction_id"] = test.patient_id.astype(str) + "_" + test.laterality
+    test = with_prediction_id(table[table.split == "test"])
     test[TEST_COLUMNS].to_csv(out / "test.csv", index=False)
     sub = pd.DataFrame({"prediction_id": test.prediction_id.drop_duplicates(), "cancer": 0.0})
     sub.to_csv(out / "sample_submission.csv", index=False)
