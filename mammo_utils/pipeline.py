@@ -43,9 +43,9 @@ def notebook_parameters(path: Path) -> set[str]:
 def plan_parameters(data: Path, run: Path, overrides: dict) -> dict[str, dict]:
     """Parameters for each notebook: the shared ones it declares, then the user's overrides."""
     shared = {"data_dir": str(data), "run_dir": str(run)}
+    declared_by = {name: notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb") for name in NOTEBOOKS}
     per_nb = {}
-    for name in NOTEBOOKS:
-        declared = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+    for name, declared in declared_by.items():
         params = {k: v for k, v in shared.items() if k in declared}
         if name == "06_submission":  # defaults point at Kaggle; here everything is local
             params.update(data_dir=str(data), run_dirs=[str(run / "train")], out_path=str(run / "submission.csv"),
@@ -57,8 +57,7 @@ def plan_parameters(data: Path, run: Path, overrides: dict) -> dict[str, dict]:
             if pname in declared:
                 params[pname] = parse_value(value)
         per_nb[name] = params
-    unknown = [k for k in overrides if not any(k.rpartition(".")[2] in notebook_parameters(NOTEBOOK_DIR / f"{n}.ipynb")
-                                               for n in NOTEBOOKS)]
+    unknown = [k for k in overrides if not any(k.rpartition(".")[2] in d for d in declared_by.values())]
     if unknown:
         raise ValueError(f"no notebook declares parameter(s) {unknown}; see `papermill --help-notebook`")
     return per_nb

@@ -20,6 +20,15 @@ def _grid(n: int, cols: int, size=(3.0, 3.6)):
     return fig, axes.ravel()
 
 
+def _image_axis(ax, img, title: str, cmap="gray"):
+    """Show one image on ``ax`` with its title and pixel-axis labels."""
+    ax.imshow(img, cmap=cmap, vmin=0, vmax=1 if img.dtype.kind == "f" else None)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("x (px)", fontsize=7)
+    ax.set_ylabel("y (px)", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
 # ---- EDA ------------------------------------------------------------------------------------------
 
 def class_balance(df: pd.DataFrame, by=("site_id", "machine_id", "view", "laterality")):
@@ -84,11 +93,7 @@ def image_gallery(images, titles, suptitle: str, cols: int = 4, boxes=None, cmap
     """A grid of images, optionally with a box ``(y0, x0, y1, x1)`` drawn on each."""
     fig, axes = _grid(len(images), cols)
     for i, (img, t) in enumerate(zip(images, titles)):
-        axes[i].imshow(img, cmap=cmap, vmin=0, vmax=1 if img.dtype.kind == "f" else None)
-        axes[i].set_title(t, fontsize=8)
-        axes[i].set_xlabel("x (px)", fontsize=7)
-        axes[i].set_ylabel("y (px)", fontsize=7)
-        axes[i].tick_params(labelsize=6)
+        _image_axis(axes[i], img, t, cmap)
         if boxes is not None and boxes[i] is not None:
             y0, x0, y1, x1 = boxes[i]
             axes[i].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="red", lw=1.5))
@@ -238,11 +243,8 @@ def prediction_histogram(preds, threshold: float | None = None, title: str = "Pr
 def heatmaps(images, cams, titles, suptitle: str = "Grad-CAM: where the model looks", cols: int = 4):
     fig, axes = _grid(len(images), cols)
     for ax, img, cam, t in zip(axes, images, cams, titles):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        _image_axis(ax, img, t)
         ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
-        ax.set_title(t, fontsize=8)
-        ax.set_xlabel("x (px)", fontsize=7)
-        ax.set_ylabel("y (px)", fontsize=7)
     fig.suptitle(suptitle)
     fig.tight_layout()
     return fig

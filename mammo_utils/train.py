@@ -167,6 +167,13 @@ def build_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     raise ValueError(f"schedule must be cosine, onecycle or constant; got {cfg.schedule!r}")
 
 
+def batches_per_epoch(n_loader_batches: int, cfg: TrainConfig) -> int:
+    """Loader batches one epoch consumes (capped by ``max_steps_per_epoch`` optimizer steps)."""
+    if cfg.max_steps_per_epoch is None:
+        return n_loader_batches
+    return min(n_loader_batches, cfg.max_steps_per_epoch * cfg.accum_steps)
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -186,7 +193,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
     model.train()
     opt.zero_grad(set_to_none=True)
     losses, n_images, t0 = [], 0, time.perf_counter()
-    n_batches = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch * cfg.accum_steps)
+    n_batches = batches_per_epoch(len(loader), cfg)
     bar = tqdm(loader, total=n_batches, desc="train", unit="batch", leave=False, disable=not progress)
     micro = 0
     for i, (x, target) in enumerate(bar):
@@ -223,7 +230,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
-            if state.step < getattr(sched, "total_steps", float("inf")) or not hasattr(sched, "total_steps"):
+            if state.step < getattr(sched, "total_steps", math.inf):  # OneCycleLR raises past its end
                 sched.step()
             if ema is not None:
                 ema.update(model, step=state.step)
@@ -340,8 +347,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     fwd_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
 
-    n_batches = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch * cfg.accum_steps)
-    steps_per_epoch = math.ceil(n_batches / cfg.accum_steps)
+    steps_per_epoch = math.ceil(batches_per_epoch(len(train_loader), cfg) / cfg.accum_steps)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
