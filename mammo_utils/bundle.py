@@ -34,6 +34,8 @@ def build_wheels(out: Path, with_deps: bool = True, python_version: str = "3.11"
     if with_deps:
         _pip("download", "--only-binary=:all:", "--python-version", python_version, "--platform", platform,
              "-d", str(out), *KAGGLE_EXTRA_WHEELS)
+    # The list notebook 06 installs (decoders first, then mammo-workbook itself with --no-deps).
+    (out / "requirements.txt").write_text("\n".join(KAGGLE_EXTRA_WHEELS if with_deps else []) + "\n")
     return sorted(out.glob("*.whl"))
 
 

@@ -14,15 +14,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .metrics import with_prediction_id
-from .preprocess import load_png  # noqa: F401  (re-exported: notebooks read PNGs through data)
-
-AUX_TARGETS = {  # name -> (column, number of classes); -1 marks a missing value (ignored by the loss)
-    "birads": ("BIRADS", 3),
-    "density": ("density", 4),
-    "view": ("view", 2),
-    "invasive": ("invasive", 2),
-}
+from .png import load_png
+from .tables import with_prediction_id
 
 
 @dataclass
@@ -68,36 +61,20 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
-def encode_aux(df: pd.DataFrame) -> pd.DataFrame:
-    """Integer-coded auxiliary targets (-1 where missing)."""
-    out = pd.DataFrame(index=df.index)
-    if "BIRADS" in df:
-        out["birads"] = df.BIRADS.fillna(-1).astype(int).clip(-1, 2)
-    if "density" in df:
-        out["density"] = df.density.map({"A": 0, "B": 1, "C": 2, "D": 3}).fillna(-1).astype(int)
-    if "view" in df:
-        out["view"] = df.view.map({"CC": 0, "MLO": 1}).fillna(-1).astype(int)
-    if "invasive" in df:
-        out["invasive"] = df.invasive.fillna(-1).astype(int)
-    return out
-
-
 class MammoDataset(Dataset):
-    """Rows of a manifest (with ``abs_path``) -> (image tensor CxHxW, target dict).
+    """Rows of a manifest (with ``abs_path``) -> (image tensor 1xHxW, {"cancer", "index"}).
 
     Each sample draws its augmentation from ``np.random.default_rng([seed, epoch, index])``, so a run
     is reproducible whatever the number of workers.
     """
 
     def __init__(self, df: pd.DataFrame, train: bool = False, augment_cfg: AugmentConfig | None = None,
-                 in_chans: int = 1, seed: int = 0, aux: tuple[str, ...] = ()):
+                 seed: int = 0):
         self.df = df.reset_index(drop=True)
         self.paths = self.df.abs_path.tolist()
         self.labels = self.df.cancer.to_numpy().astype(np.float32) if "cancer" in self.df else np.zeros(len(self.df), np.float32)
-        self.aux = encode_aux(self.df)[list(aux)].to_numpy() if aux else None
-        self.aux_names = tuple(aux)
         self.train, self.cfg = train, augment_cfg or AugmentConfig()
-        self.in_chans, self.seed, self.epoch = in_chans, seed, 0
+        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -110,17 +87,11 @@ class MammoDataset(Dataset):
         if self.train:
             img = augment(img, self.cfg, np.random.default_rng([self.seed, self.epoch, i]))
         x = torch.from_numpy(np.ascontiguousarray(img))[None]
-        if self.in_chans != 1:
-            x = x.expand(self.in_chans, -1, -1).contiguous()
-        target = {"cancer": torch.tensor(self.labels[i]), "index": torch.tensor(i)}
-        if self.aux is not None:
-            for k, name in enumerate(self.aux_names):
-                target[name] = torch.tensor(int(self.aux[i, k]))
-        return x, target
+        return x, {"cancer": torch.tensor(self.labels[i]), "index": torch.tensor(i)}
 
 
-def create_loader(ds: MammoDataset, batch_size: int, train: bool, workers: int = 2, seed: int = 0,
-                  batch_sampler=None, pin_memory: bool | None = None) -> DataLoader:
+def create_loader(ds, batch_size: int, train: bool, workers: int = 2, seed: int = 0,
+                  batch_sampler=None, sampler=None, pin_memory: bool | None = None) -> DataLoader:
     """DataLoader with seeded shuffling, persistent workers and pinned memory on CUDA."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
@@ -128,22 +99,58 @@ def create_loader(ds: MammoDataset, batch_size: int, train: bool, workers: int =
     if batch_sampler is not None:
         return DataLoader(ds, batch_sampler=batch_sampler, **common)
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) > batch_size,
-                      generator=gen, **common)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=train and len(ds) > batch_size, generator=gen, **common)
 
 
 def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
-    """Manifest rows of the images listed in folds.csv, with their ``fold``."""
-    folds = pd.read_csv(folds_csv)[["image_id", "fold"]]
-    df = with_prediction_id(manifest.drop(columns=["fold"], errors="ignore").merge(folds, on="image_id", how="inner"))
+    """Manifest rows of the images listed in folds.csv, with their ``fold`` and folds.csv's label.
+
+    The label comes from folds.csv, so a label control (shuffled labels) made in notebook 03 reaches
+    training; images of folds.csv that failed preprocessing are dropped with a warning.
+    """
+    import logging
+
+    from .errors import UserError
+
+    if not Path(folds_csv).exists():
+        raise UserError(f"{folds_csv} not found: make folds first (notebook 03 or `python -m mammo_utils folds`)")
+    folds = pd.read_csv(folds_csv)
+    if not {"image_id", "fold", "cancer"} <= set(folds):
+        raise UserError(f"{folds_csv} lacks image_id, fold or cancer columns")
+    folds = folds[["image_id", "fold", "cancer"]]
+    df = manifest.drop(columns=["fold", "cancer"], errors="ignore").merge(folds, on="image_id", how="inner")
+    df = with_prediction_id(df)
     if df.empty:
-        raise ValueError(f"no image of {folds_csv} is in the manifest: were they preprocessed?")
+        raise UserError(f"no image of {folds_csv} is in the manifest: were they preprocessed?")
+    missing = len(folds) - len(df)
+    if missing:
+        logging.getLogger(__name__).warning("%d image(s) of %s are not in the manifest (failed preprocessing?): "
+                                            "left out", missing, folds_csv)
     return df
 
 
 def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train rows, validation rows) for one fold."""
+    from .errors import UserError
     from .preprocess import read_manifest
 
     df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
+    if fold not in set(df.fold):
+        raise UserError(f"fold {fold} is not in {folds_csv} (folds: {sorted(set(df.fold))})")
     return df[df.fold != fold].reset_index(drop=True), df[df.fold == fold].reset_index(drop=True)
+
+
+def split_line(train_df: pd.DataFrame, val_df: pd.DataFrame) -> str:
+    return (f"train: {len(train_df)} images ({int(train_df.cancer.sum())} cancer); "
+            f"validation: {len(val_df)} images ({int(val_df.cancer.sum())} cancer), "
+            f"{val_df.prediction_id.nunique()} breasts")
+
+
+def augmentation_preview(df: pd.DataFrame, n: int = 4, seed: int = 0, cfg: AugmentConfig | None = None):
+    """Two augmented draws of the ``n`` first cancer images (then others): (images, titles) for a gallery."""
+    rng = np.random.default_rng(seed)
+    rows = df.sort_values("cancer", ascending=False, kind="stable").head(n)
+    picks = list(rows.itertuples()) * 2
+    images = [augment(load_png(r.abs_path), cfg or AugmentConfig(), rng) for r in picks]
+    return images, [f"{r.prediction_id} {r.view} cancer={r.cancer} (augmented)" for r in picks]

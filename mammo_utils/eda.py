@@ -8,21 +8,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import paths
+from .tables import read_table
+
 log = logging.getLogger(__name__)
 
 
-def read_table(data, split: str = "train") -> pd.DataFrame:
-    """``<data>/<split>.csv`` with the breast id (``prediction_id``) added."""
-    path = Path(data) / f"{split}.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: point `data_dir` at a folder in the RSNA layout")
-    from .metrics import with_prediction_id
-
-    return with_prediction_id(pd.read_csv(path))
+def dataset_line(df: pd.DataFrame) -> str:
+    """One line: images, patients, breasts and cancer images of a split table."""
+    line = f"{len(df):,} images, {df.patient_id.nunique():,} patients, {df.prediction_id.nunique():,} breasts"
+    if "cancer" in df:
+        line += f", {int(df.cancer.sum()):,} cancer images ({df.cancer.mean():.2%})"
+    return line
 
 
-def image_path(data, split: str, patient_id, image_id) -> Path:
-    return Path(data) / f"{split}_images" / str(patient_id) / f"{image_id}.dcm"
+def scan_line(headers: pd.DataFrame, rate: float) -> str:
+    """One line about a header scan: its speed (or the cache) and unreadable files."""
+    line = f"header scan: {rate:,.0f} files/s" if rate else "header scan: loaded from the cache"
+    if "error" in headers:
+        line += f"; unreadable headers: {int(headers.error.notna().sum())}"
+    return line
 
 
 def _header_row(path: str) -> dict:
@@ -52,7 +57,7 @@ def scan_headers(data, split: str = "train", cache=None, jobs: int = 2, limit: i
         cached = pd.read_csv(cache)
         if set(cached.image_id) == set(df.image_id):
             return cached, 0.0
-    paths = [str(image_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
+    paths = [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
     t0 = time.perf_counter()
     rows = Parallel(n_jobs=jobs, batch_size=64)(
         delayed(_header_row)(p) for p in tqdm(paths, desc="headers", unit="file", disable=not progress))
@@ -101,36 +106,47 @@ def _read_one(path: str) -> dict:
 
     try:
         d = read_dicom(path)
-        return {"ok": True, "photometric": d.photometric, "voi": d.voi.split("(")[0], "backend": d.backend,
-                "syntax": d.meta.get("TransferSyntaxUID"), "mean": float(d.image.mean())}
+        return {"path": path, "ok": True, "photometric": d.photometric, "voi": d.voi.split("(")[0],
+                "backend": d.backend, "syntax": d.meta.get("TransferSyntaxUID"), "mean": float(d.image.mean()),
+                "error": None}
     except DicomReadError as exc:
-        log.warning("%s", exc)
-        return {"ok": False, "photometric": None, "voi": None, "backend": None, "syntax": None, "mean": np.nan}
+        return {"path": path, "ok": False, "photometric": None, "voi": None, "backend": None, "syntax": None,
+                "mean": np.nan, "error": exc.reason}
 
 
-def read_all_images(data, jobs: int = 2, progress: bool = True) -> pd.DataFrame:
-    """Decode every image of train and test; counts per transfer syntax / photometric / VOI / backend."""
+def read_all_images(data, jobs: int = 2, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Decode every image of train and test once.
+
+    Returns (summary, failures): decoded images counted per transfer syntax / photometric / VOI /
+    backend, and one row per file that failed with its reason.
+    """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    paths = []
+    from .parallel import resolve_jobs, shutdown_local_pool
+
+    files = []
     for split in ("train", "test"):
-        if (Path(data) / f"{split}.csv").exists():
+        if paths.split_csv(data, split).exists():
             df = read_table(data, split)
-            paths += [str(image_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
+            files += [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
+    if not files:
+        raise FileNotFoundError(f"{data} has neither train.csv nor test.csv")
     t0 = time.perf_counter()
-    rows = Parallel(n_jobs=jobs, batch_size=8)(delayed(_read_one)(p) for p in tqdm(paths, desc="decode", unit="img",
-                                                                                       disable=not progress))
+    try:
+        rows = Parallel(n_jobs=resolve_jobs(jobs), batch_size=8)(
+            delayed(_read_one)(p) for p in tqdm(files, desc="decode", unit="img", disable=not progress))
+    finally:
+        shutdown_local_pool()
     seconds = time.perf_counter() - t0
     res = pd.DataFrame(rows)
-    summary = res.groupby(["syntax", "photometric", "voi", "backend"], dropna=False).agg(
+    ok = res[res.ok]
+    summary = ok.groupby(["syntax", "photometric", "voi", "backend"], dropna=False).agg(
         images=("ok", "size"), mean_intensity=("mean", "mean")).reset_index()
-    summary["failed"] = 0
-    failed = int((~res.ok).sum())
-    if failed:
-        summary.loc[len(summary)] = [None, None, None, None, failed, np.nan, failed]
-    print(f"decoded {int(res.ok.sum())}/{len(res)} images in {seconds:.1f} s ({len(res) / seconds:.1f} img/s)")
-    return summary
+    failures = res.loc[~res.ok, ["path", "error"]].reset_index(drop=True)
+    print(f"decoded {len(ok)}/{len(res)} images in {seconds:.1f} s ({len(res) / seconds:.1f} img/s); "
+          f"{len(failures)} failed")
+    return summary, failures
 
 
 def gallery_sample(df: pd.DataFrame, by=("machine_id",), per_group: int = 2, seed: int = 0) -> pd.DataFrame:
@@ -151,7 +167,7 @@ def load_gallery(data, split: str, rows: pd.DataFrame, display_px: int = 384):
 
     raw, shown, titles = [], [], []
     for r in rows.itertuples():
-        path = image_path(data, split, r.patient_id, r.image_id)
+        path = paths.dicom_path(data, split, r.patient_id, r.image_id)
         naive = read_dicom(path, min_size=(display_px, display_px // 2), voi=False, invert_monochrome1=False,
                            padding_to_background=False)
         good = read_dicom(path, min_size=(display_px, display_px // 2))

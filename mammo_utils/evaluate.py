@@ -7,15 +7,67 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import metrics, paths
+from .errors import UserError
+
+THRESHOLD_METHODS = ("best", "quantile")
 
 
 def read_predictions(train_run) -> pd.DataFrame:
     """Image-level validation predictions of the best epoch (``val_predictions.csv``)."""
-    path = Path(train_run) / "val_predictions.csv"
+    path = Path(train_run) / paths.VAL_PREDICTIONS
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run notebook 04 (training) first")
+        raise UserError(f"{path} not found: run notebook 04 (training) first")
     return pd.read_csv(path)
+
+
+def choose_threshold(labels, preds, method: str = "best", quantile: float = 0.97) -> float:
+    """The decision threshold on per-breast probabilities.
+
+    ``best``: the threshold that maximizes pF1 on these breasts (optimistic on the same data);
+    ``quantile``: the ``quantile``-th quantile of the predictions, so the top ``1 - quantile``
+    share of breasts is called positive (as :func:`metrics.binarize_quantile` does).
+    """
+    if method == "best":
+        return metrics.best_threshold(labels, preds)[0]
+    if method == "quantile":
+        if not 0 < quantile < 1:
+            raise UserError(f"quantile must be in (0, 1), got {quantile}")
+        return float(np.quantile(np.asarray(preds, dtype=np.float64), quantile))
+    raise UserError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {method!r}")
+
+
+def evaluate_breasts(breasts: pd.DataFrame, threshold: float, bootstrap: int = 500, seed: int = 0) -> dict:
+    """Metrics of per-breast predictions at a threshold: pF1 with a bootstrap interval, AUC, PR-AUC,
+    sensitivity and specificity, plus the threshold-free summary."""
+    y, p = breasts.cancer.to_numpy(), breasts.pred.to_numpy()
+    out = metrics.summarize(breasts)
+    lo, hi = metrics.bootstrap_pfbeta(y, p >= threshold, n=bootstrap, seed=seed)
+    sens, spec = metrics.sensitivity_specificity(y, p, threshold)
+    out.update(threshold=float(threshold), pf1=metrics.pfbeta(y, p >= threshold), pf1_ci_low=lo, pf1_ci_high=hi,
+               sensitivity=sens, specificity=spec)
+    return out
+
+
+def to_jsonable(d: dict) -> dict:
+    """numpy scalars -> Python numbers; NaN -> None (JSON has no NaN)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.integer,)):
+            v = int(v)
+        elif isinstance(v, (np.floating, float)):
+            v = None if v != v else float(v)
+        elif isinstance(v, np.bool_):
+            v = bool(v)
+        out[k] = v
+    return out
+
+
+def write_evaluation(run, summary: dict) -> Path:
+    """``<run>/evaluation.json``: what notebook 05 measured, read by the pipeline's summary."""
+    path = paths.evaluation_json(run)
+    path.write_text(json.dumps(to_jsonable(summary), indent=2))
+    return path
 
 
 def breakdown(breasts: pd.DataFrame, by: str, threshold: float) -> pd.DataFrame:
@@ -35,6 +87,31 @@ def worst_cases(images: pd.DataFrame, kind: str, n: int = 4) -> pd.DataFrame:
     if kind == "fn":
         return images[images.cancer == 1].nsmallest(n, "pred")
     raise ValueError("kind must be 'fp' or 'fn'")
+
+
+def titles(rows: pd.DataFrame) -> list[str]:
+    return [f"{r.prediction_id} {r.view} p={r.pred:.2f}" for r in rows.itertuples()]
+
+
+def worst_gallery(images: pd.DataFrame, kind: str, n: int = 4) -> tuple[list, list]:
+    """(images, titles) of the worst false positives (``fp``) or false negatives (``fn``)."""
+    from .png import load_png
+
+    worst = worst_cases(images, kind, n)
+    return [load_png(p) for p in worst.abs_path], titles(worst)
+
+
+def selection_info(train_run) -> dict:
+    """How the evaluated checkpoint was selected: its epoch, of how many, by which metric."""
+    path = Path(train_run) / paths.METRICS
+    if not path.exists():
+        return {}
+    history = pd.read_csv(path)
+    cfg_path = Path(train_run) / paths.CONFIG
+    metric = json.loads(cfg_path.read_text()).get("select_metric", "pf1") if cfg_path.exists() else "pf1"
+    best = int(history[f"val_{metric}"].fillna(-np.inf).idxmax())
+    return {"best_epoch": int(history.epoch[best]), "epochs_run": len(history), "select_metric": metric,
+            "estimate": "selection (best epoch and threshold chosen on these breasts)"}
 
 
 def grad_cam(model, x) -> np.ndarray:
@@ -57,8 +134,22 @@ def grad_cam(model, x) -> np.ndarray:
     return (cam / cam.max().clamp_min(1e-8)).detach().cpu().numpy()
 
 
+def grad_cams(model, image_paths) -> tuple[list, list]:
+    """(images, Grad-CAM heatmaps) for PNG files, for a gallery."""
+    import torch
+
+    from .png import load_png
+
+    pics, cams = [], []
+    for path in image_paths:
+        img = load_png(path)
+        pics.append(img)
+        cams.append(grad_cam(model, torch.from_numpy(img)[None, None]))
+    return pics, cams
+
+
 def save_decision(train_run, threshold: float, aggregate: str, extra: dict | None = None) -> Path:
     """Record the threshold and aggregation chosen on validation data; inference reads it."""
-    path = Path(train_run) / "threshold.json"
+    path = Path(train_run) / paths.THRESHOLD
     path.write_text(json.dumps({"threshold": float(threshold), "aggregate": aggregate, **(extra or {})}, indent=2))
     return path

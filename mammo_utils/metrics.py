@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .tables import with_prediction_id
+
 
 def pfbeta(labels, preds, beta: float = 1.0) -> float:
     """Probabilistic F-beta; 0.0 when precision or recall is 0 or undefined (no positives / no mass)."""
@@ -25,13 +27,6 @@ def pfbeta(labels, preds, beta: float = 1.0) -> float:
         return 0.0
     b2 = beta * beta
     return float((1 + b2) * precision * recall / (b2 * precision + recall))
-
-
-def with_prediction_id(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with the competition's breast id ``prediction_id = f"{patient_id}_{laterality}"`` (kept if present)."""
-    if "prediction_id" in df:
-        return df
-    return df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
 
 
 def aggregate_breasts(df: pd.DataFrame, pred: str = "pred", how: str = "mean", label: str = "cancer") -> pd.DataFrame:

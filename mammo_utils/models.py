@@ -1,6 +1,7 @@
-"""timm backbone + classification head(s); pretrained weights only ever from a local file."""
+"""timm backbone + a cancer head; pretrained weights only ever from a local file."""
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -10,72 +11,44 @@ import torch.nn as nn
 log = logging.getLogger(__name__)
 
 
-class SeedHead(nn.Module):
-    """The head of the original project: concat(avg, max) pooling -> BN -> 512 -> 128 -> 1."""
-
-    def __init__(self, in_features: int, drop_rate: float = 0.3):
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.BatchNorm1d(2 * in_features), nn.Linear(2 * in_features, 512), nn.ReLU(inplace=True),
-            nn.BatchNorm1d(512), nn.Dropout(drop_rate), nn.Linear(512, 128), nn.ReLU(inplace=True),
-            nn.BatchNorm1d(128), nn.Dropout(drop_rate), nn.Linear(128, 1))
-
-    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([fmap.mean((2, 3)), fmap.amax((2, 3))], dim=1)
-        return self.mlp(pooled)
-
-
 class MammoNet(nn.Module):
-    """Backbone feature map -> cancer logit (B,) plus optional auxiliary logits.
+    """Backbone feature map -> global average pool -> dropout -> linear: one cancer logit per image.
 
-    ``forward`` returns a dict: ``{"cancer": (B,), "<aux>": (B, n_classes), ...}``.
+    ``forward`` returns ``{"cancer": (B,)}``: a dict, so heads can be added without changing callers.
     """
 
-    def __init__(self, backbone: nn.Module, head: str = "timm", drop_rate: float = 0.3,
-                 aux_classes: dict[str, int] | None = None):
+    def __init__(self, backbone: nn.Module, drop_rate: float = 0.3):
         super().__init__()
         self.backbone = backbone
-        n = backbone.num_features
-        self.head_type = head
-        if head == "mlp":
-            self.head = SeedHead(n, drop_rate)
-        elif head == "timm":
-            self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(n, 1))
-        else:
-            raise ValueError(f"head must be 'timm' or 'mlp', got {head!r}")
-        self.aux = nn.ModuleDict({k: nn.Linear(n, c) for k, c in (aux_classes or {}).items()})
+        self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(backbone.num_features, 1))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_head(self.backbone.forward_features(x))
 
     def forward_head(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits from the backbone's feature map (split out for Grad-CAM)."""
-        pooled = fmap.mean((2, 3))
-        logit = self.head(fmap) if self.head_type == "mlp" else self.head(pooled)
-        out = {"cancer": logit.squeeze(1)}
-        for k, layer in self.aux.items():
-            out[k] = layer(pooled)
-        return out
+        return {"cancer": self.head(fmap.mean((2, 3))).squeeze(1)}
 
 
-def build_model(name: str = "efficientnet_b4", head: str = "timm", pretrained: str | Path | None = None,
-                in_chans: int = 1, drop_rate: float = 0.3, drop_path_rate: float = 0.1,
-                aux_classes: dict[str, int] | None = None) -> MammoNet:
-    """Any timm backbone with our head. ``pretrained``: a local weights file (.pth/.bin/.safetensors),
-    as on Kaggle where weights come from an attached dataset. A missing file gives random init with a
-    clear warning; a file that exists but does not load raises. Never touches the network.
-    With ``in_chans=1`` timm sums the RGB stem weights, so ImageNet weights serve grayscale input.
+def build_model(name: str = "efficientnet_b4", pretrained: str | Path | None = None, drop_rate: float = 0.3,
+                **ignored) -> MammoNet:
+    """Any timm backbone with our head, on one input channel.
+
+    ``pretrained``: a local weights file (.pth/.bin/.safetensors), as on Kaggle where weights come
+    from an attached dataset. A missing file gives random init with a clear warning; a file that
+    exists but does not load raises. Never touches the network. timm sums the RGB stem weights for
+    ``in_chans=1``, so ImageNet weights serve grayscale mammograms without a 3-channel copy.
+    ``ignored`` swallows model arguments of older checkpoints (head, in_chans, aux_classes).
     """
     import timm
 
-    kwargs = dict(in_chans=in_chans, num_classes=0, global_pool="", drop_rate=drop_rate)
-    if drop_path_rate:
-        kwargs["drop_path_rate"] = drop_path_rate
+    kwargs = dict(in_chans=1, num_classes=0, global_pool="", drop_rate=drop_rate)
     if pretrained:
         path = Path(pretrained)
         if not path.is_file():
             log.warning("pretrained weights %s not found: %s starts from RANDOM initialization. "
                         "Attach the weights file (e.g. a Kaggle dataset) and pass its path.", path, name)
+            print(f"WARNING: pretrained weights {path} not found: {name} starts from random initialization")
             backbone = timm.create_model(name, pretrained=False, **kwargs)
         else:
             try:
@@ -87,8 +60,7 @@ def build_model(name: str = "efficientnet_b4", head: str = "timm", pretrained: s
     else:
         log.info("%s: random initialization (no pretrained file given)", name)
         backbone = timm.create_model(name, pretrained=False, **kwargs)
-    return MammoNet(backbone, head=head, drop_rate=drop_rate, aux_classes=aux_classes)
+    return MammoNet(backbone, drop_rate=drop_rate)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+MODEL_ARGS = tuple(p for p in inspect.signature(build_model).parameters if p not in ("pretrained", "ignored"))

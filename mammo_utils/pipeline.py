@@ -1,8 +1,8 @@
-"""The main job: run notebooks 01-06 with papermill into a run folder and summarize.
+"""The main job: run the notebooks with papermill into a run folder and summarize.
 
 Shared parameters (data_dir, run_dir, image_size, seed, ...) go to every notebook that declares
 them; ``-p NAME VALUE`` overrides a parameter in every notebook that has it, ``-p 04.NAME VALUE``
-in one notebook only.
+in one notebook only. Every override is checked (notebook, name, type) before any notebook runs.
 """
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ import logging
 import os
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
+
+from . import paths
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ["01_eda", "02_preprocess", "03_sampling", "04_train", "05_evaluate", "06_submission"]
+COMPARE_NOTEBOOK = "07_compare"
+EPOCH_PREFIX = "epoch "  # lines train() prints; the pipeline echoes them while notebook 04 runs
 
 
 def parse_value(text: str):
@@ -34,75 +40,142 @@ def parse_value(text: str):
         return text
 
 
-def notebook_parameters(path: Path) -> set[str]:
+@lru_cache(maxsize=None)
+def notebook_defaults(name: str) -> dict:
+    """{parameter: default value} of a notebook's ``parameters`` cell."""
     import papermill
 
-    return set(papermill.inspect_notebook(str(path)).keys())
+    params = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    return {k: parse_value(v["default"]) for k, v in params.items()}
 
 
-def plan_parameters(data: Path, run: Path, overrides: dict) -> dict[str, dict]:
-    """Parameters for each notebook: the shared ones it declares, then the user's overrides."""
+def notebook_parameters(path: Path) -> set[str]:
+    return set(notebook_defaults(Path(path).stem))
+
+
+def check_type(notebook: str, name: str, value, default) -> None:
+    """A value must have its default's type (ints pass for floats; a None default accepts anything)."""
+    if default is None or value is None:
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str),
+          list: lambda v: isinstance(v, (list, tuple)),
+          dict: lambda v: isinstance(v, dict)}.get(type(default), lambda v: True)
+    if not ok(value):
+        raise UserError(f"parameter {name} of {notebook} must be {type(default).__name__} "
+                        f"(default {default!r}); got {value!r}")
+
+
+def notebook_names(names=None) -> list[str]:
+    return list(names or NOTEBOOKS)
+
+
+def plan_parameters(data: Path, run: Path, overrides: dict, names=None) -> dict[str, dict]:
+    """Parameters for each notebook: the shared ones it declares, then the user's checked overrides."""
+    names = notebook_names(names)
     shared = {"data_dir": str(data), "run_dir": str(run)}
-    declared_by = {name: notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb") for name in NOTEBOOKS}
+    for key in overrides:
+        nb, _, pname = key.rpartition(".")
+        targets = [n for n in names if n.startswith(nb)] if nb else names
+        if nb and not targets:
+            raise UserError(f"-p {key}: no notebook starts with {nb!r} (notebooks: {', '.join(names)})")
+        if not any(pname in notebook_defaults(n) for n in targets):
+            where = f"notebook {targets[0]}" if nb else "any notebook"
+            raise UserError(f"-p {key}: {where} has no parameter {pname!r}; see `papermill --help-notebook`")
     per_nb = {}
-    for name, declared in declared_by.items():
+    for name in names:
+        declared = notebook_defaults(name)
         params = {k: v for k, v in shared.items() if k in declared}
         if name == "06_submission":  # defaults point at Kaggle; here everything is local
-            params.update(data_dir=str(data), run_dirs=[str(run / "train")], out_path=str(run / "submission.csv"),
-                          wheels_dir="")
+            params.update(data_dir=str(data), run_dirs=[str(paths.train_root(run))],
+                          out_path=str(paths.submission_csv(run)), wheels_dir="")
         for key, value in overrides.items():
             nb, _, pname = key.rpartition(".")
-            if nb and not name.startswith(nb):
+            if (nb and not name.startswith(nb)) or pname not in declared:
                 continue
-            if pname in declared:
-                params[pname] = parse_value(value)
+            value = parse_value(value)
+            check_type(name, pname, value, declared[pname])
+            params[pname] = value
         per_nb[name] = params
-    unknown = [k for k in overrides if not any(k.rpartition(".")[2] in d for d in declared_by.values())]
-    if unknown:
-        raise ValueError(f"no notebook declares parameter(s) {unknown}; see `papermill --help-notebook`")
     return per_nb
 
 
-def run_pipeline(data, run, params: dict | None = None, start: str | None = None, only: str | None = None,
-                 synth_patients: int = 200, progress: bool = True) -> int:
-    """Execute the notebooks; write ``<run>/summary.json``; return a process exit status."""
+def select_notebooks(start: str | None, only: str | None, names=None) -> list[str]:
+    names = notebook_names(names)
+    for flag, prefix in (("--from", start), ("--only", only)):
+        if prefix is not None and not any(n.startswith(str(prefix).zfill(2)[:2]) for n in names):
+            raise UserError(f"{flag} {prefix}: no such notebook (choose from {', '.join(n[:2] for n in names)})")
+    return [n for n in names if (only is None or n.startswith(str(only).zfill(2)[:2]))
+            and (start is None or n[:2] >= str(start).zfill(2)[:2])]
+
+
+class _EpochEcho(logging.Handler):
+    """Echo the kernel's per-epoch lines (papermill logs cell output) to the console."""
+
+    def emit(self, record):
+        for line in record.getMessage().splitlines():
+            if line.startswith(EPOCH_PREFIX):
+                print(f"[pipeline]   {line}", flush=True)
+
+
+def prepare_data(data: Path, synth_patients: int, progress: bool = True) -> float | None:
+    """Use ``data`` when it holds train.csv; write the synthetic default into it only when it is missing
+    or empty. Returns the seconds spent writing synthetic data (None when the data was there)."""
+    from .synthetic import check_synthetic_target, write_dataset
+
+    if paths.split_csv(data, "train").exists():
+        return None
+    check_synthetic_target(data)
+    print(f"{data} is empty: writing the synthetic default dataset ({synth_patients} patients)")
+    t0 = time.perf_counter()
+    write_dataset(data, patients=synth_patients, seed=0, progress=progress)
+    return round(time.perf_counter() - t0, 1)
+
+
+def execute_notebook(name: str, out_nb: Path, params: dict, progress: bool = True) -> None:
     import papermill
+
+    papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out_nb), parameters=params,
+                               kernel_name="python3", cwd=str(NOTEBOOK_DIR.parent), progress_bar=progress,
+                               log_output=True, request_save_on_cell_execute=True)
+
+
+def run_pipeline(data, run, params: dict | None = None, start: str | None = None, only: str | None = None,
+                 synth_patients: int = 200, progress: bool = True, notebooks=None) -> int:
+    """Execute the notebooks; write ``<run>/summary.json``; return a process exit status."""
     from papermill.exceptions import PapermillExecutionError
 
-    logging.getLogger("papermill").setLevel(logging.WARNING)
+    from .provenance import provenance
+
+    pm_log = logging.getLogger("papermill")
+    pm_log.setLevel(logging.INFO)
+    pm_log.propagate = False
+    if not any(isinstance(h, _EpochEcho) for h in pm_log.handlers):
+        pm_log.addHandler(_EpochEcho())
     # Kernels inherit the environment: a non-interactive MPLBACKEND (Agg) would keep every figure out of
     # the executed notebooks, which use the inline backend.
     if os.environ.get("MPLBACKEND", "").lower() == "agg":
         os.environ.pop("MPLBACKEND")
     data, run = Path(data).resolve(), Path(run).resolve()
+    names = select_notebooks(start, only, notebooks)
+    plan = plan_parameters(data, run, params or {}, notebooks)  # every override checked before any work
+    synth_seconds = prepare_data(data, synth_patients, progress)
     run.mkdir(parents=True, exist_ok=True)
-    if not (data / "train.csv").exists():
-        from .synthetic import write_dataset
-
-        print(f"{data} has no train.csv: writing the synthetic default dataset ({synth_patients} patients)")
-        t0 = time.perf_counter()
-        write_dataset(data, patients=synth_patients, seed=0, progress=progress)
-        synth_seconds = round(time.perf_counter() - t0, 1)
-    else:
-        synth_seconds = None
-    plan = plan_parameters(data, run, params or {})
-    names = [n for n in NOTEBOOKS if (only is None or n.startswith(only)) and (start is None or n[:2] >= start[:2])]
-    seconds = {}
-    summary_path = run / "summary.json"
+    summary_path = paths.summary_json(run)
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    seconds.update(previous.get("seconds", {}))
+    seconds = dict(previous.get("seconds", {}))
     if synth_seconds is not None:
         seconds["synth"] = synth_seconds
-    out_dir = run / "notebooks"
+    out_dir = paths.notebooks_dir(run)
     out_dir.mkdir(exist_ok=True)
-    for name in names:
+    for i, name in enumerate(names, 1):
         out_nb = out_dir / f"{name}.ipynb"
-        print(f"[pipeline] {name} {json.dumps(plan[name], default=str)}", flush=True)
+        print(f"[pipeline] {i}/{len(names)} {name} {json.dumps(plan[name], default=str)}", flush=True)
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out_nb), parameters=plan[name],
-                                       kernel_name="python3", cwd=str(NOTEBOOK_DIR.parent), progress_bar=False,
-                                       log_output=False, request_save_on_cell_execute=True)
+            execute_notebook(name, out_nb, plan[name], progress)
         except PapermillExecutionError as exc:
             print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
                   f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
@@ -111,38 +184,50 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
         print(f"[pipeline] {name} done in {seconds[name]:.1f} s", flush=True)
 
     summary = {"data_dir": str(data), "run_dir": str(run), "seconds": seconds,
-               "total_seconds": round(sum(seconds.values()), 1)}
-    evaluation = run / "evaluation.json"
-    if evaluation.exists():
-        ev = json.loads(evaluation.read_text())
-        summary.update(val_auc=ev.get("auc"), val_pf1=ev.get("pf1"), threshold=ev.get("threshold"),
-                       aggregate=ev.get("aggregate"), val_breasts=ev.get("breasts"))
-    sub = run / "submission.csv"
-    if sub.exists():
-        import pandas as pd
-
-        s = pd.read_csv(sub)
-        summary.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
-        summary.update(score_synthetic_test(data, run))
+               "total_seconds": round(sum(seconds.values()), 1), "provenance": provenance()}
+    summary.update(read_results(data, run))
     summary_path.write_text(json.dumps(summary, indent=2))
     print("[pipeline] summary\n" + json.dumps(summary, indent=2))
     return 0
 
 
+def read_results(data: Path, run: Path) -> dict:
+    """The figures a run produced: validation (selection) metrics, and held-out test metrics when labelled."""
+    out = {}
+    evaluation = paths.evaluation_json(run)
+    if evaluation.exists():
+        ev = json.loads(evaluation.read_text())
+        out.update(val_auc=ev.get("auc"), val_pf1=ev.get("pf1"), val_pr_auc=ev.get("pr_auc"),
+                   threshold=ev.get("threshold"), aggregate=ev.get("aggregate"), val_breasts=ev.get("breasts"),
+                   val_positives=ev.get("positives"), best_epoch=ev.get("best_epoch"))
+    sub = paths.submission_csv(run)
+    if sub.exists():
+        import pandas as pd
+
+        s = pd.read_csv(sub)
+        out.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
+        out.update(score_synthetic_test(data, run))
+    return out
+
+
 def score_synthetic_test(data: Path, run: Path) -> dict:
-    """With the generator's side file, the synthetic test set has labels: score the submission on it."""
+    """With the generator's side file, the synthetic test set has labels: score the submission on it.
+    These breasts took no part in training, epoch selection or the threshold: an untouched estimate."""
     import pandas as pd
 
     from . import metrics
+    from .tables import with_prediction_id
 
-    truth_path, images_path = data / "synthetic_truth.csv", run / "submission_images.csv"
+    truth_path, images_path = paths.synthetic_truth(data), paths.image_predictions_csv(paths.submission_csv(run))
     if not truth_path.exists() or not images_path.exists():
         return {}
     truth = pd.read_csv(truth_path)
     truth = truth[truth.split == "test"]
-    labels = metrics.with_prediction_id(truth).groupby("prediction_id").cancer.max()
-    sub = pd.read_csv(run / "submission.csv").set_index("prediction_id").cancer
-    probs = pd.read_csv(images_path).groupby("prediction_id").pred.mean()
+    labels = with_prediction_id(truth).groupby("prediction_id").cancer.max()
+    sub = pd.read_csv(paths.submission_csv(run), dtype={"prediction_id": str}).set_index("prediction_id").cancer
+    images = pd.read_csv(images_path, dtype={"prediction_id": str})
+    probs = images.groupby("prediction_id").pred.mean()
     y = labels.reindex(sub.index)
-    return {"test_pf1": metrics.pfbeta(y, sub), "test_auc": metrics.auc(y, probs.reindex(sub.index).fillna(0)),
+    p = probs.reindex(sub.index).fillna(0)
+    return {"test_pf1": metrics.pfbeta(y, sub), "test_auc": metrics.auc(y, p), "test_pr_auc": metrics.pr_auc(y, p),
             "test_breasts": int(len(y)), "test_positives": int(y.sum())}

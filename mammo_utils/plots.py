@@ -248,3 +248,40 @@ def heatmaps(images, cams, titles, suptitle: str = "Grad-CAM: where the model lo
     fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+# ---- crop quality ---------------------------------------------------------------------------------
+
+def _draw_box(ax, box, color, label=None):
+    y0, x0, y1, x1 = box
+    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=1.5, label=label))
+
+
+def segmentation_comparison(images, masks, ours, legacy, titles, cols: int = 3):
+    """Hard phantoms with the true tissue outline (green), our box (red) and the previous method's (orange)."""
+    fig, axes = _grid(len(images), cols, size=(3.6, 4.2))
+    for i, (img, mask, t) in enumerate(zip(images, masks, titles)):
+        _image_axis(axes[i], img, t)
+        axes[i].contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+        _draw_box(axes[i], ours[i], "red", "background model (ours)")
+        _draw_box(axes[i], legacy[i], "orange", "Otsu/3 + opening (previous)")
+    if images:
+        axes[0].legend(loc="lower right", fontsize=6)
+    fig.suptitle("Breast boxes on hard phantoms (green: true tissue)")
+    fig.tight_layout()
+    return fig
+
+
+def worst_crops(images, masks, boxes, titles, cols: int = 4):
+    """The worst crops of a run: image, true tissue outline (green) and the box kept (red)."""
+    fig, axes = _grid(max(1, len(images)), cols)
+    if not images:
+        axes[0].text(0.5, 0.5, "no ground truth (not synthetic data)", ha="center", va="center")
+        axes[0].set_axis_off()
+    for i, (img, mask, t) in enumerate(zip(images, masks, titles)):
+        _image_axis(axes[i], img, t)
+        axes[i].contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+        _draw_box(axes[i], boxes[i], "red")
+    fig.suptitle("The four worst crops against the true tissue mask (green)")
+    fig.tight_layout()
+    return fig

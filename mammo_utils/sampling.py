@@ -25,7 +25,9 @@ def paired_breast_undersample(df: pd.DataFrame, neg_per_pos: float = 0.0, seed: 
     Extra negative patients restore the prevalence the model will meet. Rows keep their order.
     """
     if neg_per_pos < 0:
-        raise ValueError(f"neg_per_pos must be >= 0, got {neg_per_pos}")
+        from .errors import UserError
+
+        raise UserError(f"neg_per_pos must be >= 0, got {neg_per_pos}")
     labels = patient_labels(df)
     positives = labels.index[labels == 1]
     negatives = np.sort(labels.index[labels == 0].to_numpy())
@@ -47,7 +49,9 @@ def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.Data
 
     n_patients = df.patient_id.nunique()
     if n_patients < n_splits:
-        raise ValueError(f"{n_patients} patients cannot fill {n_splits} folds; lower n_splits")
+        from .errors import UserError
+
+        raise UserError(f"{n_patients} patients cannot fill {n_splits} folds; lower n_splits")
     labels = patient_labels(df)
     strata = df.patient_id.map(labels).astype(int) * 100
     if "site_id" in df:
@@ -64,6 +68,58 @@ def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.Data
     return out
 
 
+STRATEGIES = ("all", "paired")
+LABEL_CONTROLS = ("none", "shuffled")
+
+
+def shuffle_breast_labels(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The negative control: cancer labels permuted between breasts (all images of a breast move
+    together), keeping the number of cancer breasts. A pipeline that still scores above chance on
+    held-out data with these labels is leaking information."""
+    from .tables import with_prediction_id
+
+    df = with_prediction_id(df)
+    breasts = df.groupby("prediction_id", sort=True).cancer.max()
+    rng = np.random.default_rng([seed, 7])
+    shuffled = pd.Series(rng.permutation(breasts.to_numpy()), index=breasts.index)
+    out = df.copy()
+    out["cancer"] = out.prediction_id.map(shuffled).astype(int)
+    return out
+
+
+def make_folds(df: pd.DataFrame, strategy: str = "all", neg_per_pos: float = 1.0, n_splits: int = 5, seed: int = 0,
+               label_control: str = "none") -> pd.DataFrame:
+    """The training table with a ``fold`` column: optional label control, the sampling strategy, then
+    patient-grouped stratified folds. Shared by notebook 03 and ``python -m mammo_utils folds``.
+
+    ``strategy``: ``all`` keeps every image (pair it with the balanced sampler in training);
+    ``paired`` keeps every cancer patient and ``neg_per_pos`` cancer-free patients per cancer patient.
+    ``label_control``: ``none`` or ``shuffled`` (see :func:`shuffle_breast_labels`).
+    """
+    from .errors import UserError
+
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if label_control not in LABEL_CONTROLS:
+        raise UserError(f"label_control must be one of {LABEL_CONTROLS}, got {label_control!r}")
+    if label_control == "shuffled":
+        df = shuffle_breast_labels(df, seed)
+    if strategy == "paired":
+        df = paired_breast_undersample(df, neg_per_pos, seed=seed)
+    return patient_folds(df, n_splits=n_splits, seed=seed)
+
+
+def folds_summary(folds: pd.DataFrame) -> pd.DataFrame:
+    """Images, patients, cancer images and cancer breasts per fold."""
+    from .tables import with_prediction_id
+
+    f = with_prediction_id(folds)
+    out = f.groupby("fold").agg(images=("image_id", "size"), patients=("patient_id", "nunique"),
+                                cancer_images=("cancer", "sum"))
+    out["cancer_breasts"] = f.groupby(["fold", "prediction_id"]).cancer.max().groupby("fold").sum()
+    return out
+
+
 def pos_weight(labels) -> float:
     """BCE positive-class weight n_negative / n_positive (1.0 when a class is absent)."""
     y = np.asarray(labels).astype(bool)
@@ -72,23 +128,32 @@ def pos_weight(labels) -> float:
 
 
 class BalancedBatchSampler:
-    """Batches with a fixed fraction of positives, instead of throwing negatives away.
+    """Batches with a fixed share of positives, instead of throwing negatives away.
 
-    Each batch holds ``round(batch_size * pos_fraction)`` positives (cycled, reshuffled when used
-    up) and the rest negatives drawn without replacement; an epoch ends when every negative was
-    seen once. Deterministic for a seed; each epoch (``set_epoch``) draws a new order.
+    Each global batch (``batch_size * world_size`` samples) holds ``round(global * pos_fraction)``
+    positives (cycled, reshuffled when used up) and the rest negatives drawn without replacement; an
+    epoch ends when every negative was seen once. Under DDP each rank takes every ``world_size``-th
+    positive and negative of each global batch: distinct samples per rank, the same share of
+    positives, and together the same batches a single process with the global batch size would see.
+    Deterministic for a seed; each epoch (``set_epoch``) draws a new order.
     """
 
-    def __init__(self, labels, batch_size: int, pos_fraction: float = 0.25, seed: int = 0, drop_last: bool = False):
+    def __init__(self, labels, batch_size: int, pos_fraction: float = 0.25, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         y = np.asarray(labels).astype(bool)
         self.pos, self.neg = np.flatnonzero(y), np.flatnonzero(~y)
         if not len(self.pos) or not len(self.neg):
             raise ValueError("BalancedBatchSampler needs both positive and negative samples")
         if not 0 < pos_fraction < 1:
             raise ValueError(f"pos_fraction must be in (0, 1), got {pos_fraction}")
-        self.batch_size, self.seed, self.epoch, self.drop_last = batch_size, seed, 0, drop_last
-        self.n_pos = max(1, int(round(batch_size * pos_fraction)))
-        self.n_neg = batch_size - self.n_pos
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.seed, self.epoch, self.drop_last, self.rank, self.world_size = seed, 0, drop_last, rank, world_size
+        global_batch = batch_size * world_size
+        self.n_pos = max(world_size, int(round(global_batch * pos_fraction)))
+        self.n_neg = global_batch - self.n_pos
+        if self.n_neg < world_size:
+            raise ValueError(f"batch_size {batch_size} leaves no room for negatives at pos_fraction {pos_fraction}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -103,14 +168,17 @@ class BalancedBatchSampler:
         pos, p = rng.permutation(self.pos), 0
         for b in range(len(self)):
             negs = neg[b * self.n_neg:(b + 1) * self.n_neg]
+            if len(negs) < self.n_neg and self.world_size > 1:  # last, short batch: top up so every rank gets some
+                negs = np.concatenate([negs, rng.choice(self.neg, self.n_neg - len(negs), replace=False)])
             take = []
             while len(take) < self.n_pos:
                 if p == len(pos):
                     pos, p = rng.permutation(self.pos), 0
                 take.append(pos[p])
                 p += 1
-            batch = np.concatenate([negs, np.array(take)])
-            yield rng.permutation(batch).tolist()
+            mine = np.concatenate([negs[self.rank::self.world_size], np.array(take)[self.rank::self.world_size]])
+            # A generator of its own for the order inside the batch, so every rank's main stream stays identical.
+            yield np.random.default_rng([self.seed, self.epoch, b, self.rank]).permutation(mine).tolist()
 
 
 def epoch_sizes(df: pd.DataFrame, batch_size: int, pos_fraction: float = 0.25) -> pd.DataFrame:

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
+MIN_SYNTH_PX = 64
 
-TRAIN_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy",
-                 "invasive", "BIRADS", "implant", "density", "machine_id", "difficult_negative_case"]
-TEST_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "implant", "machine_id",
-                "prediction_id"]
+from .errors import UserError
+from .paths import parse_size
+from .tables import TEST_COLUMNS, TRAIN_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Machine:
     site_id: int
     photometric: str      # MONOCHROME1: white background in stored values
     bits: int             # BitsStored
-    syntax: str           # key of dicom.TRANSFER_SYNTAXES
+    syntax: str           # key of mammo_utils.dicom.TRANSFER_SYNTAXES
     voi: str              # LINEAR | LINEAR_EXACT | SIGMOID | none
     n_windows: int = 1    # multi-valued WindowCenter/WindowWidth
     label: bool = False   # burned-in "L-CC" text
@@ -77,7 +77,13 @@ def smooth_noise(rng: np.random.Generator, shape, cells: int) -> np.ndarray:
 
 
 def draw_breast(rng: np.random.Generator, shape, view: str, density: float, breast: dict):
-    """Attenuation map in [0, 1] (0 = air) and the tissue mask for one view of one breast."""
+    """Attenuation map in [0, 1] (0 = air) and the tissue mask for one view of one breast.
+
+    The hard-anatomy keys of ``breast`` (all optional) make the cases a crop must survive:
+    ``edge`` (attenuation at the skin: low for fatty breasts fading towards the background),
+    ``lobular`` (strength of dark fat lobules), ``pect_gain`` (pectoral brightness), ``fold``
+    (a skin fold), ``nipple`` (nipple in profile).
+    """
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = xx / w, yy / h
@@ -91,17 +97,29 @@ def draw_breast(rng: np.random.Generator, shape, view: str, density: float, brea
     thickness = np.sqrt(np.clip(1.0 - r ** 2, 0.0, 1.0))
     texture = 0.6 * smooth_noise(rng, shape, 12) + 0.4 * smooth_noise(rng, shape, 40)
     glandular = np.clip(density + 0.35 * texture - 0.45 * r ** 2, 0.0, 1.0)
-    a = 0.30 + 0.30 * thickness + 0.30 * glandular
+    edge = breast.get("edge", 0.30)
+    a = edge + 0.30 * thickness + 0.30 * glandular
+    if breast.get("lobular"):                              # dark fat lobules down towards the skin level
+        lobules = np.clip(smooth_noise(rng, shape, 28) * 2.0, 0.0, 1.0)
+        a = a - breast["lobular"] * lobules * (a - 0.75 * edge)
     a += 0.06 * ((r > 0.975) & mask)                      # skin line
+    if breast.get("fold"):                                # skin fold: a bright band along the lower skin line
+        a += 0.08 * ((r > 0.90) & (r < 0.95) & (v > cy) & mask)
+    if breast.get("nipple"):                              # nipple in profile, on the skin line
+        row = mask[min(h - 1, max(0, int(cy * h)))]
+        tip = (np.flatnonzero(row).max() + 1) / w if row.any() else ax
+        nip = ((u - tip) / 0.03) ** 2 + ((v - cy) / 0.025) ** 2 < 1.0
+        a = np.where(nip & ~mask, edge + 0.08, a)
+        mask |= nip
     if mlo:                                               # pectoral muscle: top-left triangle
         pu, pv = breast["pect_u"], breast["pect_v"]
         pect = (u / pu + v / pv) < 1.0
-        a = np.where(pect, np.minimum(a + 0.22, 0.97), a)
+        a = np.where(pect, np.minimum(a + breast.get("pect_gain", 0.22), 0.97), a)
         mask |= pect
     if breast["implant"]:
         imp = ((u - 0.25 * ax) / (0.22 * ax)) ** 2 + ((v - cy) / (0.45 * by)) ** 2 < 1.0
         a = np.where(imp & mask, 0.96, a)
-    return np.where(mask, a, 0.0).astype(np.float32), mask
+    return np.where(mask, np.clip(a, 0.0, 1.0), 0.0).astype(np.float32), mask
 
 
 def lesion_position(shape, view: str, breast: dict) -> tuple[float, float]:
@@ -119,15 +137,22 @@ def lesion_position(shape, view: str, breast: dict) -> tuple[float, float]:
     return float(v * h), float(u * w)
 
 
-def draw_lesion(rng, a: np.ndarray, mask: np.ndarray, center, radius_px: float, contrast: float, calcs: bool):
-    """Add a mass (Gaussian-profile blob with irregular edge) and optionally a calcification cluster."""
+def draw_lesion(rng, a: np.ndarray, mask: np.ndarray, center, radius_px: float, contrast: float, calcs: bool,
+                mass: bool = True, smooth: bool = False):
+    """Add a mass (Gaussian-profile blob, irregular edge unless ``smooth``) and/or a calcification cluster.
+
+    A benign mimic is a smooth round mass; a calcification-only cancer has ``mass=False``.
+    """
     h, w = a.shape
     cy, cx = center
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    d = np.sqrt(((yy - cy) ** 2 + (xx - cx) ** 2)) / radius_px
-    d = d * (1.0 + 0.2 * smooth_noise(rng, a.shape, 24))     # irregular margin
-    mass = contrast / (1.0 + np.exp(np.minimum((d - 1.0) * 5.0, 50.0)))        # dense core with a soft edge
-    out = a + mass * mask
+    out = a.copy()
+    if mass:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        d = np.sqrt(((yy - cy) ** 2 + (xx - cx) ** 2)) / radius_px
+        if not smooth:
+            d = d * (1.0 + 0.2 * smooth_noise(rng, a.shape, 24))     # irregular (spiculated-like) margin
+        blob = contrast / (1.0 + np.exp(np.minimum((d - 1.0) * 5.0, 50.0)))  # dense core with a soft edge
+        out = out + blob * mask
     if calcs:
         for _ in range(int(rng.integers(5, 12))):
             dy, dx = rng.normal(0, radius_px * 0.8, 2)
@@ -135,6 +160,19 @@ def draw_lesion(rng, a: np.ndarray, mask: np.ndarray, center, radius_px: float, 
             if 0 <= y < h and 0 <= x < w and mask[y, x]:
                 cv2.circle(out, (x, y), max(1, int(round(radius_px * 0.08))), float(min(1.0, out[y, x] + 0.35)), -1)
     return np.clip(out, 0.0, 1.0)
+
+
+def draw_vascular_calcs(rng, a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Benign vascular calcifications: a line of bright dots along a vessel (a mimic of a cluster)."""
+    h, w = a.shape
+    out = a.copy()
+    y0, x0 = rng.uniform(0.3, 0.7) * h, rng.uniform(0.1, 0.4) * w
+    angle = rng.uniform(-0.5, 0.5)
+    for t in np.linspace(0, 0.5 * w, 14):
+        y, x = int(y0 + t * np.sin(angle)), int(x0 + t * np.cos(angle))
+        if 0 <= y < h and 0 <= x < w and mask[y, x]:
+            cv2.circle(out, (x, y), max(1, h // 300), float(min(1.0, out[y, x] + 0.3)), -1)
+    return out
 
 
 def to_stored(a: np.ndarray, machine: Machine, rng: np.random.Generator):
@@ -199,7 +237,7 @@ def burn_in(stored: np.ndarray, machine: Machine, laterality: str, view: str) ->
 
 def make_image(spec: dict) -> dict:
     """Render, encode and write one DICOM; return its ground-truth row."""
-    from . import dicom
+    from .dicom import write_dicom
 
     rng = np.random.default_rng(spec["seed"])
     machine = next(m for m in MACHINES if m.machine_id == spec["machine_id"])
@@ -207,9 +245,16 @@ def make_image(spec: dict) -> dict:
     breast = spec["breast"]
     a, mask = draw_breast(rng, shape, spec["view"], breast["density"], breast)
     lesion = (np.nan, np.nan)
-    if spec["cancer"]:
+    visible = spec["cancer"] and breast.get("lesion_view") in (None, spec["view"])
+    if visible:
         lesion = lesion_position(shape, spec["view"], breast)
-        a = draw_lesion(rng, a, mask, lesion, breast["lesion_r"] * shape[0], spec["contrast"], breast["calcs"])
+        a = draw_lesion(rng, a, mask, lesion, breast["lesion_r"] * shape[0], spec["contrast"], breast["calcs"],
+                        mass=breast.get("lesion_mass", True))
+    elif breast.get("mimic") == "mass":
+        a = draw_lesion(rng, a, mask, lesion_position(shape, spec["view"], breast), breast["lesion_r"] * shape[0],
+                        spec["contrast"], calcs=False, smooth=True)
+    elif breast.get("mimic") == "vascular":
+        a = draw_vascular_calcs(rng, a, mask)
     if spec["laterality"] == "R":  # right breasts have their chest wall on the right
         a, mask = a[:, ::-1].copy(), mask[:, ::-1].copy()
         lesion = (lesion[0], shape[1] - 1 - lesion[1])
@@ -223,12 +268,17 @@ def make_image(spec: dict) -> dict:
         PatientAge=f"{int(spec['age']):03d}Y" if spec["age"] == spec["age"] else "", InstanceNumber=1,
         PresentationIntentType="FOR PRESENTATION", BurnedInAnnotation="YES" if machine.label else "NO",
     )
-    dicom.write_dicom(spec["path"], stored, attrs, machine.syntax)
+    write_dicom(spec["path"], stored, attrs, machine.syntax, overwrite=False)
+    mask_path = Path(spec["mask_path"])
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
     return {
         "image_id": spec["image_id"], "breast_y0": int(ys.min()), "breast_x0": int(xs.min()),
         "breast_y1": int(ys.max()) + 1, "breast_x1": int(xs.max()) + 1, "breast_pixels": int(mask.sum()),
         "lesion_y": lesion[0], "lesion_x": lesion[1],
-        "lesion_r": breast["lesion_r"] * shape[0] if spec["cancer"] else np.nan,
+        "lesion_r": breast["lesion_r"] * shape[0] if visible else np.nan,
+        "lesion_kind": ("mass" if breast.get("lesion_mass", True) else "calcifications") if visible else
+        (f"benign_{breast['mimic']}" if breast.get("mimic") and not spec["cancer"] else ""),
         "rows": shape[0], "columns": shape[1], "photometric": machine.photometric, "bits_stored": machine.bits,
         "syntax": machine.syntax, "voi": machine.voi,
     }
@@ -238,19 +288,49 @@ def make_image(spec: dict) -> dict:
 # The dataset
 # --------------------------------------------------------------------------------------------------
 
-def breast_params(rng, density: float, implant: bool) -> dict:
-    return dict(
+def breast_params(rng, density: float, implant: bool, anatomy: str = "default", lesions: str = "default") -> dict:
+    """Shape, lesion and (optionally) hard-anatomy parameters of one breast, drawn from ``rng``."""
+    p = dict(
         depth=rng.uniform(0.50, 0.80), height=rng.uniform(0.30, 0.42), cy=rng.uniform(0.46, 0.56),
         pect_u=rng.uniform(0.22, 0.40), pect_v=rng.uniform(0.35, 0.65), density=density, implant=implant,
         lesion_f=rng.uniform(0.30, 0.70), lesion_g=rng.uniform(-0.6, 0.6), lesion_r=rng.uniform(0.03, 0.055),
         calcs=bool(rng.random() < 0.5),
     )
+    if anatomy == "hard":
+        kind = rng.choice(["fatty", "fatty_lobular", "dense", "wide_pectoral", "touching"])
+        p.update(fold=bool(rng.random() < 0.4), nipple=bool(rng.random() < 0.5))
+        if kind in ("fatty", "fatty_lobular"):
+            p.update(edge=rng.uniform(0.08, 0.12), density=0.02, lobular=0.8 if kind == "fatty_lobular" else 0.0)
+        elif kind == "dense":
+            p.update(density=0.9)
+        elif kind == "wide_pectoral":
+            p.update(pect_u=rng.uniform(0.40, 0.60), pect_v=rng.uniform(0.6, 0.9), pect_gain=0.45,
+                     edge=rng.uniform(0.10, 0.16), density=0.05)
+        else:  # touching the top or bottom edge
+            p.update(height=rng.uniform(0.48, 0.58), cy=rng.choice([0.40, 0.60]))
+        p["anatomy"] = kind
+    if lesions == "hard":
+        # small, low-contrast masses; a third are calcifications only; a quarter show in one view only
+        p.update(lesion_r=rng.uniform(0.015, 0.03), lesion_mass=bool(rng.random() > 0.33),
+                 lesion_view=rng.choice(["CC", "MLO"]) if rng.random() < 0.25 else None,
+                 mimic=rng.choice(["mass", "vascular", None], p=[0.12, 0.08, 0.80]))
+    return p
+
+
+PRESETS = {
+    # the demo: every code path, lesions a small CNN learns in minutes
+    "default": dict(cancer_rate=0.2, lesion_contrast=0.3, anatomy="default", lesions="default", confounder=0.0),
+    # the benchmark: small faint masses, calcification-only and one-view cancers, benign mimics,
+    # hard anatomy, and machine 49 with three times the cancer rate of the others
+    "hard": dict(cancer_rate=0.12, lesion_contrast=0.10, anatomy="hard", lesions="hard", confounder=3.0),
+}
 
 
 def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), cancer_rate: float = 0.2,
-                 lesion_contrast: float = 0.3) -> list[dict]:
+                 lesion_contrast: float = 0.3, anatomy: str = "default", lesions: str = "default",
+                 confounder: float = 0.0) -> list[dict]:
     """Every image to write, with all randomness drawn here from one seeded generator."""
-    from pydicom.uid import generate_uid
+    from .dicom import make_uid
 
     rng = np.random.default_rng(seed)
     n_total = patients + test_patients
@@ -269,13 +349,16 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
         density_cat = rng.choice(["A", "B", "C", "D"], p=[0.1, 0.45, 0.38, 0.07])
         density = {"A": 0.1, "B": 0.3, "C": 0.55, "D": 0.8}[density_cat]
         implant = bool(rng.random() < 0.03)
-        cancer_side = rng.choice(["L", "R"]) if rng.random() < cancer_rate else None
+        # confounder > 0: machine 49 (site 1) has that many times the cancer rate of the other machines
+        rate = cancer_rate * (confounder if machine.machine_id == 49 else 1.0) / (1.0 + (confounder - 1) * 0.3) \
+            if confounder else cancer_rate
+        cancer_side = rng.choice(["L", "R"]) if rng.random() < rate else None
         difficult = cancer_side is None and rng.random() < 0.08
         jitter = machine.scale * rng.uniform(0.95, 1.05)
         shape = (int(round(size[0] * jitter)), int(round(size[1] * jitter * 1.25 / machine.aspect)))
-        study_uid = generate_uid(entropy_srcs=[str(seed), str(pid), "study"])
+        study_uid = make_uid(seed, pid, "study")
         for lat in ("L", "R"):
-            breast = breast_params(rng, density, implant)
+            breast = breast_params(rng, density, implant, anatomy, lesions)
             cancer = int(cancer_side == lat)
             views = ["CC", "MLO"] + ([rng.choice(["MLO", "CC", "AT", "LM", "ML", "LMO"])] if rng.random() < 0.12 else [])
             for view in views:
@@ -289,43 +372,96 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
                     implant=int(implant), density=density_cat if rng.random() > 0.3 else np.nan,
                     machine_id=machine.machine_id, difficult_negative_case=bool(difficult),
                     shape=shape, breast=breast, contrast=lesion_contrast, seed=int(rng.integers(2 ** 31)),
-                    uid=generate_uid(entropy_srcs=[str(seed), str(iid)]), study_uid=study_uid,
-                    series_uid=generate_uid(entropy_srcs=[str(seed), str(iid), "series"]),
+                    uid=make_uid(seed, iid), study_uid=study_uid,
+                    series_uid=make_uid(seed, iid, "series"),
                 ))
     return specs
 
 
 def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test_patients: int | None = None,
-                  cancer_rate: float = 0.2, lesion_contrast: float = 0.3, jobs: int = -1,
-                  progress: bool = True) -> pd.DataFrame:
-    """Write the whole synthetic dataset; deterministic for a seed. Returns the truth table."""
+                  cancer_rate: float | None = None, lesion_contrast: float | None = None, jobs: int = -1,
+                  progress: bool = True, preset: str = "default", anatomy: str | None = None) -> pd.DataFrame:
+    """Write the whole synthetic dataset; deterministic for a seed. Returns the truth table.
+
+    Only into a folder that is missing or empty: the generator never overwrites a file.
+    """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    from .metrics import with_prediction_id
+    from .tables import with_prediction_id
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_synthetic_target(out)
+    if int(patients) < 2:
+        raise UserError(f"patients must be at least 2 (one per split of a fold), got {patients}")
+    size = parse_size(size)
+    if min(size) < MIN_SYNTH_PX:
+        raise UserError(f"synthetic images must be at least {MIN_SYNTH_PX}x{MIN_SYNTH_PX}, got {size[0]}x{size[1]}")
     if test_patients is None:
         test_patients = max(2, patients // 10)
-    specs = plan_dataset(patients, test_patients, seed, size, cancer_rate, lesion_contrast)
+    if int(test_patients) < 1:
+        raise UserError(f"test_patients must be at least 1, got {test_patients}")
+    out.mkdir(parents=True, exist_ok=True)
+    if preset not in PRESETS:
+        raise UserError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    knobs = {**PRESETS[preset]}
+    if cancer_rate is not None:
+        knobs["cancer_rate"] = cancer_rate
+    if lesion_contrast is not None:
+        knobs["lesion_contrast"] = lesion_contrast
+    if anatomy is not None:
+        knobs["anatomy"] = anatomy
+    specs = plan_dataset(patients, test_patients, seed, size, **knobs)
     for s in specs:
         s["path"] = str(out / f"{s['split']}_images" / str(s["patient_id"]) / f"{s['image_id']}.dcm")
+        s["mask_path"] = str(truth_mask_path(out, s["patient_id"], s["image_id"]))
     it = tqdm(specs, desc="synth", unit="img", disable=not progress)
-    truth = Parallel(n_jobs=jobs, batch_size=8)(delayed(make_image)(s) for s in it)
+    from .parallel import resolve_jobs, shutdown_local_pool
 
-    table = pd.DataFrame([{k: v for k, v in s.items() if k not in ("shape", "breast", "path", "uid", "study_uid",
-                                                                    "series_uid", "contrast", "seed")} for s in specs])
+    try:
+        truth = Parallel(n_jobs=resolve_jobs(jobs), batch_size=8)(delayed(make_image)(s) for s in it)
+    finally:
+        shutdown_local_pool()
+
+    table = pd.DataFrame([{k: v for k, v in s.items() if k not in ("shape", "breast", "path", "mask_path", "uid",
+                                                                    "study_uid", "series_uid", "contrast", "seed")}
+                          for s in specs])
     train = table[table.split == "train"][TRAIN_COLUMNS]
-    train.to_csv(out / "train.csv", index=False)
+    _write_new_csv(train, out / "train.csv")
     test = with_prediction_id(table[table.split == "test"])
-    test[TEST_COLUMNS].to_csv(out / "test.csv", index=False)
+    _write_new_csv(test[TEST_COLUMNS], out / "test.csv")
     sub = pd.DataFrame({"prediction_id": test.prediction_id.drop_duplicates(), "cancer": 0.0})
-    sub.to_csv(out / "sample_submission.csv", index=False)
+    _write_new_csv(sub, out / "sample_submission.csv")
     truth = table[["split", "patient_id", "image_id", "laterality", "view", "machine_id", "cancer"]].merge(
         pd.DataFrame(truth), on="image_id")
-    truth.to_csv(out / "synthetic_truth.csv", index=False)
+    _write_new_csv(truth, out / "synthetic_truth.csv")
     return truth
+
+
+def truth_mask_path(data, patient_id, image_id) -> Path:
+    """The generator's side file: the exact tissue mask of one image (bi-level PNG, 255 = breast)."""
+    return Path(data) / "synthetic_masks" / str(patient_id) / f"{image_id}.png"
+
+
+def read_truth_mask(data, patient_id, image_id) -> np.ndarray:
+    m = cv2.imread(str(truth_mask_path(data, patient_id, image_id)), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise FileNotFoundError(f"no tissue mask for image {image_id} under {data}/synthetic_masks")
+    return m > 0
+
+
+def check_synthetic_target(out: Path) -> None:
+    """Synthetic data goes only into a missing or empty folder; anything else is the user's data."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        held = sorted(p.name for p in out.iterdir())[:5] if out.is_dir() else [out.name]
+        raise UserError(f"{out} is not empty (holds {', '.join(held)}{', ...' if len(held) == 5 else ''}) and has no "
+                        f"train.csv: refusing to write synthetic data into it. Point --data at an RSNA folder with "
+                        f"train.csv, or at a new or empty folder to get the synthetic default")
+
+
+def _write_new_csv(df: pd.DataFrame, path: Path) -> None:
+    with open(path, "x", newline="") as f:  # "x": never overwrite
+        df.to_csv(f, index=False)
 
 
 def truth_mask(spec: dict) -> np.ndarray:

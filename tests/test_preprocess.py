@@ -9,9 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo_utils import crop as cr
+from mammo_utils import crop_quality as cq
 from mammo_utils import preprocess as pp
 from mammo_utils.dicom import read_dicom, read_image
-from mammo_utils.synthetic import plan_dataset, truth_mask
+from mammo_utils.paths import parse_size
+from mammo_utils.png import to_uint
+from mammo_utils.synthetic import plan_dataset, truth_mask, write_dataset
 
 from conftest import TINY
 
@@ -45,7 +49,7 @@ def assert_good_box(box, breast, max_ratio=1.15):
 def test_bbox_plain_and_right_side():
     for side in ("left", "right"):
         img, breast = phantom(side=side)
-        assert_good_box(pp.breast_bbox(img), breast)
+        assert_good_box(cr.breast_bbox(img), breast)
 
 
 def test_bbox_ignores_label_and_edge_strips():
@@ -56,7 +60,7 @@ def test_bbox_ignores_label_and_edge_strips():
     img[:, -4:] = 1.0      # bright detector edge, far side
     img[:3, :] = 1.0       # and along the top, touching the breast
     img[-30:-10, 250:300] = 1.0  # a bright marker block
-    assert_good_box(pp.breast_bbox(img), breast)
+    assert_good_box(cr.breast_bbox(img), breast)
 
 
 def test_bbox_touching_edges_with_pectoral_muscle():
@@ -65,7 +69,7 @@ def test_bbox_touching_edges_with_pectoral_muscle():
     pect = (xx / 120 + yy / 260) < 1
     img[pect] = 0.9
     breast = breast | pect
-    box = pp.breast_bbox(img)
+    box = cr.breast_bbox(img)
     assert box[0] == 0 and box[2] == img.shape[0]
     assert_good_box(box, breast)
 
@@ -73,32 +77,32 @@ def test_bbox_touching_edges_with_pectoral_muscle():
 def test_bbox_fatty_low_contrast_and_dense():
     img, breast = phantom()
     fatty = np.where(breast, 0.06 + 0.3 * (img - 0.15), img * 0.2).astype(np.float32)
-    assert_good_box(pp.breast_bbox(fatty), breast)
+    assert_good_box(cr.breast_bbox(fatty), breast)
     dense = np.where(breast, 0.85 + 0.1 * img, 0).astype(np.float32)
-    assert_good_box(pp.breast_bbox(dense), breast)
+    assert_good_box(cr.breast_bbox(dense), breast)
 
 
 def test_bbox_blank_image_returns_full_image(caplog):
-    assert pp.breast_bbox(np.zeros((50, 40), np.float32)) == (0, 0, 50, 40)
+    assert cr.breast_bbox(np.zeros((50, 40), np.float32)) == (0, 0, 50, 40)
     assert "no breast found" in caplog.text
 
 
 def test_crop_orient_resize_to_uint():
     img = np.zeros((100, 80), np.float32)
     img[10:90, 50:80] = 0.8  # breast on the right
-    out, flipped = pp.orient(img, "R")
+    out, flipped = cr.orient(img, "R")
     assert flipped and out[10:90, :30].mean() > 0.7
-    assert not pp.orient(out, "R")[1]
-    c = pp.crop(img, (10, 50, 90, 80))
+    assert not cr.orient(out, "R")[1]
+    c = cr.crop(img, (10, 50, 90, 80))
     assert c.shape == (80, 30)
     with pytest.raises(ValueError):
-        pp.crop(img, (0, 0, 0, 10))
-    r = pp.resize_pad(c, (64, 32))
+        cr.crop(img, (0, 0, 0, 10))
+    r = cr.resize_pad(c, (64, 32))
     assert r.shape == (64, 32) and r[:, :24].min() > 0.7 and r[:, 25:].max() == 0  # padded on the right
-    assert pp.resize_pad(c, (64, 32), keep_aspect=False).min() > 0.7
-    u8, u16 = pp.to_uint(np.array([0, 0.5, 1.0]), 8), pp.to_uint(np.array([0, 0.5, 1.0]), 16)
+    assert cr.resize_pad(c, (64, 32), keep_aspect=False).min() > 0.7
+    u8, u16 = to_uint(np.array([0, 0.5, 1.0]), 8), to_uint(np.array([0, 0.5, 1.0]), 16)
     assert u8.tolist() == [0, 128, 255] and u16.dtype == np.uint16 and u16[-1] == 65535
-    assert pp.parse_size("1024x512") == (1024, 512)
+    assert parse_size("1024x512") == (1024, 512)
 
 
 def crop_quality(data, specs):
@@ -106,7 +110,7 @@ def crop_quality(data, specs):
     rows = []
     for s in specs:
         d = read_dicom(data / f"{s['split']}_images" / str(s["patient_id"]) / f"{s['image_id']}.dcm")
-        y0, x0, y1, x1 = pp.breast_bbox(d.image)
+        y0, x0, y1, x1 = cr.breast_bbox(d.image)
         mask = truth_mask(s)
         ty0, tx0, ty1, tx1 = box_of(mask)
         row = dict(kept=mask[y0:y1, x0:x1].sum() / mask.sum(),
@@ -162,8 +166,7 @@ def test_cli_bad_files_and_resume(tmp_path, tiny_data):
     # Rerun after deleting two outputs and repairing one bad file: only those are redone.
     for p in manifest.path[:2]:
         os.remove(out / p)
-    shutil.copy(paths[1].with_name("x") if False else tiny_data / "train_images" / str(bad.iloc[1].patient_id)
-                / f"{bad.iloc[1].image_id}.dcm", paths[1])
+    shutil.copy(tiny_data / "train_images" / str(bad.iloc[1].patient_id) / f"{bad.iloc[1].image_id}.dcm", paths[1])
     res = run_cli("--data", str(data), "--split", "train", "--out", str(out), "--size", "128x64", "--jobs", "1")
     assert res.returncode == 1
     summary = res.stdout
@@ -179,10 +182,16 @@ def test_cli_bad_files_and_resume(tmp_path, tiny_data):
 
 
 def test_torn_manifest_line_is_dropped(tmp_path):
+    """A killed run can leave its last manifest line cut anywhere: the torn row must not count as done."""
     path = tmp_path / "manifest.csv"
-    path.write_text("image_id,path\n1,a.png\n2,b.png\n1,a.png\n3,c.p")
-    df = pp._read_rows(path)
-    assert sorted(df.image_id) == [1, 2, 3] or sorted(df.image_id) == [1, 2]
+    header = "image_id,path,seconds\n"
+    path.write_text(header + "1,1/1.png,0.1\n2,1/2.png,0.2\n1,1/1.png,0.3\n3,1/3.p")  # cut inside the path
+    df = pp.read_rows(path)
+    assert sorted(df.image_id) == [1, 2] and df.set_index("image_id").seconds[1] == 0.3  # duplicate: last wins
+    path.write_text(header + "1,1/1.png,0.1\n3,1/3.png,")  # cut before the last value
+    assert sorted(pp.read_rows(path).image_id) == [1]
+    path.write_text(header + "1,1/1.png,0.1\n3")  # cut after the id
+    assert sorted(pp.read_rows(path).image_id) == [1]
 
 
 def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
@@ -191,7 +200,7 @@ def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
     cfg = pp.PreprocessConfig(size=(64, 32))
     img, info = pp.preprocess_file(path, cfg, r.laterality)
     assert info["decode_scale"] == 2 and img.shape == (64, 32)
-    full_box = pp.breast_bbox(read_image(path))
+    full_box = cr.breast_bbox(read_image(path))
     got = (info["bbox_y0"], info["bbox_x0"], info["bbox_y1"], info["bbox_x1"])
     assert np.abs(np.subtract(got, full_box)).max() <= 6
 
@@ -227,3 +236,52 @@ def test_killed_run_leaves_no_partial_output(tmp_path, tiny_data):
     assert not [p for p in out.rglob("*.png") if p.name.startswith(".")]
     for p in manifest.path:
         assert cv2.imread(str(out / p), cv2.IMREAD_UNCHANGED).shape == (384, 192)
+
+
+# ---- issue: the crop never loses breast tissue -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hard_data(tmp_path_factory):
+    """The generator's hard anatomy: fatty breasts fading into the background, lobular fat, wide bright
+    pectoral muscles, dense breasts, skin folds, nipples in profile, breasts touching an edge."""
+    out = tmp_path_factory.mktemp("hard") / "data"
+    write_dataset(out, patients=24, seed=5, size=(320, 256), test_patients=2, anatomy="hard", jobs=2, progress=False)
+    return out
+
+
+def test_crop_keeps_every_breast_on_hard_anatomy(hard_data):
+    report = cq.check_dataset(hard_data, "train")
+    kinds = pd.read_csv(hard_data / "synthetic_truth.csv")
+    assert len(report) == int((kinds.split == "train").sum()) >= 90
+    worst = report.sort_values("kept").head(3)
+    assert report.found.all(), "every image must have a breast"
+    assert report.kept.min() >= 0.99, worst
+    assert report.zeroed.max() <= 0.01, report.sort_values("zeroed").tail(3)
+    assert report.area_ratio.max() <= 1.25, report.sort_values("area_ratio").tail(3)
+    assert report.lesion_inside.all()
+
+
+def test_crop_keeps_every_breast_on_hard_phantoms():
+    """Phantoms drawn in memory at three noise levels; the previous method failed several of them."""
+    rows = [dict(kind=k, noise=n, **cq.score(*cq.phantom(k, seed, noise=n)[:2]))
+            for k in cq.PHANTOM_KINDS for seed in range(3) for n in (0.004, 0.02)]
+    report = pd.DataFrame(rows)
+    assert report.found.all() and report.kept.min() >= 0.99 and report.zeroed.max() <= 0.01
+    assert report.area_ratio.max() <= 1.25
+    legacy = [m[b[0]:b[2], b[1]:b[3]].sum() / m.sum() for m, b in
+              ((cq.phantom(k, s)[1], cq.legacy_bbox(cq.phantom(k, s)[0])) for k in cq.PHANTOM_KINDS for s in range(7))]
+    assert min(legacy) < 0.99, "the phantoms must be hard enough to fail the previous method"
+
+
+def test_masking_removes_isolated_labels_but_never_tissue():
+    img, mask, _ = cq.phantom("labelled", 0)
+    text = np.zeros(img.shape, np.uint8)
+    cv2.putText(text, "L-MLO", (img.shape[1] - 150, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 3)
+    out = cr.apply_mask(img, cr.segment_breast(img))
+    assert (out[text > 0] == 0).mean() > 0.95, "an isolated label must be zeroed"
+    np.testing.assert_array_equal(out[mask], img[mask])  # not one tissue pixel changed
+
+
+def test_default_synthetic_masks_keep_tissue(tiny_data):
+    report = cq.check_dataset(tiny_data, "train")
+    assert report.kept.min() >= 0.99 and report.zeroed.max() <= 0.01 and report.area_ratio.max() <= 1.25

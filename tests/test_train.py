@@ -1,5 +1,6 @@
-"""Training loop behaviour: NaN guard, accumulation, checkpoints, resume, heads, pretrained loading."""
+"""Training loop behaviour: schedule, losses, NaN guard, accumulation, fp16 scaler, EMA, checkpoints, resume."""
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,11 @@ import torch
 import torch.nn as nn
 
 from mammo_utils import train as T
-from mammo_utils.models import SeedHead, build_model
+from mammo_utils.checkpoint import load_checkpoint, load_model
+from mammo_utils.config import TrainConfig
+from mammo_utils.engine import create_grad_scaler, resolve_amp
+from mammo_utils.errors import CheckpointError, UserError
+from mammo_utils.models import build_model
 from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 from mammo_utils.sampling import patient_folds
 
@@ -26,10 +31,9 @@ def prepared(tiny_data, tmp_path_factory):
 
 def small_cfg(prepared, run_dir, **kw):
     base = dict(run_dir=str(run_dir), preprocessed=str(prepared / "png"), folds=str(prepared / "folds.csv"),
-                model="resnet10t", epochs=2, batch_size=8, lr=1e-3, workers=0, max_steps_per_epoch=2,
-                drop_path_rate=0.0)
+                model="resnet10t", epochs=2, batch_size=8, lr=1e-3, workers=0, max_steps_per_epoch=2)
     base.update(kw)
-    return T.TrainConfig(**base)
+    return TrainConfig(**base)
 
 
 class Tiny(nn.Module):
@@ -44,10 +48,12 @@ class Tiny(nn.Module):
         return {"cancer": self.fc(self.conv(x).mean((2, 3))).squeeze(1)}
 
 
-def test_accumulation_equals_large_batch_gradient():
+@pytest.mark.parametrize("amp", ["none", "fp16"])
+def test_accumulation_equals_large_batch_gradient(amp):
+    """Four micro-batches of 2 give the gradient of one batch of 8, also through the fp16 GradScaler."""
     torch.manual_seed(0)
     x, y = torch.rand(8, 1, 16, 16), (torch.rand(8) > 0.5).float()
-    cfg = T.TrainConfig(accum_steps=4, clip_grad=0.0)
+    cfg = TrainConfig(accum_steps=4, clip_grad=1e6 if amp == "fp16" else 0.0)  # clipping forces the unscale
     a, b = Tiny(), Tiny()
     b.load_state_dict(a.state_dict())
     loader = [(x[i:i + 2], {"cancer": y[i:i + 2]}) for i in range(0, 8, 2)]
@@ -60,18 +66,23 @@ def test_accumulation_equals_large_batch_gradient():
 
     opt = Recorder(a.parameters(), lr=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    cpu = torch.device("cpu")
+    dtype = resolve_amp(amp, cpu)
+    scaler = create_grad_scaler(cpu, dtype)
+    assert scaler.is_enabled() == (amp == "fp16")
     state = T.StepState()
-    T.train_one_epoch(a, loader, opt, sched, scaler, cfg, torch.device("cpu"), None, 1.0, state, progress=False)
+    T.train_one_epoch(a, loader, opt, sched, scaler, cfg, cpu, dtype, 1.0, state, progress=False)
     assert state.step == 1
-    loss = T.compute_loss(b(x), {"cancer": y}, cfg, 1.0)
+    loss = T.compute_loss(b(x)["cancer"], y)
     loss.backward()
+    tol = dict(rtol=2e-2, atol=2e-3) if amp == "fp16" else dict(rtol=1e-5, atol=1e-6)
     for n, p in b.named_parameters():
-        torch.testing.assert_close(captured[n], p.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(captured[n], p.grad, **tol)
 
 
-def test_nonfinite_guard_skips_then_stops():
-    cfg = T.TrainConfig(accum_steps=1, max_nonfinite=3, clip_grad=1.0)
+def test_nonfinite_guard_skips_then_stops(monkeypatch):
+    monkeypatch.setattr(T, "MAX_NONFINITE", 3)
+    cfg = TrainConfig(accum_steps=1, clip_grad=1.0)
     model = Tiny()
     good = (torch.rand(2, 1, 16, 16), {"cancer": torch.tensor([0.0, 1.0])})
     bad = (torch.full((2, 1, 16, 16), float("inf")), {"cancer": torch.tensor([0.0, 1.0])})
@@ -97,10 +108,13 @@ def test_train_checkpoints_best_restored_and_resume(prepared, tmp_path):
     history = pd.read_csv(run / "metrics.csv")
     assert list(history.epoch) == [0, 1]
     assert {"train_loss", "lr", "val_pf1", "val_auc", "val_threshold", "img_per_s"} <= set(history.columns)
-    best = T.load_checkpoint(run / "best.pt")  # weights_only=True
+    best = load_checkpoint(run / "best.pt")  # weights_only=True
     assert best["best_epoch"] == result["best_epoch"]
     assert best["config"]["model"] == "resnet10t" and best["preprocess"]["size"] in ([64, 32], (64, 32))
-    model, _ = T.load_model(run / "best.pt")
+    assert best["world_size"] == 1 and "git_commit" in best["provenance"] and best["provenance"]["versions"]["torch"]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["world_size"] == 1 and saved["provenance"]["versions"]["timm"]
+    model, _ = load_model(run / "best.pt")
     preds = pd.read_csv(run / "val_predictions.csv")
     assert preds.pred.between(0, 1).all() and "prediction_id" in preds
 
@@ -109,14 +123,14 @@ def test_train_checkpoints_best_restored_and_resume(prepared, tmp_path):
     T.train(cfg2, progress=False)
     history2 = pd.read_csv(run / "metrics.csv")
     assert list(history2.epoch) == [0, 1, 2]
-    assert T.load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
     assert history2.step.iloc[2] > history2.step.iloc[1]
 
 
 def test_best_checkpoint_is_the_best_epoch(prepared, tmp_path, monkeypatch):
     scores = iter([0.9, 0.3, 0.5])
 
-    def fake_validate(model, loader, val_df, device, amp_dtype, cfg):
+    def fake_validate(model, val_ds, val_df, device, amp_dtype, cfg, info=None):
         s = next(scores)
         return ({"pf1": s, "auc": s, "threshold": 0.5, "pf1_raw": s, "pr_auc": s, "sensitivity": 1.0,
                  "specificity": 1.0, "breasts": 1, "positives": 1}, val_df.assign(pred=s))
@@ -125,18 +139,9 @@ def test_best_checkpoint_is_the_best_epoch(prepared, tmp_path, monkeypatch):
     cfg = small_cfg(prepared, tmp_path / "run", epochs=3, max_steps_per_epoch=1)
     result = T.train(cfg, progress=False)
     assert result["best_epoch"] == 0 and result["best_metric"] == 0.9
-    best, last = T.load_checkpoint(tmp_path / "run" / "best.pt"), T.load_checkpoint(tmp_path / "run" / "last.pt")
+    best, last = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
     assert best["epoch"] == 0 and last["epoch"] == 2
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"] if best["model"][k].is_floating_point())
-
-
-def test_seed_head_shape_and_aux():
-    head = SeedHead(32)
-    head.eval()
-    assert head(torch.rand(3, 32, 4, 2)).shape == (3, 1)
-    model = build_model("resnet10t", head="mlp", in_chans=1, aux_classes={"density": 4}).eval()
-    out = model(torch.rand(2, 1, 64, 32))
-    assert out["cancer"].shape == (2,) and out["density"].shape == (2, 4)
 
 
 def test_pretrained_from_local_file(tmp_path, caplog):
@@ -148,7 +153,7 @@ def test_pretrained_from_local_file(tmp_path, caplog):
         src.conv1[0].weight.fill_(0.5)
     path = tmp_path / "resnet10t.safetensors"
     save_file(src.state_dict(), str(path))
-    model = build_model("resnet10t", pretrained=path, in_chans=1)
+    model = build_model("resnet10t", pretrained=path)
     w = model.backbone.conv1[0].weight
     assert w.shape[1] == 1 and torch.allclose(w, torch.full_like(w, 1.5))  # RGB stem summed to one channel
     caplog.clear()
@@ -160,20 +165,168 @@ def test_pretrained_from_local_file(tmp_path, caplog):
         build_model("resnet10t", pretrained=bad)
 
 
-def test_efficientnet_b4_step_bf16_cpu_1024x512():
-    model = build_model("efficientnet_b4", in_chans=1, drop_path_rate=0.0)
+@pytest.mark.slow
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_efficientnet_b4_step_cpu_1024x512(amp):
+    """One EfficientNet-B4 step at the real resolution under each autocast dtype, on CPU."""
+    cpu = torch.device("cpu")
+    dtype = resolve_amp(amp, cpu)
+    model = build_model("efficientnet_b4")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = create_grad_scaler(cpu, dtype)
     x, y = torch.rand(2, 1, 1024, 512), torch.tensor([0.0, 1.0])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = model(x)
-    loss = T.compute_loss(out, {"cancer": y}, T.TrainConfig(), 1.0)
-    loss.backward()
-    opt.step()
-    assert torch.isfinite(loss) and out["cancer"].dtype == torch.bfloat16
-    assert T.resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16
-    assert T.resolve_amp("auto", torch.device("cpu")) is None
-    with pytest.raises(ValueError):
-        T.resolve_amp("fp16", torch.device("cpu"))
+    loss = T.compute_loss(out["cancer"], y)
+    scaler.scale(loss).backward()
+    T.optimizer_step(model, opt, scaler, 1.0, T.StepState())
+    assert torch.isfinite(loss) and out["cancer"].dtype == dtype
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert scaler.is_enabled() == (amp == "fp16")
+
+
+def test_resolve_amp():
+    cpu = torch.device("cpu")
+    assert resolve_amp("bf16", cpu) == torch.bfloat16 and resolve_amp("fp16", cpu) == torch.float16
+    assert resolve_amp("auto", cpu) is None and resolve_amp("none", cpu) is None
+    with pytest.raises(UserError):
+        resolve_amp("fp8", cpu)
+
+
+def test_schedule_warmup_then_cosine():
+    f = T.lr_lambda("cosine", total_steps=110, warmup_steps=10)
+    assert [round(f(s), 3) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]       # linear warmup
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5)   # cosine: half-way at the middle
+    assert f(110) == pytest.approx(0.0, abs=1e-9) and f(35) > f(60) > f(85)
+    g = T.lr_lambda("constant", total_steps=110, warmup_steps=10)
+    assert g(0) == pytest.approx(0.1) and g(60) == g(109) == 1.0
+    # through a real optimizer: the lr falls to ~0 by the last step
+    model = Tiny()
+    cfg = TrainConfig(epochs=2, lr=0.1, warmup_epochs=0.5)
+    opt = T.build_optimizer(model, cfg)
+    sched = T.build_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[4] == pytest.approx(0.1) and lrs[-1] < 0.01 and lrs[12] < lrs[8]
+
+
+def test_focal_loss_down_weights_easy_examples():
+    logit, y = torch.tensor([3.0, -3.0, 0.5, -0.2]), torch.tensor([1.0, 0.0, 0.0, 1.0])
+    p = torch.sigmoid(logit)
+    p_t = p * y + (1 - p) * (1 - y)
+    bce = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    expect = ((1 - p_t) ** 2 * bce).mean()
+    torch.testing.assert_close(T.compute_loss(logit, y, "focal", focal_gamma=2.0), expect)
+    torch.testing.assert_close(T.compute_loss(logit, y, "focal", focal_gamma=0.0), bce.mean())
+    torch.testing.assert_close(T.compute_loss(logit, y, "bce"), bce.mean())
+    assert T.compute_loss(logit, y, "focal") < 0.5 * T.compute_loss(logit, y, "bce")
+    # pos_weight scales the positive terms of BCE
+    torch.testing.assert_close(T.compute_loss(logit, y, "bce", pos_weight=3.0),
+                               (-(3 * y * torch.log(p) + (1 - y) * torch.log(1 - p))).mean())
+
+
+def test_fp16_overflow_step_is_skipped_and_scale_halved():
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = create_grad_scaler(torch.device("cpu"), torch.float16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scale0 = scaler.get_scale()
+    loss = model(torch.rand(2, 1, 16, 16))["cancer"].sum()
+    scaler.scale(loss).backward()
+    model.fc.weight.grad[0, 0] = float("inf")  # an fp16 overflow
+    state = T.StepState()
+    T.optimizer_step(model, opt, scaler, 1.0, state)
+    assert scaler.get_scale() == scale0 / 2 and state.skipped_by_scaler == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed on a skipped step"
+        assert torch.isfinite(v).all()
+    # a good step afterwards is taken
+    scaler.scale(model(torch.rand(2, 1, 16, 16))["cancer"].sum()).backward()
+    T.optimizer_step(model, opt, scaler, 1.0, state)
+    assert state.skipped_by_scaler == 1 and not torch.equal(model.fc.weight, before["fc.weight"])
+
+
+def test_clipping_happens_after_unscaling():
+    """With a scale of 2**16, clipping the scaled gradients would shrink the step 65536-fold."""
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    loss = 100 * model(torch.rand(4, 1, 16, 16))["cancer"].sum()
+    scaler.scale(loss).backward()
+    T.optimizer_step(model, opt, scaler, 0.01, T.StepState())
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_fp16_on_cpu_trains_and_resume_restores_the_scaler(prepared, tmp_path):
+    run = tmp_path / "run"
+    cfg = small_cfg(prepared, run, epochs=1, amp="fp16")
+    T.train(cfg, progress=False)
+    history = pd.read_csv(run / "metrics.csv")
+    assert np.isfinite(history.train_loss).all() and np.isfinite(history.val_auc).all()
+    last = load_checkpoint(run / "last.pt")
+    assert last["scaler"]["scale"] > 1
+    last["scaler"]["scale"] = 1024.0  # a scale training would not reach by itself in 2 steps
+    torch.save(last, run / "last.pt")
+    T.train(cfg.replace(epochs=2, resume=True), progress=False)
+    history = pd.read_csv(run / "metrics.csv")
+    assert history.scale.iloc[1] <= 1024.0, "the resumed run must continue from the saved scaler"
+
+
+def test_ema_weights_are_validated_and_saved(prepared, tmp_path):
+    """With a decay this close to 1 the EMA stays at the weights of the first step: best.pt must hold
+    the EMA weights (not the trained ones), and the validation predictions must be theirs."""
+    from mammo_utils.data import MammoDataset, create_loader, read_split
+    from mammo_utils.engine import predict_loader
+
+    run = tmp_path / "run"
+    cfg = small_cfg(prepared, run, epochs=1, ema_decay=0.999999, lr=1e-2, max_steps_per_epoch=4)
+    T.train(cfg, progress=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        init = build_model(**T.model_args(cfg)).state_dict()
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    w = "backbone.conv1.0.weight"
+    torch.testing.assert_close(last["ema"][w], best["model"][w])
+    assert (best["model"][w] - init[w]).norm() < 0.5 * (last["model"][w] - init[w]).norm()
+    _, val_df = read_split(prepared / "png", prepared / "folds.csv", 0)
+    loader = create_loader(MammoDataset(val_df), 8, False, 0)
+    ema_model, _ = load_model(run / "best.pt")
+    expect = predict_loader([ema_model], loader, len(val_df), torch.device("cpu"))
+    np.testing.assert_allclose(pd.read_csv(run / "val_predictions.csv").pred, expect, atol=1e-5)
+
+
+def test_resume_with_another_model_fails_before_writing(prepared, tmp_path):
+    run = tmp_path / "run"
+    T.train(small_cfg(prepared, run, epochs=1, max_steps_per_epoch=1), progress=False)
+    before = (run / "config.json").read_text()
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        T.train(small_cfg(prepared, run, epochs=2, resume=True, model="resnet14t"), progress=False)
+    assert (run / "config.json").read_text() == before
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"not a checkpoint at all"])
+def test_corrupt_checkpoint_names_the_file(tmp_path, content):
+    path = tmp_path / "best.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_config_checks_types_and_names():
+    cfg = TrainConfig()
+    assert cfg.replace(epochs=3).epochs == 3 and cfg.replace(lr=1).lr == 1.0
+    with pytest.raises(UserError, match="epochs must be int"):
+        cfg.replace(epochs="ten")
+    with pytest.raises(UserError, match="unknown TrainConfig"):
+        cfg.replace(epochz=3)
+    with pytest.raises(UserError, match="schedule must be one of"):
+        cfg.replace(schedule="onecycle")
+    assert TrainConfig.from_dict({"epochs": 2, "head": "timm", "mlflow": False}).epochs == 2  # old configs load
 
 
 def test_cli_train_with_overrides(prepared, tmp_path):
@@ -183,7 +336,9 @@ def test_cli_train_with_overrides(prepared, tmp_path):
     cfg.write_text(json.dumps({"preprocessed": str(prepared / "png"), "folds": str(prepared / "folds.csv"),
                                "model": "resnet10t", "workers": 0, "batch_size": 8}))
     assert main(["train", "--config", str(cfg), "--set", f"run_dir={tmp_path / 'r'}", "--set", "epochs=1",
-                 "--set", "max_steps_per_epoch=1", "--set", "loss=focal", "--set", "drop_path_rate=0.0"]) == 0
+                 "--set", "max_steps_per_epoch=1", "--set", "loss=focal"]) == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["loss"] == "focal" and saved["epochs"] == 1
     assert (tmp_path / "r" / "best.pt").exists()
+    assert main(["train", "--config", str(cfg), "--set", "epochs=ten"]) == 2
+    assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2

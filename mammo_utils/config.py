@@ -1,0 +1,148 @@
+"""Training configuration: about twenty-five literals, grouped, each with a comment saying why.
+
+Saved as ``config.json`` in the run folder and inside every checkpoint. Kept in its own module so
+that :mod:`.checkpoint` and :mod:`.train` both import it and neither imports the other.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+GPU_MODEL = "efficientnet_b4"   # what the RSNA top solutions trained at 1024x512 and up
+CPU_MODEL = "resnet10t"         # ~5 img/s at 256x128 on 2 cores: the demo trains in minutes
+
+# Fields earlier versions had. A saved config that holds them still loads; they are ignored with a warning.
+REMOVED_FIELDS = {"head", "in_chans", "drop_path_rate", "aux", "aux_weight", "freeze_backbone", "label_smoothing",
+                  "channels_last", "compile", "max_nonfinite", "mlflow"}
+CHOICES = {"schedule": ("cosine", "constant"), "amp": ("auto", "bf16", "fp16", "none"), "loss": ("bce", "focal"),
+           "sampler": ("balanced", "random"), "select_metric": ("pf1", "auc"), "aggregate": ("mean", "max")}
+
+
+@dataclass
+class TrainConfig:
+    """All knobs of one training run (one fold)."""
+
+    # where
+    run_dir: str = "runs/train"                          # checkpoints, metrics.csv, val_predictions.csv
+    preprocessed: str = "data/synthetic/train_256x128"   # folder with manifest.csv (+ preprocess.json)
+    folds: str = "runs/folds.csv"                        # from sampling.make_folds (notebook 03)
+    fold: int = 0                                        # validation fold; the others train
+    # model
+    model: str | None = None           # any timm name; None: efficientnet_b4 on a GPU, resnet10t on a CPU
+    pretrained: str | None = None      # local weights file; None or a missing file: random init (logged)
+    drop_rate: float = 0.3             # dropout before the classifier
+    # optimization
+    epochs: int = 10
+    batch_size: int = 16               # per process; the global batch is batch_size * accum_steps * world_size
+    accum_steps: int = 1               # gradient accumulation: a bigger effective batch in the same memory
+    lr: float = 3e-4                   # for the global batch (scale linearly when it grows)
+    weight_decay: float = 1e-2         # AdamW; not applied to biases and norm weights
+    schedule: str = "cosine"           # cosine: linear warmup then cosine to 0 | constant: warmup then flat
+    warmup_epochs: float = 1.0         # linear warmup keeps AdamW's early steps from diverging
+    clip_grad: float = 1.0             # max gradient norm after unscaling; 0 = off
+    amp: str = "auto"                  # auto (CUDA: bf16 if supported else fp16; CPU: off) | bf16 | fp16 | none
+    # loss and sampling
+    loss: str = "bce"                  # bce | focal (down-weights easy negatives)
+    focal_gamma: float = 2.0           # focal loss exponent
+    pos_weight: str | float | None = "auto"  # auto: n_neg/n_pos with random sampling, 1 with balanced
+    sampler: str = "balanced"          # balanced: pos_fraction positives per batch | random: plain shuffling
+    pos_fraction: float = 0.25         # share of positives in a balanced batch
+    augment: dict = field(default_factory=dict)  # AugmentConfig overrides, e.g. {"rotate_deg": 5}
+    # model selection
+    ema_decay: float = 0.0             # EMA of the weights (e.g. 0.999); validated and saved when > 0
+    select_metric: str = "pf1"         # pf1 | auc: which validation metric picks best.pt
+    aggregate: str = "mean"            # per-breast aggregation of image predictions: mean | max
+    # bookkeeping
+    max_steps_per_epoch: int | None = None  # cap for smoke tests
+    workers: int = 2                   # DataLoader processes
+    seed: int = 0
+    resume: bool = False               # continue from last.pt when it exists
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "accum_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.pos_fraction < 1:
+            raise UserError(f"pos_fraction must be in (0, 1), got {self.pos_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with ``changes``; values are checked against each field's type (``epochs="ten"`` fails)."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        unknown = set(changes) - set(fields) - REMOVED_FIELDS
+        if unknown:
+            raise UserError(f"unknown TrainConfig field(s) {sorted(unknown)}; known: {sorted(fields)}")
+        removed = set(changes) & REMOVED_FIELDS
+        if removed:
+            log.warning("ignoring TrainConfig field(s) no longer used: %s", sorted(removed))
+        hints = typing.get_type_hints(TrainConfig)
+        clean = {k: coerce(k, v, hints[k]) for k, v in changes.items() if k in fields}
+        return dataclasses.replace(self, **clean)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls().replace(**d)
+
+    @classmethod
+    def from_json_file(cls, path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file {path} not found") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"config file {path} is not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise UserError(f"config file {path} must hold a JSON object of TrainConfig fields")
+        return cls.from_dict(d)
+
+
+def coerce(name: str, value, hint):
+    """``value`` as the type ``hint`` allows (int, float, str, bool, dict, Optional...), or a UserError."""
+    args = typing.get_args(hint) or (hint,)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise UserError(f"{name} cannot be None")
+    for t in (a for a in args if a is not type(None)):
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+        if t is dict and isinstance(value, dict):
+            return value
+    allowed = " or ".join(getattr(a, "__name__", str(a)) for a in args)
+    raise UserError(f"{name} must be {allowed}, got {value!r}")
+
+
+def resolve_model(model: str | None, cuda: bool, verbose: bool = True) -> str:
+    """``None`` means the default for the device: EfficientNet-B4 on a GPU, a small net on a CPU."""
+    if model:
+        return model
+    chosen = GPU_MODEL if cuda else CPU_MODEL
+    if verbose:
+        print(f"model=None: training {chosen} ({'a GPU is present' if cuda else 'no GPU: a small net keeps CPU training to minutes'})")
+    return chosen

@@ -1,0 +1,198 @@
+"""Pure array operations that find, crop and orient the breast; float32 HxW in [0, 1], breast bright.
+
+Segmentation treats the breast as one object and models the *background*, not the tissue:
+
+1. work on a resampled copy (long side ``work_px``), lightly blurred;
+2. background level and noise come from the image border: its lower quartile is background in any
+   mammogram (the far side of the image is air), and the spread of the values below the median
+   gives the noise sigma; the threshold is a few sigmas above that level, so fatty tissue that
+   fades into the noise near the skin stays in;
+3. an opening a little wider than a detector strip or a label stroke cuts those off the breast;
+4. the largest component is the breast, and every component at least a tenth of its size joins it
+   (thin strips, text and markers are small or thin, so they never do); a closing and a hole fill
+   then make the chosen components one object, lobular fat included.
+
+Masking is conservative: :func:`apply_mask` zeroes only bright objects that are isolated from the
+breast (labels, markers, strips not touching it); faint tissue below the threshold is never zeroed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]
+NOISE_SIGMAS = 4.0          # threshold = background + NOISE_SIGMAS * noise sigma
+MIN_CONTRAST = 0.004        # ... and at least this far above the background level (display units)
+JOIN_FRACTION = 0.10        # components at least this share of the largest one are breast too
+OPEN_FRACTION = 0.02        # opening kernel / work size: wider than a detector strip or a label stroke
+CLOSE_FRACTION = 0.04       # closing kernel / work size: joins lobular fat islands into one object
+
+
+@dataclass
+class Segmentation:
+    """Breast mask and the isolated bright objects to remove, on a downsampled copy (``scale`` < 1)."""
+
+    breast: np.ndarray      # bool, the breast as one object (holes filled)
+    remove: np.ndarray      # bool, bright objects isolated from the breast: labels, markers, strips
+    scale: float            # work pixels per image pixel
+    background: float
+    noise: float
+    threshold: float
+
+    @property
+    def found(self) -> bool:
+        return bool(self.breast.any()) and self.breast.sum() >= 0.005 * self.breast.size
+
+
+def _odd(n: float) -> int:
+    return max(3, int(round(n)) | 1)
+
+
+def _morph(mask: np.ndarray, op: int, k: int) -> np.ndarray:
+    """Opening/closing with an elliptic kernel, padding with background so the border acts as air."""
+    padded = cv2.copyMakeBorder(mask, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
+    out = cv2.morphologyEx(padded, op, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return out[k:-k, k:-k]
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Holes (background not reachable from outside the image) filled in a uint8 mask."""
+    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    flood = padded.copy()
+    cv2.floodFill(flood, np.zeros((flood.shape[0] + 2, flood.shape[1] + 2), np.uint8), (0, 0), 1)
+    holes = flood[1:-1, 1:-1] == 0
+    return (mask.astype(bool) | holes).astype(np.uint8)
+
+
+def background_model(small: np.ndarray, border_frac: float = 0.03) -> tuple[float, float]:
+    """(background level, noise sigma) from the darkest side of the image border.
+
+    Each side's band gives a level (its lower quartile) and a noise sigma (1.4826 x the median
+    deviation of its values below the median). The side with the lowest level is air in any
+    mammogram: the chest wall, a breast touching an edge, or a detector strip only raise a side.
+    """
+    h, w = small.shape
+    b = max(2, int(round(border_frac * min(h, w))))
+    best = None
+    for band in (small[:b], small[-b:], small[:, :b], small[:, -b:]):
+        v = band.ravel()
+        level = float(np.percentile(v, 25))
+        if best is None or level < best[0]:
+            low = v[v <= np.percentile(v, 50)]
+            best = (level, 1.4826 * float(np.median(np.abs(low - level))))
+    return best
+
+
+def segment_breast(img: np.ndarray, work_px: int = 512) -> Segmentation:
+    """Segment the breast on a downsampled copy; see the module docstring for the method."""
+    if img.ndim != 2 or img.size == 0:
+        raise ValueError(f"segment_breast expects a non-empty 2-D array, got shape {img.shape}")
+    h, w = img.shape
+    s = work_px / max(h, w)  # small images are enlarged: the kernels below are fractions of the work size
+    small = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    small = cv2.GaussianBlur(small, (3, 3), 0)
+    level, noise = background_model(small)
+    thr = level + max(NOISE_SIGMAS * noise, MIN_CONTRAST)
+    raw = (small > thr).astype(np.uint8)
+    long_side = max(small.shape)
+    k_open, k_close = _odd(OPEN_FRACTION * long_side), _odd(CLOSE_FRACTION * long_side)
+    opened = _morph(raw, cv2.MORPH_OPEN, k_open)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    breast = np.zeros(small.shape, bool)
+    if n > 1:
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        keep = 1 + np.flatnonzero(areas >= JOIN_FRACTION * areas.max())
+        # components are chosen before closing, so a label near the breast is never bridged onto it
+        breast = fill_holes(_morph(np.isin(labels, keep).astype(np.uint8), cv2.MORPH_CLOSE, k_close)) > 0
+    # Objects of the raw mask that do not touch the (slightly grown) breast are certainly not breast.
+    near = cv2.dilate(breast.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k_close, k_close)))
+    n_raw, raw_labels = cv2.connectedComponents(raw, connectivity=8)
+    touching = np.unique(raw_labels[(near > 0) & (raw > 0)])
+    remove = (raw > 0) & ~np.isin(raw_labels, touching)
+    remove = cv2.dilate(remove.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # antialiased stroke edges
+    remove &= near == 0
+    return Segmentation(breast, remove, s, level, noise, thr)
+
+
+def box_from_mask(mask: np.ndarray, scale: float, shape, margin: float = 0.01) -> Box:
+    """Image-pixel box around a work-scale mask, grown by ``margin`` of the image size on each side."""
+    h, w = shape
+    if not mask.any() or mask.sum() < 0.005 * mask.size:
+        log.warning("breast_bbox: no breast found in a %dx%d image; using the full image", h, w)
+        return (0, 0, h, w)
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    my, mx = margin * h, margin * w
+    y0 = int(np.floor(ys[0] / scale - my))
+    y1 = int(np.ceil((ys[-1] + 1) / scale + my))
+    x0 = int(np.floor(xs[0] / scale - mx))
+    x1 = int(np.ceil((xs[-1] + 1) / scale + mx))
+    return (max(0, y0), max(0, x0), min(h, y1), min(w, x1))
+
+
+def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = 512) -> Box:
+    """Box ``(y0, x0, y1, x1)`` around the whole breast (skin line, nipple, pectoral muscle included).
+
+    The box is grown by ``margin`` of the image size on each side. If no breast is found (blank or
+    constant image) the full image is returned with a warning; a valid image never raises.
+    """
+    seg = segment_breast(img, work_px)
+    return box_from_mask(seg.breast, seg.scale, img.shape, margin)
+
+
+def apply_mask(img: np.ndarray, seg: Segmentation) -> np.ndarray:
+    """Zero the bright objects isolated from the breast (burned-in labels, markers, strips); nothing else."""
+    if not seg.remove.any():
+        return img
+    h, w = img.shape
+    remove = cv2.resize(seg.remove.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    out = img.copy()
+    out[remove] = 0.0
+    return out
+
+
+def crop(img: np.ndarray, box: Box) -> np.ndarray:
+    """Slice ``img`` to ``box`` (a view, no copy)."""
+    y0, x0, y1, x1 = box
+    if not (0 <= y0 < y1 <= img.shape[0] and 0 <= x0 < x1 <= img.shape[1]):
+        raise ValueError(f"box {box} is empty or outside an image of shape {img.shape}")
+    return img[y0:y1, x0:x1]
+
+
+def orient(img: np.ndarray, laterality: str | None = None) -> tuple[np.ndarray, bool]:
+    """Flip horizontally so the chest wall is on the left. Returns (image, flipped).
+
+    The side is measured from the pixels (machines do not all follow the display convention); the
+    laterality is only a tie-breaker for a symmetric image (R breasts then get flipped).
+    """
+    cols = img.sum(axis=0, dtype=np.float64)
+    half = len(cols) // 2
+    left, right = cols[:half].sum(), cols[len(cols) - half:].sum()
+    if abs(left - right) <= 1e-3 * max(left + right, 1e-9):
+        flip = (laterality or "L").upper().startswith("R")
+    else:
+        flip = right > left
+    return (np.ascontiguousarray(img[:, ::-1]) if flip else img), flip
+
+
+def resize_pad(img: np.ndarray, size: tuple[int, int], keep_aspect: bool = True) -> np.ndarray:
+    """Resize to ``size`` (H, W). With ``keep_aspect`` the image is scaled to fit and padded with 0
+    at the bottom/right (top-left anchored, so the chest wall stays on the left edge)."""
+    th, tw = size
+    h, w = img.shape
+    if not keep_aspect:
+        interp = cv2.INTER_AREA if th * tw < h * w else cv2.INTER_LINEAR
+        return cv2.resize(img, (tw, th), interpolation=interp)
+    s = min(th / h, tw / w)
+    nh, nw = max(1, min(th, round(h * s))), max(1, min(tw, round(w * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(img, (nw, nh), interpolation=interp)
+    out = np.zeros((th, tw), dtype=img.dtype)
+    out[:nh, :nw] = small
+    return out

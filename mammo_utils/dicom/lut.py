@@ -1,0 +1,151 @@
+"""Pure pixel stages of PS3.3 C.11, arrays in and arrays out, in the order the standard prescribes:
+
+    stored values -> Modality LUT (C.11.1: RescaleSlope/Intercept, or a Modality LUT Sequence)
+                  -> VOI LUT (C.11.2: a VOI LUT Sequence, else WindowCenter/Width with VOILUTFunction
+                     LINEAR, LINEAR_EXACT or SIGMOID, else min-max)
+                  -> MONOCHROME1 inverted (C.7.6.3.1.2), so the breast is bright on black.
+
+Stored values are integers, so :func:`build_display_lut` fuses the three stages into one table with
+an entry per stored value; :func:`apply_display_lut` then costs one lookup per pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Window:
+    """A VOI window as applied: center/width in Modality LUT output units, and the function."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+    def __str__(self) -> str:
+        return f"{self.function}(c={self.center:g},w={self.width:g})"
+
+
+@dataclass
+class LutData:
+    """A LUT as DICOM stores it: LUTDescriptor (entries, first mapped value, bits) and LUTData."""
+
+    descriptor: tuple[int, int, int]
+    data: np.ndarray
+
+
+def apply_modality_lut(stored: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
+    """Rescale stored values to modality units, PS3.3 C.11.1.1.2: ``slope * SV + intercept``."""
+    out = stored.astype(np.float32)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if intercept != 0.0:
+        out += np.float32(intercept)
+    return out
+
+
+def apply_window(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """VOI windowing to [0, 1], exactly as PS3.3 C.11.2.1.2 defines it (ymin=0, ymax=1).
+
+    LINEAR (C.11.2.1.2.1) needs width >= 1; LINEAR_EXACT (C.11.2.1.3.2) and SIGMOID (C.11.2.1.3.1)
+    need width > 0. Unknown functions raise ``NotImplementedError``.
+    """
+    function = (function or "LINEAR").strip().upper()
+    c, w = float(center), float(width)
+    x = x.astype(np.float32, copy=False)
+    if function == "LINEAR":
+        if w < 1:
+            raise ValueError(f"LINEAR window width must be >= 1, got {w}")
+        if w == 1:  # degenerate case: a step at c - 0.5
+            return (x > c - 0.5).astype(np.float32)
+        y = (x - np.float32(c - 0.5)) / np.float32(w - 1) + np.float32(0.5)
+        return np.clip(y, 0.0, 1.0, out=y)
+    if function == "LINEAR_EXACT":
+        if w <= 0:
+            raise ValueError(f"LINEAR_EXACT window width must be > 0, got {w}")
+        y = (x - np.float32(c)) / np.float32(w) + np.float32(0.5)
+        return np.clip(y, 0.0, 1.0, out=y)
+    if function == "SIGMOID":
+        if w <= 0:
+            raise ValueError(f"SIGMOID window width must be > 0, got {w}")
+        z = np.float32(-4.0 / w) * (x - np.float32(c))
+        with np.errstate(over="ignore"):
+            return (1.0 / (1.0 + np.exp(z))).astype(np.float32)
+    raise NotImplementedError(f"VOILUTFunction {function!r} is not supported (LINEAR, LINEAR_EXACT, SIGMOID)")
+
+
+def apply_lut(x: np.ndarray, descriptor, data: np.ndarray) -> np.ndarray:
+    """Apply a LUT given by LUTDescriptor (entries, first mapped value, bits) and LUTData, scaled to [0, 1].
+
+    PS3.3 C.11.2.1.1: values below the first mapped value take the first entry, values above the
+    last take the last entry. An entry count of 0 means 65536 (C.11.1.1.1).
+    """
+    n_entries, first, bits = (int(v) for v in descriptor)
+    data = np.asarray(data, dtype=np.float32).ravel()
+    data = data[:n_entries or 65536]
+    idx = np.clip(np.rint(x).astype(np.int64) - first, 0, len(data) - 1)
+    top = float(2 ** bits - 1) if bits > 0 else float(data.max() or 1)
+    return np.clip(data[idx] / top, 0.0, 1.0).astype(np.float32)
+
+
+def apply_minmax(x: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """Stretch to [0, 1] when the file has no window; pixels where ``ignore`` is set do not count."""
+    vals = x[~ignore] if ignore is not None and ignore.any() and not ignore.all() else x
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi <= lo:
+        return np.zeros(x.shape, np.float32)
+    y = (x.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(y, 0.0, 1.0, out=y)
+
+
+def apply_modality(x: np.ndarray, slope: float = 1.0, intercept: float = 0.0,
+                   modality_lut: LutData | None = None) -> np.ndarray:
+    """The Modality LUT stage: the sequence when the file has one (C.11.1), else the rescale."""
+    if modality_lut is not None:
+        return apply_lut(x, modality_lut.descriptor, modality_lut.data) * np.float32(2 ** int(modality_lut.descriptor[2]) - 1)
+    return apply_modality_lut(x, slope, intercept)
+
+
+def apply_voi(m: np.ndarray, window: Window | None = None, voi_lut: LutData | None = None,
+              ignore: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """The VOI LUT stage on modality values: a VOI LUT Sequence wins, then the window, then min-max.
+    Returns the [0, 1] image and a description of what was applied."""
+    if voi_lut is not None:
+        return apply_lut(m, voi_lut.descriptor, voi_lut.data), "VOILUTSequence"
+    if window is not None:
+        return apply_window(m, window.center, window.width, window.function), str(window)
+    return apply_minmax(m, ignore), "minmax"
+
+
+def build_display_lut(lo: int, hi: int, slope: float = 1.0, intercept: float = 0.0,
+                      modality_lut: LutData | None = None, window: Window | None = None,
+                      voi_lut: LutData | None = None, invert: bool = False,
+                      minmax_range: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+    """One float32 table for stored values ``lo..hi``: Modality LUT -> VOI -> inversion fused.
+
+    ``table[sv - lo]`` equals the three stages applied to ``sv``. Without a window or VOI LUT the
+    min-max stretch needs the image's stored-value range, ``minmax_range``.
+    """
+    sv = np.arange(lo, hi + 1, dtype=np.float64)
+    m = apply_modality(sv, slope, intercept, modality_lut)
+    if voi_lut is None and window is None:
+        a, b = minmax_range if minmax_range is not None else (lo, hi)
+        ends = apply_modality(np.array([a, b], np.float64), slope, intercept, modality_lut)
+        m_lo, m_hi = float(ends.min()), float(ends.max())
+        table = np.zeros(len(sv), np.float32) if m_hi <= m_lo else np.clip((m - m_lo) / (m_hi - m_lo), 0, 1)
+        used = "minmax"
+    else:
+        table, used = apply_voi(m, window, voi_lut)
+    table = table.astype(np.float32)
+    if invert:
+        table = np.float32(1.0) - table
+    return table, used
+
+
+def apply_display_lut(stored: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
+    """Look stored integers up in a table from :func:`build_display_lut` (values outside it are clamped)."""
+    if lo == 0 and stored.dtype.kind == "u" and int(stored.max(initial=0)) < len(table):
+        return table[stored]
+    idx = np.clip(stored.astype(np.int64) - lo, 0, len(table) - 1)
+    return table[idx]

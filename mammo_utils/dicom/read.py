@@ -1,0 +1,208 @@
+"""Decode one file to a display-ready image: stored values -> reduced size -> one fused LUT.
+
+Order of :func:`read_dicom`: decode the stored values (a reduced JPEG 2000 level when the caller
+needs less), area-reduce other formats by the same power of two, then Modality LUT, VOI LUT and
+MONOCHROME1 inversion as one lookup table (:func:`.lut.build_display_lut`), and padding to 0.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dataset import JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, open_dataset, plain_value, transfer_syntax
+from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
+from .lut import LutData, Window, apply_display_lut, apply_modality, apply_voi, build_display_lut
+
+__all__ = ["DicomImage", "Window", "read_dicom", "read_image", "read_metadata", "read_stored"]
+
+# Header fields read_metadata reports (keyword -> output column).
+META_KEYWORDS = (
+    "PatientID", "SOPInstanceUID", "SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName",
+    "ImageLaterality", "ViewPosition", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+    "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept",
+    "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "NumberOfFrames",
+)
+
+
+@dataclass
+class DicomImage:
+    """Result of :func:`read_dicom`: the display-ready image plus what is needed to interpret it."""
+
+    image: np.ndarray                 # float32 HxW in [0, 1], breast bright
+    source_shape: tuple[int, int]     # (Rows, Columns) of the stored image
+    scale: float                      # source pixels per output pixel (2**k after a reduced decode)
+    photometric: str
+    voi: str                          # which VOI transform was used, e.g. "SIGMOID(c=2048,w=4096)"
+    backend: str
+    frames: int = 1                   # NumberOfFrames; only the first is read
+    meta: dict = field(default_factory=dict)
+
+
+def read_metadata(path) -> dict:
+    """Header fields of one file without decoding pixels (fast enough for 54k files)."""
+    ds = open_dataset(path, stop_before_pixels=True)
+    meta = {"path": str(path)}
+    for kw in META_KEYWORDS:
+        meta[kw] = plain_value(ds.get(kw))
+    meta["TransferSyntaxUID"] = transfer_syntax(ds) or None
+    meta["has_voi_lut_sequence"] = "VOILUTSequence" in ds
+    meta["file_bytes"] = os.path.getsize(path)
+    return meta
+
+
+def _lut_item(item) -> LutData:
+    desc = tuple(int(v) for v in item.LUTDescriptor)
+    raw = item.LUTData
+    if isinstance(raw, (bytes, bytearray)):
+        dtype = np.uint8 if desc[2] <= 8 and len(raw) == (desc[0] or 65536) else np.uint16
+        raw = np.frombuffer(raw, dtype=dtype)
+    return LutData(desc, np.asarray(raw))
+
+
+def voi_from_header(ds, window_index: int) -> tuple[Window | None, LutData | None]:
+    """(window, VOI LUT) of the header; a VOI LUT Sequence wins over WindowCenter/Width (C.11.2)."""
+    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
+        return None, _lut_item(ds.VOILUTSequence[min(window_index, len(ds.VOILUTSequence) - 1)])
+    center, width = first_value(ds.get("WindowCenter"), window_index), first_value(ds.get("WindowWidth"), window_index)
+    if center is None or width is None:
+        return None, None
+    function = first_value(ds.get("VOILUTFunction"), window_index) or "LINEAR"
+    return Window(float(center), float(width), str(function).strip().upper()), None
+
+
+def modality_from_header(ds) -> tuple[float, float, LutData | None]:
+    """(RescaleSlope, RescaleIntercept, Modality LUT Sequence item or None), PS3.3 C.11.1."""
+    if "ModalityLUTSequence" in ds and len(ds.ModalityLUTSequence):
+        return 1.0, 0.0, _lut_item(ds.ModalityLUTSequence[0])
+    return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0), None
+
+
+def _check_geometry(path, ds) -> None:
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows < 2 or cols < 2:
+        raise DicomReadError(path, f"image is {rows}x{cols} (Rows x Columns): no usable pixels")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomReadError(path, f"SamplesPerPixel {ds.SamplesPerPixel}: not a grayscale image")
+
+
+def read_stored(path, backend: str = "auto", min_size=None):
+    """Decode stored pixel values. Returns (array, scale, dataset, backend used)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    ds = open_dataset(path, stop_before_pixels=False)
+    if "PixelData" not in ds:
+        raise DicomReadError(path, "no Pixel Data (7FE0,0010) element")
+    _check_geometry(path, ds)
+    syntax = transfer_syntax(ds)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if syntax in NATIVE_SYNTAXES:  # a short buffer crashes some C++ decoders: check it here
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
+                    * ((int(ds.get("BitsAllocated", 16)) + 7) // 8))
+        if len(ds.PixelData) < expected:
+            raise DicomReadError(path, f"file is truncated: Pixel Data holds {len(ds.PixelData)} bytes, "
+                                       f"{expected} expected")
+    errors = []
+    for name in backend_order(backend, syntax, signed, min_size):
+        if name == "pillow" and syntax not in JPEG2000_SYNTAXES:
+            raise DicomReadError(path, f"backend 'pillow' decodes JPEG 2000 only, not {syntax}")
+        if not is_available(name):
+            errors.append(f"{name}: not installed")
+            continue
+        try:
+            arr, scale = DECODERS[name](path, ds, min_size)
+        except Exception as exc:  # noqa: BLE001 - the next backend may succeed; all reasons are reported
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        if arr.ndim == 3 and scale == 1 and arr.shape[1:] == (ds.Rows, ds.Columns):
+            arr = arr[0]  # multi-frame: the first frame (DicomImage.frames says how many there were)
+        if arr.ndim != 2:
+            raise DicomReadError(path, f"expected a single grayscale frame, got array shape {arr.shape}")
+        expected = (math.ceil(int(ds.Rows) / scale), math.ceil(int(ds.Columns) / scale))
+        if arr.shape != expected:
+            errors.append(f"{name}: decoded shape {arr.shape} != expected {expected}")
+            continue
+        return arr, scale, ds, name
+    raise DicomReadError(path, f"cannot decode pixel data (transfer syntax {syntax or 'unknown'}): " + "; ".join(errors))
+
+
+def area_reduce(arr: np.ndarray, k: int) -> np.ndarray:
+    """Area-average by 2**k per axis (ceil-sized, like a reduced J2K decode); integers stay integers.
+
+    OpenCV rounds the average to the input's integer type: the error is at most half a stored
+    value, which after any window of width >= 128 is below half an 8-bit output level.
+    """
+    import cv2
+
+    size = (math.ceil(arr.shape[1] / 2 ** k), math.ceil(arr.shape[0] / 2 ** k))
+    if arr.dtype in (np.uint8, np.uint16, np.int16, np.float32):
+        return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(arr.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+
+
+def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
+               invert_monochrome1: bool = True, padding_to_background: bool = True,
+               window: Window | None = None) -> DicomImage:
+    """Decode one file to a display-ready float32 image in [0, 1] and describe what was done.
+
+    ``min_size`` (H, W): the smallest image the caller needs; JPEG 2000 files are then decoded at
+    the coarsest wavelet level that still covers it, other files are area-averaged by the same power
+    of two right after decoding (``scale`` says by how much). ``voi=False`` skips windowing (min-max
+    of the modality values instead); ``window`` overrides the header's window (a viewer's slider);
+    ``invert_monochrome1=False`` and ``padding_to_background=False`` show the file as stored.
+    ``window_index`` picks one of several WindowCenter/WindowWidth values (PS3.3 C.11.2.1.2: all are
+    valid alternatives).
+    """
+    arr, scale, ds, used = read_stored(path, backend, min_size)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomReadError(path, f"PhotometricInterpretation {photometric!r} is not grayscale")
+    padding = ds.get("PixelPaddingValue")
+    pad_value = int(padding) if padding is not None and not isinstance(padding, (bytes, list)) else None
+    pad_mask = (arr == pad_value) if pad_value is not None else None
+
+    if min_size and scale == 1:
+        # No wavelet pyramid to exploit (JPEG Lossless, RLE, native, or J2K decoded in full): reduce by the
+        # same power of two a J2K reduced decode would, before the LUT, so the table is applied to few pixels.
+        k = choose_reduction(arr.shape, min_size, 8)
+        if k:
+            import cv2
+
+            arr = area_reduce(arr, k)
+            if pad_mask is not None:
+                pad_mask = cv2.resize(pad_mask.view(np.uint8), arr.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+            scale = 2 ** k
+    slope, intercept, modality_lut = modality_from_header(ds)
+    if window is not None:
+        header_window, voi_lut = window, None
+    else:
+        header_window, voi_lut = voi_from_header(ds, window_index) if voi else (None, None)
+    invert = photometric == "MONOCHROME1" and invert_monochrome1
+    try:
+        if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+            lo, hi = (int(arr.min()), int(arr.max()))
+            valid = arr[~pad_mask] if pad_mask is not None and pad_mask.any() and not pad_mask.all() else None
+            mm = (int(valid.min()), int(valid.max())) if valid is not None else (lo, hi)
+            table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, header_window, voi_lut,
+                                                invert, minmax_range=mm)
+            img = apply_display_lut(arr, table, lo)
+        else:  # float or 32-bit pixel data: the stages one by one
+            m = apply_modality(arr, slope, intercept, modality_lut)
+            img, used_voi = apply_voi(m, header_window, voi_lut, pad_mask)
+            if invert:
+                img = np.subtract(np.float32(1.0), img, out=img)
+    except (ValueError, NotImplementedError) as exc:
+        raise DicomReadError(path, f"invalid VOI LUT: {exc}") from exc
+    if padding_to_background and pad_mask is not None and pad_mask.any() and not pad_mask.all():
+        img[pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2)
+    meta = {kw: plain_value(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
+    meta["TransferSyntaxUID"] = transfer_syntax(ds)
+    return DicomImage(np.ascontiguousarray(img, dtype=np.float32), (int(ds.Rows), int(ds.Columns)), float(scale),
+                      photometric, used_voi, used, int(ds.get("NumberOfFrames", 1) or 1), meta)
+
+
+def read_image(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True) -> np.ndarray:
+    """float32 HxW in [0, 1], breast bright on a dark background. See :func:`read_dicom`."""
+    return read_dicom(path, backend=backend, min_size=min_size, window_index=window_index, voi=voi).image

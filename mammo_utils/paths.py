@@ -1,0 +1,114 @@
+"""Every path convention of the workbook, in one place; no import-time side effects.
+
+Data (read-only; the RSNA layout)::
+
+    <data>/<split>.csv   <data>/<split>_images/<patient_id>/<image_id>.dcm   <data>/sample_submission.csv
+
+A run folder::
+
+    <run>/preprocessed/<split>_<HxW>/   manifest.csv errors.csv preprocess.json <patient>/<image>.png
+    <run>/folds.csv
+    <run>/train/fold<k>/                config.json metrics.csv last.pt best.pt val_predictions.csv threshold.json
+    <run>/notebooks/NN_name.ipynb       executed copies
+    <run>/evaluation.json  <run>/submission.csv  <run>/summary.json
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+BEST = "best.pt"
+LAST = "last.pt"
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+VAL_PREDICTIONS = "val_predictions.csv"
+THRESHOLD = "threshold.json"
+MANIFEST = "manifest.csv"
+ERRORS = "errors.csv"
+PREPROCESS_CONFIG = "preprocess.json"
+MIN_SIDE_PX = 16
+
+
+def parse_size(text) -> tuple[int, int]:
+    """'1024x512' -> (1024, 512); a (h, w) pair passes through. Both sides must be >= 16 px."""
+    try:
+        if isinstance(text, (tuple, list)):
+            h, w = (int(v) for v in text)
+        else:
+            h, w = (int(v) for v in str(text).lower().split("x"))
+    except (TypeError, ValueError):
+        raise ValueError(f"size must look like HxW, e.g. 1024x512; got {text!r}") from None
+    if h < MIN_SIDE_PX or w < MIN_SIDE_PX:
+        raise ValueError(f"size {h}x{w} is too small: both sides must be at least {MIN_SIDE_PX} px")
+    return h, w
+
+
+def format_size(size) -> str:
+    h, w = parse_size(size)
+    return f"{h}x{w}"
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+def split_csv(data, split: str) -> Path:
+    return Path(data) / f"{split}.csv"
+
+
+def images_dir(data, split: str) -> Path:
+    return Path(data) / f"{split}_images"
+
+
+def dicom_path(data, split: str, patient_id, image_id) -> Path:
+    return images_dir(data, split) / str(patient_id) / f"{image_id}.dcm"
+
+
+def sample_submission(data) -> Path:
+    return Path(data) / "sample_submission.csv"
+
+
+def synthetic_truth(data) -> Path:
+    return Path(data) / "synthetic_truth.csv"
+
+
+# ---- run folder ----------------------------------------------------------------------------------
+
+def preprocessed_dir(run, split: str, size) -> Path:
+    """Where a run keeps its preprocessed images for one split and size."""
+    return Path(run) / "preprocessed" / f"{split}_{format_size(size)}"
+
+
+def png_relpath(patient_id, image_id) -> str:
+    return f"{patient_id}/{image_id}.png"
+
+
+def folds_csv(run) -> Path:
+    return Path(run) / "folds.csv"
+
+
+def train_dir(run, fold: int) -> Path:
+    return Path(run) / "train" / f"fold{fold}"
+
+
+def train_root(run) -> Path:
+    return Path(run) / "train"
+
+
+def evaluation_json(run) -> Path:
+    return Path(run) / "evaluation.json"
+
+
+def submission_csv(run) -> Path:
+    return Path(run) / "submission.csv"
+
+
+def image_predictions_csv(submission) -> Path:
+    """The per-image predictions written beside a submission file."""
+    submission = Path(submission)
+    return submission.with_name(submission.stem + "_images.csv")
+
+
+def summary_json(run) -> Path:
+    return Path(run) / "summary.json"
+
+
+def notebooks_dir(run) -> Path:
+    return Path(run) / "notebooks"

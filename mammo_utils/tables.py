@@ -1,0 +1,105 @@
+"""The RSNA CSVs, read with explicit dtypes and validated up front.
+
+Ids are integers and never floats (one blank cell would otherwise turn ``27093`` into ``27093.0``
+in every path built from it). Every problem is reported as one :class:`UserError` line that names
+the CSV, the row numbers (as in a spreadsheet: header = row 1) and what is wrong.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import paths
+from .errors import UserError
+
+TRAIN_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy",
+                 "invasive", "BIRADS", "implant", "density", "machine_id", "difficult_negative_case"]
+TEST_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "implant", "machine_id",
+                "prediction_id"]
+REQUIRED = ["patient_id", "image_id", "laterality", "view"]
+KNOWN_VIEWS = {"CC", "MLO", "AT", "LM", "ML", "LMO", "XCCL", "XCCM", "FB", "SIO"}
+_STRING_COLUMNS = {"patient_id": str, "image_id": str, "laterality": str, "view": str, "prediction_id": str,
+                   "density": str}
+
+
+def _rows(mask) -> str:
+    rows = [int(i) + 2 for i in mask[mask].index[:8]]
+    more = int(mask.sum()) - len(rows)
+    return ", ".join(map(str, rows)) + (f" and {more} more" if more > 0 else "")
+
+
+def _as_int_ids(df: pd.DataFrame, col: str, path: Path) -> None:
+    text = df[col].fillna("").astype(str).str.strip()
+    blank = text == ""
+    if blank.any():
+        raise UserError(f"{path}: {col} is empty in row(s) {_rows(blank)}")
+    numeric = pd.to_numeric(text, errors="coerce")
+    if numeric.isna().any() or (numeric % 1 != 0).any():
+        bad = numeric.isna() | (numeric % 1 != 0)
+        raise UserError(f"{path}: {col} must be an integer; bad value(s) {text[bad].head(3).tolist()} "
+                        f"in row(s) {_rows(bad)}")
+    df[col] = numeric.astype("int64")
+
+
+def validate_table(df: pd.DataFrame, path, labelled: bool) -> pd.DataFrame:
+    """Check and normalize a split table; raises one UserError naming the CSV, rows and problem."""
+    path = Path(path)
+    missing = [c for c in REQUIRED + (["cancer"] if labelled else []) if c not in df]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}; an RSNA table has {REQUIRED + ['cancer'] if labelled else REQUIRED}")
+    if df.empty:
+        raise UserError(f"{path}: the table has no rows")
+    df = df.copy()
+    for col in ("patient_id", "image_id"):
+        _as_int_ids(df, col, path)
+    dup = df.image_id.duplicated(keep=False)
+    if dup.any():
+        raise UserError(f"{path}: image_id is not unique: {df.image_id[dup].drop_duplicates().head(3).tolist()} "
+                        f"repeat in row(s) {_rows(dup)}; remove the duplicates")
+    lat = df.laterality.astype(str).str.strip()
+    bad = ~lat.isin(["L", "R"])
+    if bad.any():
+        raise UserError(f"{path}: laterality must be L or R (upper case); got {lat[bad].drop_duplicates().head(3).tolist()} "
+                        f"in row(s) {_rows(bad)}")
+    df["laterality"] = lat
+    df["view"] = df.view.astype(str).str.strip()
+    if labelled:
+        cancer = pd.to_numeric(df.cancer, errors="coerce")
+        bad = ~cancer.isin([0, 1])
+        if bad.any():
+            raise UserError(f"{path}: cancer must be 0 or 1; got {df.cancer[bad].drop_duplicates().head(3).tolist()} "
+                            f"in row(s) {_rows(bad)}")
+        df["cancer"] = cancer.astype("int64")
+    if "prediction_id" in df:
+        expect = df.patient_id.astype(str) + "_" + df.laterality
+        bad = df.prediction_id.astype(str) != expect
+        if bad.any():
+            raise UserError(f"{path}: prediction_id must be <patient_id>_<laterality>; row(s) {_rows(bad)} disagree")
+    return df
+
+
+def unknown_views(df: pd.DataFrame) -> list[str]:
+    """Views outside the RSNA vocabulary (reported, not refused: they are still images of a breast)."""
+    return sorted(set(df.view) - KNOWN_VIEWS)
+
+
+def read_table(data, split: str = "train") -> pd.DataFrame:
+    """``<data>/<split>.csv`` validated, with the breast id ``prediction_id`` added."""
+    path = paths.split_csv(data, split)
+    if not path.exists():
+        raise UserError(f"{path} not found: point data_dir at a folder in the RSNA layout "
+                        f"({split}.csv + {split}_images/<patient_id>/<image_id>.dcm)")
+    try:
+        df = pd.read_csv(path, dtype=_STRING_COLUMNS, keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({exc})") from None
+    df = validate_table(df, path, labelled="cancer" in df)
+    return with_prediction_id(df)
+
+
+def with_prediction_id(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the competition's breast id ``prediction_id = f"{patient_id}_{laterality}"`` (kept if present)."""
+    if "prediction_id" in df:
+        return df
+    return df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
