@@ -57,11 +57,11 @@ def scan_headers(data, split: str = "train", cache=None, jobs: int = 2, limit: i
         cached = pd.read_csv(cache)
         if set(cached.image_id) == set(df.image_id):
             return cached, 0.0
-    paths = [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
+    files = [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
     t0 = time.perf_counter()
     rows = Parallel(n_jobs=jobs, batch_size=64)(
-        delayed(_header_row)(p) for p in tqdm(paths, desc="headers", unit="file", disable=not progress))
-    rate = len(paths) / max(time.perf_counter() - t0, 1e-9)
+        delayed(_header_row)(p) for p in tqdm(files, desc="headers", unit="file", disable=not progress))
+    rate = len(files) / max(time.perf_counter() - t0, 1e-9)
     headers = pd.DataFrame(rows)
     headers["image_id"] = df.image_id.to_numpy()
     out = df.merge(headers.drop(columns=["path"]), on="image_id", how="left")

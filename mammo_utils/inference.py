@@ -231,3 +231,10 @@ def predict(data, split: str, run_dirs, out=None, jobs: int = 2, tta: bool = Fal
                   "those breasts carry the prevalence", settings["failed"], settings["images"], 100 * share,
                   100 * max_failed)
     return sub, report
+
+
+def report_line(sub: pd.DataFrame, report: dict, out=None) -> str:
+    """One line about a finished prediction: rows, positives, failures and whether they were too many."""
+    verdict = "ok" if report["ok"] else f"TOO MANY FAILURES (more than {report['max_failed']:.0%})"
+    return (f"{out or 'submission'}: {len(sub)} breasts, {int((sub.cancer >= 0.5).sum())} predicted cancer; "
+            f"{report['failed']} of {report['images']} images failed: {verdict}; {report['images_per_second']:.1f} img/s")

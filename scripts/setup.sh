@@ -8,6 +8,17 @@ VENV=.venv
 STAMP="$VENV/.requirements.sha256"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 
+# The browser test drives Debian's Chromium (tools that download their own browser cannot reach their sites).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+        echo "[setup] installing chromium and chromium-driver (apt-get) for the browser test"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+            >/tmp/mammo-apt.log 2>&1 || echo "[setup] could not install chromium (see /tmp/mammo-apt.log); the browser test will be skipped"
+    else
+        echo "[setup] chromium/chromedriver missing and apt-get unavailable: the browser test will be skipped"
+    fi
+fi
+
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     exit 0
 fi
@@ -19,7 +30,7 @@ quiet() { grep -v -e "is ignored: it is neither" -e "^WARNING: Location" || true
 "${PIP[@]}" install --upgrade pip wheel setuptools 2>&1 | quiet
 # torch first: this exact pair is a matched CUDA build that also runs on CPU.
 "${PIP[@]}" install "torch==2.14.1" "torchvision==0.29.1" 2>&1 | quiet
-"${PIP[@]}" install -e ".[test]" 2>&1 | quiet
+"${PIP[@]}" install -e ".[lab,cluster,test]" 2>&1 | quiet
 "$VENV/bin/python" -c "import torch, torchvision, timm, pydicom, dicomsdl, gdcm, cv2" || { echo "[setup] import check failed"; exit 1; }
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mammo-workbook)" >/dev/null
 echo "$want" > "$STAMP"

@@ -1,4 +1,5 @@
-"""The six notebooks: structure (parameters cell, cleared outputs) and a papermill run on tiny data."""
+"""The notebooks: structure (parameters cell, cleared outputs, no logic) and a papermill run on tiny data."""
+import ast
 import json
 from pathlib import Path
 
@@ -6,10 +7,37 @@ import nbformat
 import pandas as pd
 import pytest
 
-from mammo_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS, notebook_parameters, parse_value, run_pipeline
+from mammo_utils.pipeline import (COMPARE_NOTEBOOK, NOTEBOOK_DIR, NOTEBOOKS, notebook_defaults, notebook_parameters,
+                                  parse_value, plan_parameters, run_pipeline)
+
+ALL_NOTEBOOKS = NOTEBOOKS + ([COMPARE_NOTEBOOK] if (NOTEBOOK_DIR / f"{COMPARE_NOTEBOOK}.ipynb").exists() else [])
+LOGIC = (ast.For, ast.AsyncFor, ast.While, ast.Try, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+         ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.IfExp)
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+def control_flow(source: str, params: set[str]) -> list[str]:
+    """Constructs a notebook cell must not hold: loops, try, definitions, comprehensions, and any `if`
+    other than a trivial one on a parameter (``if name:`` / ``if not name:`` around plain statements)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, LOGIC):
+            found.append(type(node).__name__)
+        elif isinstance(node, ast.If):
+            test = node.test.operand if isinstance(node.test, ast.UnaryOp) else node.test
+            if not (isinstance(test, ast.Name) and test.id in params) or node.orelse \
+                    or any(isinstance(n, ast.If) for n in node.body):
+                found.append(f"if {ast.unparse(node.test)}")
+    return found
+
+
+def test_control_flow_checker_catches_logic():
+    assert control_flow("if wheels_dir:\n    f(1)", {"wheels_dir"}) == []
+    assert control_flow("for x in y:\n    f(x)", set()) == ["For"]
+    assert control_flow("if path.exists():\n    f()", {"path"}) == ["if path.exists()"]
+    assert control_flow("z = [f(a) for a in b]", set()) == ["ListComp"]
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_notebook_structure(name):
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("#")
@@ -17,11 +45,14 @@ def test_notebook_structure(name):
     assert len(tagged) == 1 and tagged[0] <= 2, "one parameters cell near the top"
     params = nb.cells[tagged[0]].source
     assert "def " not in params and "import" not in params
+    declared = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+    assert declared
     for c in nb.cells:
         if c.cell_type == "code":
             assert c.outputs == [] and c.execution_count is None, f"{name}: outputs must be cleared in git"
-            assert "def " not in c.source, f"{name}: logic belongs in mammo_utils"
-    assert notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+            assert not control_flow(c.source, declared), f"{name}: logic belongs in mammo_utils: {c.source[:80]}"
+    for line in params.splitlines():  # every parameter says what it is for, or is self-evident
+        assert "=" in line or not line.strip()
 
 
 def test_parse_value():
@@ -45,10 +76,15 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path):
     sub = pd.read_csv(summary["submission"])
     sample = pd.read_csv(data / "sample_submission.csv")
     assert list(sub.prediction_id) == list(sample.prediction_id) and sub.cancer.between(0, 1).all()
+    plan = plan_parameters(data.resolve(), run.resolve(), params)
     for name in NOTEBOOKS:
         executed = nbformat.read(run / "notebooks" / f"{name}.ipynb", as_version=4)
         recorded = executed.metadata.papermill.parameters
-        assert recorded.get("run_dir", str(run.resolve())) == str(run.resolve())
+        assert plan[name] and recorded == plan[name], name  # what was injected is what the plan says
+        declared = notebook_defaults(name)
+        assert "data_dir" not in declared or recorded["data_dir"] == str(data.resolve()), name
+        assert "run_dir" not in declared or recorded["run_dir"] == str(run.resolve()), name
+        assert "run_dirs" not in declared or recorded["run_dirs"] == [str(run.resolve() / "train")], name
         figures = sum(1 for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                       if "image/png" in o.get("data", {}))
         assert figures >= 1, f"{name} shows no figure"

@@ -12,7 +12,7 @@ def names(reqs):
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = names(project["dependencies"]) | names(project["optional-dependencies"]["test"])
+    declared = names(project["dependencies"]).union(*(names(v) for v in project["optional-dependencies"].values()))
     yml = (ROOT / "environment.yml").read_text()
     pip_section = yml.split("- pip:", 1)[1]
     pip_lines = re.findall(r"^\s+- (\S.*)$", pip_section, flags=re.M)
@@ -28,3 +28,11 @@ def test_ci_runs_the_readme_test_command():
 
 def test_license_is_apache():
     assert "Apache License" in (ROOT / "LICENSE.txt").read_text()
+
+
+def test_core_dependencies_are_what_inference_needs():
+    """Kaggle installs the core only: notebook tooling must not be a core requirement."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = names(project["dependencies"])
+    assert not core & {"jupyterlab", "papermill", "ipykernel", "pytest", "ipywidgets", "distributed", "mlflow"}
+    assert {"lab", "test", "cluster"} <= set(project["optional-dependencies"])
