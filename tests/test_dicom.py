@@ -9,7 +9,9 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut as pd_modality, apply_voi_lut as pd_voi
 
 from mammo_utils import dicom
-from mammo_utils.dicom import DicomReadError, apply_window, read_dicom, read_image, write_dicom
+from mammo_utils.dicom import (DicomReadError, Window, apply_minmax, apply_modality_lut, apply_window,
+                               build_display_lut, read_dicom, read_image, write_dicom)
+from mammo_utils.dicom.lut import apply_display_lut
 
 
 # ---- formulas: PS3.3 C.11.2.1.2, computed by hand ------------------------------------------------
@@ -157,3 +159,65 @@ def test_read_metadata_without_pixels(tiny_data, tiny_truth):
     meta = dicom.read_metadata(tiny_data / f"{r.split}_images" / str(r.patient_id) / f"{r.image_id}.dcm")
     assert meta["Rows"] == r.rows and meta["PhotometricInterpretation"] == r.photometric
     assert meta["TransferSyntaxUID"].startswith("1.2.840.10008.1.2")
+
+
+# ---- Modality LUT Sequence, the fused table, padding -------------------------------------------------
+
+def test_modality_lut_sequence_is_applied_before_the_window(tmp_path):
+    """PS3.3 C.11.1: a Modality LUT Sequence replaces RescaleSlope/Intercept; the window is in its output units."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    sv = np.array([[0, 100, 200], [300, 400, 4095]], np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [512, 0, 16]
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "US", [3 * i for i in range(512)])  # LUTData: output = 3 x stored, clamped at 511
+    path = _write(tmp_path, "mlut.dcm", sv, ModalityLUTSequence=Sequence([item]), RescaleSlope=1,
+                  RescaleIntercept=1000, WindowCenter=600, WindowWidth=1200, VOILUTFunction="LINEAR_EXACT")
+    got = read_image(path)
+    modality = np.minimum(sv, 511) * 3.0
+    expect = np.clip((modality - 600) / 1200 + 0.5, 0, 1)
+    np.testing.assert_allclose(got, expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [None, Window(1800, 900, "LINEAR"), Window(1500, 2500, "SIGMOID"),
+                                    Window(-200, 400, "LINEAR_EXACT")])
+@pytest.mark.parametrize("invert", [False, True])
+def test_fused_table_equals_the_stages_one_by_one(window, invert):
+    rng = np.random.default_rng(1)
+    sv = rng.integers(3, 4000, (40, 30)).astype(np.uint16)
+    slope, intercept = 1.5, -300.0
+    lo, hi = int(sv.min()), int(sv.max())
+    table, used = build_display_lut(lo, hi, slope, intercept, window=window, invert=invert, minmax_range=(lo, hi))
+    fused = apply_display_lut(sv, table, lo)
+    m = apply_modality_lut(sv, slope, intercept)
+    staged = apply_window(m, window.center, window.width, window.function) if window else apply_minmax(m)
+    staged = 1 - staged if invert else staged
+    np.testing.assert_allclose(fused, staged, atol=2e-6)
+    assert used == (str(window) if window else "minmax")
+
+
+def test_reduced_read_matches_full_read_within_half_a_stored_value(tmp_path):
+    """Non-pyramid files are area-reduced on the stored integers before the table: the error is
+    at most half a stored value through the window's slope, 0.5 / (width - 1) for LINEAR."""
+    yy, xx = np.mgrid[0:512, 0:384]
+    sv = (2000 + 1500 * np.sin(yy / 23.0) * np.cos(xx / 17.0)).astype(np.uint16)
+    path = _write(tmp_path, "n.dcm", sv, "explicit", WindowCenter=2000, WindowWidth=1000)
+    small = read_dicom(path, min_size=(120, 90))
+    assert small.scale == 4 and small.image.shape == (128, 96)
+    exact = apply_window(cv2.resize(sv.astype(np.float32), (96, 128), interpolation=cv2.INTER_AREA), 2000, 1000)
+    assert np.abs(small.image - exact).max() <= 0.5 / 999 + 1e-6  # integer rounding of the average only
+    # against windowing at full size then reducing, only blocks that straddle a clipped end differ
+    ref = cv2.resize(apply_window(sv.astype(np.float32), 2000, 1000), (96, 128), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.image - ref).mean() < 0.005
+
+
+def test_padding_is_background_and_does_not_stretch_minmax(tmp_path):
+    sv = np.full((30, 20), 4095, np.uint16)  # padding value at the top of the range
+    sv[5:25, 2:12] = np.arange(1000, 1200).reshape(20, 10)
+    path = _write(tmp_path, "pad.dcm", sv, PixelPaddingValue=4095)
+    img = read_image(path)
+    assert img[0, 0] == 0 and img[sv == 4095].max() == 0
+    tissue = img[5:25, 2:12]
+    np.testing.assert_allclose(tissue, (sv[5:25, 2:12] - 1000) / 199.0, atol=1e-6)  # min-max of tissue only

@@ -60,6 +60,7 @@ def test_parse_value():
     assert parse_value("[1, 2]") == [1, 2] and parse_value("256x128") == "256x128" and parse_value("true") is True
 
 
+@pytest.mark.slow
 def test_pipeline_runs_all_notebooks(tiny_data, tmp_path):
     import shutil
 

@@ -1,0 +1,576 @@
+"""Interactive browsers for JupyterLab: patients (four views, window, overlays) and a run's mistakes.
+
+Everything the widgets show comes from a small programmatic surface that tests call directly:
+``select(patient_id)``, ``next()``/``previous()``, ``set_filter(...)``, ``set_window(center, width,
+function)``, ``set_mode(...)``, ``set_overlays(box=, mask=, lesions=, cam=)`` and ``render()``, which
+returns the composited HxWx3 uint8 image that is on screen.
+
+Responsive on large files: views decode lazily, at the screen size (a reduced JPEG 2000 level, or an
+area reduction right after decoding), and the stored values are kept in an LRU cache, so a window
+change is one table lookup and moving back to a patient costs nothing. Without a widget front-end
+(papermill, nbconvert) ``show()`` draws one static figure of the current state instead.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from . import paths
+from .dicom.lut import Window, apply_display_lut, build_display_lut
+from .errors import UserError
+
+STANDARD_VIEWS = [("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")]
+MODES = ("read", "stored", "preprocessed")
+FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+COLORS = {"box": (255, 60, 60), "mask": (60, 220, 60), "lesion": (255, 220, 0)}  # RGB
+
+
+@dataclass
+class StoredView:
+    """What one decode gives, kept in the cache: reduced stored values and the header's pixel semantics."""
+
+    stored: np.ndarray
+    scale: float
+    slope: float
+    intercept: float
+    photometric: str
+    windows: list          # header windows (presets), Window objects
+    pad_mask: np.ndarray | None
+    source_shape: tuple
+
+
+@dataclass
+class ViewState:
+    """Display settings of one view: which pixels, which window, what is drawn on top."""
+
+    mode: str = "read"
+    window: Window | None = None        # None: the header's first window (or min-max)
+    extra: dict = field(default_factory=dict)
+
+
+def in_widget_frontend() -> bool:
+    """True inside JupyterLab / Notebook (their server names the kernel's session); False under papermill."""
+    if os.environ.get("MAMMO_VIEWER_STATIC"):
+        return False
+    return bool(os.environ.get("JPY_SESSION_NAME"))
+
+
+def read_stored_view(path, display_px: int) -> StoredView:
+    """Decode at the screen size and keep what windowing needs (not the windowed image)."""
+    from .dicom.decoders import choose_reduction
+    from .dicom.read import area_reduce, modality_from_header, read_stored, voi_from_header
+
+    min_size = (display_px, display_px // 2)
+    arr, scale, ds, _ = read_stored(path, min_size=min_size)
+    pad = ds.get("PixelPaddingValue")
+    pad_mask = arr == int(pad) if pad is not None and not isinstance(pad, (bytes, list)) else None
+    if scale == 1:
+        k = choose_reduction(arr.shape, min_size, 8)
+        if k:
+            arr = area_reduce(arr, k)
+            if pad_mask is not None:
+                pad_mask = cv2.resize(pad_mask.view(np.uint8), arr.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+            scale = 2 ** k
+    slope, intercept, _ = modality_from_header(ds)
+    windows = []
+    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    n = len(centers) if centers is not None and hasattr(centers, "__len__") and not isinstance(centers, str) else 1
+    for i in range(n if centers is not None else 0):
+        w, _ = voi_from_header(ds, i)
+        if w is not None:
+            windows.append(w)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    return StoredView(np.ascontiguousarray(arr), float(scale), slope, intercept, photometric, windows, pad_mask,
+                      (int(ds.Rows), int(ds.Columns)))
+
+
+def display_image(v: StoredView, mode: str, window: Window | None) -> np.ndarray:
+    """float32 [0, 1] image of a cached view: as stored (min-max, no inversion) or as read (window, inverted)."""
+    stored = v.stored
+    if stored.dtype.kind not in "ui":
+        stored = np.rint(stored).astype(np.int32)
+    lo, hi = int(stored.min()), int(stored.max())
+    if mode == "stored":
+        table, _ = build_display_lut(lo, hi, minmax_range=(lo, hi))
+        return apply_display_lut(stored, table, lo)
+    win = window or (v.windows[0] if v.windows else None)
+    valid = stored[~v.pad_mask] if v.pad_mask is not None and v.pad_mask.any() and not v.pad_mask.all() else stored
+    table, _ = build_display_lut(lo, hi, v.slope, v.intercept, window=win, invert=v.photometric == "MONOCHROME1",
+                                 minmax_range=(int(valid.min()), int(valid.max())))
+    img = apply_display_lut(stored, table, lo)
+    if v.pad_mask is not None and v.pad_mask.any() and not v.pad_mask.all():
+        img = img.copy()
+        img[v.pad_mask] = 0.0
+    return img
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    g = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+def _fit(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Letterbox an RGB image into a tile of ``height x width`` (top-left anchored), returning the tile."""
+    h, w = rgb.shape[:2]
+    s = min(height / h, width / w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    tile = np.zeros((height, width, 3), np.uint8)
+    tile[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return tile
+
+
+class PatientViewer:
+    """A patient browser over an RSNA-layout folder; see the module docstring for the surface."""
+
+    def __init__(self, data_dir, split: str = "train", run_dir=None, display_px: int = 512, cache_size: int = 48,
+                 tile_px: tuple[int, int] = (360, 288), fold: int = 0):
+        from .tables import read_table
+
+        self.data, self.split, self.run = Path(data_dir), split, Path(run_dir) if run_dir else None
+        self.display_px, self.tile = display_px, tile_px
+        self.table = read_table(self.data, split)
+        truth = paths.synthetic_truth(self.data)
+        self.truth = pd.read_csv(truth).set_index("image_id") if truth.exists() else None
+        self.fold = fold
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._cam_cache: dict = {}
+        self._model = None
+        self.overlays = {"box": False, "mask": False, "lesions": True, "cam": False}
+        self.view_states: dict[int, ViewState] = {}
+        self.patients = list(self.table.patient_id.drop_duplicates())
+        self.filter = {}
+        self.patient_id = None
+        self._widget = None
+        self.select(self.patients[0])
+
+    # ---- navigation ------------------------------------------------------------------------------
+
+    def set_filter(self, cancer_only: bool = False, machine_id=None, site_id=None) -> list:
+        """Restrict the patients browsed; returns the patients left (the current one changes if filtered out)."""
+        df = self.table
+        if cancer_only and "cancer" in df:
+            df = df[df.patient_id.isin(df[df.cancer == 1].patient_id)]
+        if machine_id is not None:
+            df = df[df.machine_id == machine_id]
+        if site_id is not None:
+            df = df[df.site_id == site_id]
+        patients = list(df.patient_id.drop_duplicates())
+        if not patients:
+            raise UserError(f"no patient matches cancer_only={cancer_only}, machine_id={machine_id}, site_id={site_id}")
+        self.filter = dict(cancer_only=cancer_only, machine_id=machine_id, site_id=site_id)
+        self.patients = patients
+        if self.patient_id not in patients:
+            self.select(patients[0])
+        return patients
+
+    def select(self, patient_id) -> "PatientViewer":
+        patient_id = int(patient_id)
+        if patient_id not in set(self.table.patient_id):
+            raise UserError(f"patient {patient_id} is not in {paths.split_csv(self.data, self.split)}")
+        self.patient_id = patient_id
+        rows = self.table[self.table.patient_id == patient_id]
+        order = {lv: i for i, lv in enumerate(STANDARD_VIEWS)}
+        self.views = sorted(rows.to_dict("records"),
+                            key=lambda r: (order.get((r["laterality"], r["view"]), 99), r["laterality"], r["view"]))
+        self.view_states = {i: self.view_states.get(i, ViewState()) for i in range(len(self.views))}
+        self._refresh()
+        return self
+
+    def _step(self, delta: int) -> "PatientViewer":
+        i = self.patients.index(self.patient_id) if self.patient_id in self.patients else 0
+        return self.select(self.patients[(i + delta) % len(self.patients)])
+
+    def next(self) -> "PatientViewer":
+        return self._step(+1)
+
+    def previous(self) -> "PatientViewer":
+        return self._step(-1)
+
+    # ---- display settings ------------------------------------------------------------------------
+
+    def _targets(self, view):
+        return list(self.view_states) if view is None else [view]
+
+    def set_window(self, center: float, width: float, function: str = "LINEAR", view: int | None = None):
+        """Window in the image's modality units (after RescaleSlope/Intercept), on one view or all of them."""
+        function = function.upper()
+        if function not in FUNCTIONS:
+            raise UserError(f"function must be one of {FUNCTIONS}, got {function!r}")
+        if width <= 0 or (function == "LINEAR" and width < 1):
+            raise UserError(f"window width must be > 0 (>= 1 for LINEAR), got {width}")
+        for i in self._targets(view):
+            self.view_states[i].window = Window(float(center), float(width), function)
+        self._refresh()
+        return self
+
+    def reset_window(self, view: int | None = None):
+        for i in self._targets(view):
+            self.view_states[i].window = None
+        self._refresh()
+        return self
+
+    def presets(self, view: int = 0) -> list[Window]:
+        """The header's windows of a view (all WindowCenter/WindowWidth pairs)."""
+        return self._stored(view).windows
+
+    def set_mode(self, mode: str, view: int | None = None):
+        if mode not in MODES:
+            raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "preprocessed" and self._preprocessed_dir() is None:
+            raise UserError("mode 'preprocessed' needs a run_dir with preprocessed images")
+        for i in self._targets(view):
+            self.view_states[i].mode = mode
+        self._refresh()
+        return self
+
+    def set_overlays(self, box: bool | None = None, mask: bool | None = None, lesions: bool | None = None,
+                     cam: bool | None = None):
+        for k, v in dict(box=box, mask=mask, lesions=lesions, cam=cam).items():
+            if v is not None:
+                self.overlays[k] = bool(v)
+        if self.overlays["cam"] and self.run is None:
+            raise UserError("the Grad-CAM overlay needs a run_dir with a trained model")
+        self._refresh()
+        return self
+
+    # ---- pixels ----------------------------------------------------------------------------------
+
+    def _path(self, view: int) -> Path:
+        r = self.views[view]
+        return paths.dicom_path(self.data, self.split, r["patient_id"], r["image_id"])
+
+    def _stored(self, view: int) -> StoredView:
+        key = (str(self._path(view)), self.display_px)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        v = read_stored_view(self._path(view), self.display_px)
+        self._cache[key] = v
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return v
+
+    def _preprocessed_dir(self) -> Path | None:
+        if self.run is None:
+            return None
+        found = sorted((self.run / "preprocessed").glob(f"{self.split}_*/{paths.MANIFEST}"))
+        return found[0].parent if found else None
+
+    def _png(self, view: int) -> np.ndarray | None:
+        from .png import load_png
+
+        folder = self._preprocessed_dir()
+        r = self.views[view]
+        path = folder / paths.png_relpath(r["patient_id"], r["image_id"]) if folder else None
+        return load_png(path) if path is not None and path.exists() else None
+
+    def probability(self, view: int) -> float | None:
+        """The run's model probability for a view (from its preprocessed image), or None."""
+        cam = self._cam(view)
+        return None if cam is None else cam[1]
+
+    def _cam(self, view: int):
+        if self.run is None:
+            return None
+        r = self.views[view]
+        key = r["image_id"]
+        if key not in self._cam_cache:
+            img = self._png(view)
+            if img is None:
+                return None
+            import torch
+
+            from .evaluate import grad_cam
+
+            if self._model is None:
+                from .checkpoint import load_model
+
+                self._model, _ = load_model(paths.train_dir(self.run, self.fold) / paths.BEST)
+            x = torch.from_numpy(img)[None, None]
+            with torch.no_grad():
+                prob = float(torch.sigmoid(self._model(x)["cancer"])[0])
+            self._cam_cache[key] = (grad_cam(self._model, x), prob)
+        return self._cam_cache[key]
+
+    def view_image(self, view: int) -> np.ndarray:
+        """The float [0, 1] image of one view as its mode and window say (no overlays)."""
+        state = self.view_states[view]
+        if state.mode == "preprocessed":
+            img = self._png(view)
+            return img if img is not None else np.zeros((8, 4), np.float32)
+        return display_image(self._stored(view), state.mode, state.window)
+
+    def view_rgb(self, view: int) -> np.ndarray:
+        """One view with its overlays, as RGB uint8 at display resolution."""
+        from .crop import box_from_mask, segment_breast
+
+        state = self.view_states[view]
+        img = self.view_image(view)
+        rgb = _to_rgb(img)
+        r = self.views[view]
+        if state.mode != "preprocessed" and (self.overlays["box"] or self.overlays["mask"]):
+            base = img if state.mode == "read" and state.window is None else display_image(self._stored(view), "read", None)
+            seg = segment_breast(base)
+            if self.overlays["mask"]:
+                m = cv2.resize(seg.breast.view(np.uint8), img.shape[::-1], interpolation=cv2.INTER_NEAREST)
+                contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                cv2.drawContours(rgb, contours, -1, COLORS["mask"], 2)
+            if self.overlays["box"]:
+                y0, x0, y1, x1 = box_from_mask(seg.breast, seg.scale, img.shape)
+                cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), COLORS["box"], 2)
+        if state.mode != "preprocessed" and self.overlays["lesions"] and self.truth is not None \
+                and r["image_id"] in self.truth.index:
+            t = self.truth.loc[r["image_id"]]
+            if "lesion_y" in t and t.lesion_y == t.lesion_y:
+                s = self._stored(view).scale
+                radius = int(round((t.lesion_r if t.lesion_r == t.lesion_r else 10) * 1.6 / s))
+                cv2.circle(rgb, (int(round(t.lesion_x / s)), int(round(t.lesion_y / s))), max(4, radius),
+                           COLORS["lesion"], 2)
+        if state.mode == "preprocessed" and self.overlays["cam"]:
+            cam = self._cam(view)
+            if cam is not None:
+                heat = cv2.applyColorMap(np.rint(cam[0] * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+                rgb = cv2.addWeighted(rgb, 0.6, cv2.resize(heat, rgb.shape[1::-1]), 0.4, 0)
+        return rgb
+
+    def render(self) -> np.ndarray:
+        """The composited screen: every view of the patient in a row (L-CC, R-CC, L-MLO, R-MLO, extras),
+        each in a tile with a caption strip. Returns HxWx3 uint8."""
+        th, tw = self.tile
+        tiles = []
+        for i, r in enumerate(self.views):
+            tile = _fit(self.view_rgb(i), th, tw)
+            caption = np.full((22, tw, 3), 32, np.uint8)
+            text = f"{r['laterality']}-{r['view']}"
+            if "cancer" in r:
+                text += f" cancer={r['cancer']}"
+            prob = self.probability(i) if self.overlays["cam"] or self.view_states[i].mode == "preprocessed" else None
+            if prob is not None:
+                text += f" p={prob:.2f}"
+            cv2.putText(caption, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+            tiles.append(np.vstack([caption, tile]))
+        return np.hstack(tiles)
+
+    def title(self) -> str:
+        r = self.views[0]
+        label = f", cancer breasts: {sorted({v['laterality'] for v in self.views if v.get('cancer') == 1}) or 'none'}" \
+            if "cancer" in r else ""
+        win = self.view_states[0].window
+        return (f"patient {self.patient_id} ({self.patients.index(self.patient_id) + 1 if self.patient_id in self.patients else '-'}"
+                f"/{len(self.patients)}), machine {r.get('machine_id')}, site {r.get('site_id')}{label}; "
+                f"window {win if win else 'from the header'}")
+
+    # ---- front-ends ------------------------------------------------------------------------------
+
+    def figure(self):
+        """One static matplotlib figure of the current state (what headless runs keep)."""
+        import matplotlib.pyplot as plt
+
+        img = self.render()
+        fig, ax = plt.subplots(figsize=(min(18, 2.2 + img.shape[1] / 110), 2.2 + img.shape[0] / 110))
+        ax.imshow(img)
+        ax.set_title(self.title())
+        ax.set_xlabel("views side by side (display pixels)")
+        ax.set_ylabel("y (display pixels)")
+        fig.tight_layout()
+        return fig
+
+    def _refresh(self) -> None:
+        if self._widget is not None:
+            self._widget.update()
+
+    def widget(self):
+        """The ipywidgets front-end (built on first use)."""
+        if self._widget is None:
+            self._widget = _ViewerWidget(self)
+        return self._widget.box
+
+    def show(self, interactive: bool | None = None):
+        """The widget in JupyterLab; one static figure where no widget front-end runs (papermill)."""
+        from IPython.display import display
+
+        interactive = in_widget_frontend() if interactive is None else interactive
+        if interactive:
+            display(self.widget())
+            return None
+        return self.figure()
+
+
+class _ViewerWidget:
+    """ipywidgets controls bound to a PatientViewer; each control calls the programmatic surface."""
+
+    def __init__(self, viewer: PatientViewer):
+        import ipywidgets as W
+
+        self.v = viewer
+        self._busy = False
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.image.add_class("mammo-viewer-image")
+        self.title = W.HTML()
+        self.patient = W.Dropdown(options=viewer.patients, value=viewer.patient_id, description="patient")
+        self.prev_btn, self.next_btn = W.Button(description="◀ previous"), W.Button(description="next ▶")
+        self.cancer_only = W.Checkbox(description="cancer only", value=False)
+        machines = ["all"] + sorted(viewer.table.machine_id.dropna().unique().tolist()) if "machine_id" in viewer.table else ["all"]
+        self.machine = W.Dropdown(options=machines, value="all", description="machine")
+        self.view_pick = W.Dropdown(description="view")
+        self.mode = W.ToggleButtons(options=[m for m in MODES if m != "preprocessed" or viewer._preprocessed_dir()],
+                                    value="read", description="show")
+        self.function = W.Dropdown(options=FUNCTIONS, value="LINEAR", description="VOI")
+        self.preset = W.Dropdown(description="preset")
+        self.center = W.FloatSlider(description="center")
+        self.width = W.FloatSlider(description="width")
+        self.center.add_class("mammo-center")
+        self.width.add_class("mammo-width")
+        self.boxes = {k: W.Checkbox(description=k, value=viewer.overlays[k]) for k in ("box", "mask", "lesions", "cam")}
+        if viewer.run is None:
+            self.boxes["cam"].disabled = True
+        self.prev_btn.on_click(lambda _: self._nav(viewer.previous))
+        self.next_btn.on_click(lambda _: self._nav(viewer.next))
+        self.patient.observe(lambda c: self._nav(lambda: viewer.select(c["new"])), "value")
+        self.cancer_only.observe(lambda _: self._filter(), "value")
+        self.machine.observe(lambda _: self._filter(), "value")
+        self.view_pick.observe(lambda _: self._sync_controls(), "value")
+        self.mode.observe(lambda c: self._guard(lambda: viewer.set_mode(c["new"], self._view())), "value")
+        self.preset.observe(lambda c: self._apply_preset(c["new"]), "value")
+        for w in (self.center, self.width, self.function):
+            w.observe(lambda _: self._apply_window(), "value")
+        for k, b in self.boxes.items():
+            b.observe(lambda c, k=k: self._guard(lambda: viewer.set_overlays(**{k: c["new"]})), "value")
+        self.box = W.VBox([
+            W.HBox([self.prev_btn, self.patient, self.next_btn, self.cancer_only, self.machine]),
+            W.HBox([self.view_pick, self.mode]),
+            W.HBox([self.function, self.preset, self.center, self.width]),
+            W.HBox(list(self.boxes.values())), self.title, self.image])
+        self._sync_controls()
+        self.update()
+
+    def _view(self):
+        return self.view_pick.value
+
+    def _guard(self, fn):
+        if not self._busy:
+            fn()
+
+    def _nav(self, fn):
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            fn()
+            self.patient.value = self.v.patient_id
+        finally:
+            self._busy = False
+        self._sync_controls()
+        self.update()
+
+    def _filter(self):
+        machine = None if self.machine.value == "all" else self.machine.value
+        self.v.set_filter(cancer_only=self.cancer_only.value, machine_id=machine)
+        self._busy = True
+        try:
+            self.patient.options = self.v.patients
+            self.patient.value = self.v.patient_id
+        finally:
+            self._busy = False
+        self.update()
+
+    def _sync_controls(self):
+        """Slider ranges and presets from the selected view's stored values and header windows."""
+        self._busy = True
+        try:
+            labels = [(f"{r['laterality']}-{r['view']}", i) for i, r in enumerate(self.v.views)]
+            if self.view_pick.options != tuple(labels):
+                self.view_pick.options = labels
+                self.view_pick.value = 0
+            i = self.view_pick.value or 0
+            sv = self.v._stored(i)
+            lo = float(sv.stored.min()) * sv.slope + sv.intercept
+            hi = float(sv.stored.max()) * sv.slope + sv.intercept
+            lo, hi = min(lo, hi), max(lo, hi) + 1
+            win = self.v.view_states[i].window or (sv.windows[0] if sv.windows else Window((lo + hi) / 2, hi - lo))
+            self.center.min, self.center.max = lo - (hi - lo), hi + (hi - lo)
+            self.width.min, self.width.max = 1.0, 2 * (hi - lo)
+            self.center.step = self.width.step = max(1.0, (hi - lo) / 100)
+            self.center.value, self.width.value = win.center, win.width
+            self.function.value = win.function if win.function in FUNCTIONS else "LINEAR"
+            self.preset.options = [("header", None)] + [(str(w), k) for k, w in enumerate(sv.windows)]
+            self.preset.value = None
+            self.mode.value = self.v.view_states[i].mode
+        finally:
+            self._busy = False
+
+    def _apply_window(self):
+        if not self._busy:
+            self.v.set_window(self.center.value, self.width.value, self.function.value, view=None)
+
+    def _apply_preset(self, k):
+        if self._busy:
+            return
+        if k is None:
+            self.v.reset_window()
+        else:
+            w = self.v.presets(self.view_pick.value or 0)[k]
+            self.v.set_window(w.center, w.width, w.function)
+        self._sync_controls()
+
+    def update(self):
+        self.image.value = cv2.imencode(".png", self.v.render()[..., ::-1])[1].tobytes()
+        self.title.value = f"<b>{self.v.title()}</b>"
+
+
+class MistakeBrowser(PatientViewer):
+    """The worst false negatives and false positives of a run's validation predictions, per breast.
+
+    Steps through the breasts (not patients) ordered by how wrong they are: lowest-scored cancer
+    breasts and highest-scored cancer-free breasts, alternating; each shows all views of the patient
+    with the model's probability and Grad-CAM (on the preprocessed images).
+    """
+
+    def __init__(self, run_dir, fold: int = 0, aggregate: str = "mean", threshold: float | None = None,
+                 n: int = 10, data_dir=None, **kw):
+        import json
+
+        from . import metrics
+        from .evaluate import read_predictions
+
+        run = Path(run_dir)
+        preds = read_predictions(paths.train_dir(run, fold))
+        if data_dir is None:
+            cfg = json.loads((paths.train_dir(run, fold) / paths.CONFIG).read_text())
+            pre = json.loads((Path(cfg["preprocessed"]) / paths.PREPROCESS_CONFIG).read_text())
+            data_dir = pre["data"]
+        breasts = metrics.aggregate_breasts(preds, how=aggregate)
+        fn = breasts[breasts.cancer == 1].nsmallest(n, "pred").assign(kind="false negative")
+        fp = breasts[breasts.cancer == 0].nlargest(n, "pred").assign(kind="false positive")
+        if threshold is not None:
+            fn, fp = fn[fn.pred < threshold], fp[fp.pred >= threshold]
+        order = pd.concat([fn, fp]).sort_values("pred", key=lambda p: -np.abs(p - 0.5)).reset_index(drop=True)
+        if order.empty:
+            order = pd.concat([breasts[breasts.cancer == 1].nsmallest(1, "pred").assign(kind="lowest cancer"),
+                               breasts[breasts.cancer == 0].nlargest(1, "pred").assign(kind="highest negative")])
+        self.mistakes = order.reset_index(drop=True)
+        super().__init__(data_dir, split="train", run_dir=run, fold=fold, **kw)
+        self.overlays.update(cam=True)
+        self.patients = [int(p) for p in self.mistakes.patient_id.drop_duplicates()]
+        self.select(self.patients[0])
+        for i in self.view_states:
+            self.view_states[i].mode = "preprocessed"
+
+    def select(self, patient_id):
+        super().select(patient_id)
+        for i in self.view_states:
+            if self._preprocessed_dir() is not None:
+                self.view_states[i].mode = "preprocessed"
+        return self
+
+    def title(self) -> str:
+        rows = self.mistakes[self.mistakes.patient_id == self.patient_id]
+        what = "; ".join(f"{r.prediction_id}: {r.kind}, breast p={r.pred:.2f}" for r in rows.itertuples())
+        return f"{super().title()} | {what}"

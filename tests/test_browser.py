@@ -1,0 +1,155 @@
+"""The patient viewer in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by selenium.
+
+It opens a notebook that shows the viewer, runs it, moves the window-width slider with the keyboard,
+and requires the displayed image to change (compared by screenshot pixels of the image widget).
+Needs Debian's chromium and chromium-driver, which the set-up installs.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="chromium/chromedriver missing: `make setup` installs them (apt-get)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def viewer_notebook(path, data):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(
+        "from mammo_utils.viewer import PatientViewer\n"
+        f"browser = PatientViewer({str(data)!r}, display_px=256, tile_px=(240, 192))\n"
+        "browser.show(interactive=True)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def jupyterlab(tmp_path, tiny_data):
+    root = tmp_path / "lab"
+    root.mkdir()
+    viewer_notebook(root / "viewer.ipynb", tiny_data)
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         "--ServerApp.open_browser=False", "--allow-root"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+    yield url, token
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def chrome(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1600,1100"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def wait_for(fn, timeout=60, every=0.5, what="condition"):
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the page is still loading
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+def image_pixels(driver):
+    from selenium.webdriver.common.by import By
+
+    el = driver.find_element(By.CSS_SELECTOR, ".mammo-viewer-image")
+    png = el.screenshot_as_png
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_window_slider_changes_the_displayed_image(jupyterlab, chrome):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, token = jupyterlab
+    chrome.get(f"{url}/lab/tree/viewer.ipynb?token={token}")
+    wait_for(lambda: chrome.execute_script(
+        "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        "const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+        "return !!k && k.status === 'idle';"), timeout=90, what="the notebook and its kernel")
+    chrome.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    wait_for(lambda: chrome.find_element(By.CSS_SELECTOR, ".mammo-viewer-image").size["height"] > 50,
+             timeout=120, what="the viewer image")
+    time.sleep(1)
+    before = image_pixels(chrome)
+    width_before = float(chrome.find_element(By.CSS_SELECTOR, ".mammo-width .widget-readout").text)
+    assert before.shape[0] > 50 and before.std() > 5, "the viewer shows a mammogram"
+
+    handle = chrome.find_element(By.CSS_SELECTOR, ".mammo-width .noUi-handle")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
+    handle.click()
+    for _ in range(30):
+        handle.send_keys(Keys.PAGE_DOWN)  # a much narrower window: more contrast
+    readout = float(chrome.find_element(By.CSS_SELECTOR, ".mammo-width .widget-readout").text)
+
+    def kernel_width():  # the title reports the window the kernel applied
+        title = chrome.find_element(By.CSS_SELECTOR, ".widget-html").text
+        return float(title.split("w=")[1].split(")")[0]) if "w=" in title else None
+
+    wait_for(lambda: kernel_width() is not None and abs(kernel_width() - readout) < 1, timeout=60,
+             what="the kernel to receive the new width")
+    def changed_image():
+        a = image_pixels(chrome)
+        return [a] if a.shape == before.shape and np.abs(a.astype(int) - before).mean() > 2 else None
+
+    after = wait_for(changed_image, timeout=60, what="the image to change")[0]
+    diff = np.abs(after.astype(int) - before.astype(int))
+    changed = (diff.max(axis=2) > 8).mean()
+    print(json.dumps({"width_before": width_before, "width_after": readout, "mean_abs_pixel_change": round(float(diff.mean()), 2),
+                      "share_of_pixels_changed": round(float(changed), 3)}))
+    assert diff.mean() > 2 and changed > 0.1

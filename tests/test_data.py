@@ -1,0 +1,60 @@
+"""Augmentation and the training dataset: what the network sees."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammo_utils.data import AugmentConfig, MammoDataset, augment
+from mammo_utils.png import load_png, to_uint, write_png_atomic
+
+OFF = dict(vflip=0.0, hflip=0.0, rotate_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, gamma=0.0,
+           dropout_boxes=0)
+
+
+def image(h=64, w=32, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w), np.float32)
+    img[8:56, :20] = 0.3 + 0.4 * rng.random((48, 20))  # an asymmetric "breast" on the left
+    return img
+
+
+def test_each_transform_does_what_it_says():
+    img, rng = image(), np.random.default_rng(0)
+    np.testing.assert_array_equal(augment(img, AugmentConfig(**OFF), rng), img)  # all off: identity
+    np.testing.assert_array_equal(augment(img, AugmentConfig(**{**OFF, "vflip": 1.0}), rng), img[::-1])
+    np.testing.assert_array_equal(augment(img, AugmentConfig(**{**OFF, "hflip": 1.0}), rng), img[:, ::-1])
+    rotated = augment(img, AugmentConfig(**{**OFF, "rotate_deg": 20.0}), np.random.default_rng(1))
+    assert rotated.shape == img.shape and np.abs(rotated - img).mean() > 0.01
+    darker = [augment(img, AugmentConfig(**{**OFF, "brightness": 0.3}), np.random.default_rng(s)).mean() for s in range(8)]
+    assert np.ptp(darker) > 0.05
+    cut = augment(img, AugmentConfig(**{**OFF, "dropout_boxes": 3, "dropout_size": 0.5}), np.random.default_rng(2))
+    assert (cut == 0).sum() > (img == 0).sum()
+
+
+def test_default_augmentation_changes_the_image_reproducibly():
+    img = image()
+    a = augment(img, AugmentConfig(), np.random.default_rng(5))
+    b = augment(img, AugmentConfig(), np.random.default_rng(5))
+    c = augment(img, AugmentConfig(), np.random.default_rng(6))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == img.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.abs(a - img).mean() > 0.005 and np.abs(a - c).mean() > 0.005
+
+
+def test_dataset_augments_in_training_only_and_per_epoch(tmp_path):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        write_png_atomic(p, to_uint(image(seed=i)))
+        paths.append(str(p))
+    df = pd.DataFrame({"abs_path": paths, "cancer": [0, 1, 0]})
+    val = MammoDataset(df, train=False)
+    x, target = val[1]
+    assert x.shape == (1, 64, 32) and target["cancer"] == 1 and target["index"] == 1
+    torch.testing.assert_close(x[0], torch.from_numpy(load_png(paths[1])))
+    train = MammoDataset(df, train=True, seed=0)
+    first = train[1][0]
+    torch.testing.assert_close(train[1][0], first)  # same epoch, same draw
+    train.set_epoch(1)
+    assert not torch.equal(train[1][0], first)       # a new epoch draws a new augmentation
+    assert not torch.equal(first, val[1][0])

@@ -1,0 +1,157 @@
+"""The patient and mistake browsers through their programmatic surface: what render() puts on screen."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils import viewer as V
+from mammo_utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def pv(tiny_data):
+    return V.PatientViewer(tiny_data, split="train", display_px=256, tile_px=(200, 160))
+
+
+def red_pixels(img):
+    return (img[..., 0] == 255) & (img[..., 1] == 60) & (img[..., 2] == 60)
+
+
+def test_render_shows_every_view_side_by_side(pv):
+    img = pv.render()
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[1] == 160 * len(pv.views) and len(pv.views) >= 4
+    assert [(v["laterality"], v["view"]) for v in pv.views[:4]] == V.STANDARD_VIEWS
+
+
+def test_window_changes_the_pixels(pv):
+    pv.reset_window()
+    before = pv.render()
+    w = pv.presets(0)[0] if pv.presets(0) else None
+    center = (w.center if w else 2000) + (w.width if w else 2000) * 0.3
+    pv.set_window(center, (w.width if w else 2000) * 0.3)
+    after = pv.render()
+    assert np.abs(after.astype(int) - before.astype(int)).mean() > 5
+    pv.set_window(center, 10, "SIGMOID")
+    assert not np.array_equal(pv.render(), after)
+    with pytest.raises(UserError):
+        pv.set_window(100, 0)
+    pv.reset_window()
+    np.testing.assert_array_equal(pv.render(), before)
+
+
+def test_box_overlay_draws_a_rectangle_around_the_breast(pv):
+    pv.set_overlays(box=False, mask=False, lesions=False)
+    plain = pv.view_rgb(0)
+    assert not red_pixels(plain).any()
+    pv.set_overlays(box=True)
+    boxed = pv.view_rgb(0)
+    red = red_pixels(boxed)
+    ys, xs = np.nonzero(red)
+    assert red.sum() > 50
+    h, w = boxed.shape[:2]
+    # a rectangle: its four edges are red rows and columns, its inside is not
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    assert red[y0, x0:x1].mean() > 0.9 and red[y1, x0:x1].mean() > 0.9
+    assert red[y0:y1, x0].mean() > 0.9 and red[y0:y1, x1].mean() > 0.9
+    assert not red[y0 + 5:y1 - 5, x0 + 5:x1 - 5].any()
+    # the box holds the bright breast: more signal inside than outside
+    inside = plain[y0 + 2:y1 - 1, x0 + 2:x1 - 1, 0].mean()
+    assert inside > plain[..., 0].mean()
+    pv.set_overlays(box=False)
+    np.testing.assert_array_equal(pv.view_rgb(0), plain)
+
+
+def test_next_previous_and_filters(pv, tiny_data):
+    first = pv.patient_id
+    second = pv.next().patient_id
+    assert second != first and pv.previous().patient_id == first
+    assert pv.previous().patient_id == pv.patients[-1]  # wraps around
+    pv.select(first)
+    train = pd.read_csv(tiny_data / "train.csv")
+    cancer_patients = set(train[train.cancer == 1].patient_id)
+    kept = pv.set_filter(cancer_only=True)
+    assert set(kept) == cancer_patients and pv.patient_id in cancer_patients
+    seen = {pv.next().patient_id for _ in range(len(kept))}
+    assert seen == cancer_patients
+    machine = int(train.machine_id.iloc[0])
+    assert set(pv.set_filter(machine_id=machine)) == set(train[train.machine_id == machine].patient_id)
+    with pytest.raises(UserError):
+        pv.set_filter(machine_id=-1)
+    pv.set_filter()
+    with pytest.raises(UserError):
+        pv.select(1)
+
+
+def test_stored_mode_shows_monochrome1_as_stored(tiny_data):
+    truth = pd.read_csv(tiny_data / "synthetic_truth.csv")
+    m1 = truth[(truth.photometric == "MONOCHROME1") & (truth.split == "train")].iloc[0]
+    v = V.PatientViewer(tiny_data, display_px=256).select(m1.patient_id)
+    i = next(k for k, r in enumerate(v.views) if r["image_id"] == m1.image_id)
+    read = v.view_image(i)
+    v.set_mode("stored", view=i)
+    stored = v.view_image(i)
+    assert read[:4, -4:].mean() < 0.2 and stored[:4, -4:].mean() > 0.8 or \
+        read[:4, :4].mean() < 0.2 and stored[:4, :4].mean() > 0.8  # white background as stored
+    with pytest.raises(UserError):
+        v.set_mode("preprocessed")  # no run
+
+
+def test_headless_show_draws_one_figure(pv, monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    fig = pv.show()
+    assert fig is not None and fig.axes[0].get_title().startswith("patient")
+
+
+def test_widget_controls_drive_the_viewer(pv):
+    pytest.importorskip("ipywidgets")
+    box = pv.widget()
+    w = pv._widget
+    before = w.image.value
+    w.width.value = w.width.value / 4
+    assert w.image.value != before
+    w.next_btn.click()
+    assert w.patient.value == pv.patient_id
+    pv.reset_window()
+    assert box is pv.widget()
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_data, tmp_path_factory):
+    """A run folder as the pipeline lays it out: preprocessed images, folds, one trained fold."""
+    from mammo_utils import paths, train
+    from mammo_utils.config import TrainConfig
+    from mammo_utils.preprocess import PreprocessConfig, run_preprocess
+    from mammo_utils.sampling import make_folds
+    from mammo_utils.tables import read_table
+
+    run = tmp_path_factory.mktemp("viewer_run")
+    pre = paths.preprocessed_dir(run, "train", "64x32")
+    run_preprocess(tiny_data, "train", pre, PreprocessConfig(size="64x32"), jobs=1, progress=False)
+    make_folds(read_table(tiny_data), n_splits=3).to_csv(paths.folds_csv(run), index=False)
+    train.train(TrainConfig(run_dir=str(paths.train_dir(run, 0)), preprocessed=str(pre), folds=str(paths.folds_csv(run)),
+                            model="resnet10t", epochs=1, batch_size=8, workers=0, max_steps_per_epoch=1), progress=False)
+    return run
+
+
+def test_run_overlays_probability_and_cam(tiny_data, small_run):
+    v = V.PatientViewer(tiny_data, run_dir=small_run, display_px=256)
+    v.set_mode("preprocessed")
+    plain = v.view_rgb(0)
+    assert plain.shape[:2] == (64, 32)
+    p = v.probability(0)
+    assert p is not None and 0 <= p <= 1
+    v.set_overlays(cam=True)
+    assert not np.array_equal(v.view_rgb(0), plain)
+
+
+def test_mistake_browser_steps_through_the_worst_breasts(small_run):
+    m = V.MistakeBrowser(small_run, display_px=256)
+    assert len(m.mistakes) >= 1 and set(m.mistakes.kind) <= {"false negative", "false positive", "lowest cancer",
+                                                               "highest negative"}
+    first = m.patient_id
+    assert first == int(m.mistakes.patient_id.iloc[0])
+    assert all(s.mode == "preprocessed" for s in m.view_states.values())
+    img = m.render()
+    assert img.ndim == 3 and "breast p=" in m.title()
+    if len(m.patients) > 1:
+        assert m.next().patient_id == m.patients[1]
