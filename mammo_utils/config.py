@@ -49,6 +49,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0         # linear warmup keeps AdamW's early steps from diverging
     clip_grad: float = 1.0             # max gradient norm after unscaling; 0 = off
     amp: str = "auto"                  # auto (CUDA: bf16 if supported else fp16; CPU: off) | bf16 | fp16 | none
+    sync_bn: bool = False              # DDP on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
     # loss and sampling
     loss: str = "bce"                  # bce | focal (down-weights easy negatives)
     focal_gamma: float = 2.0           # focal loss exponent

@@ -71,3 +71,12 @@ def mean_across_ranks(value: float, info: DistInfo) -> float:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, so that all ranks validate the
+    weights rank 0 saves: DDP syncs buffers at the start of each forward, so the last one leaves them apart."""
+    if not info.enabled:
+        return
+    for b in model.buffers():
+        dist.broadcast(b.data, src=0)

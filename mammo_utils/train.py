@@ -27,7 +27,7 @@ from . import metrics, paths
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .config import TrainConfig, resolve_model
 from .data import AugmentConfig, MammoDataset, create_loader, read_split
-from .distributed import DistInfo, all_gather_objects, barrier, init_distributed, mean_across_ranks
+from .distributed import DistInfo, all_gather_objects, barrier, broadcast_buffers, init_distributed, mean_across_ranks
 from .engine import autocast, create_grad_scaler, predict_loader, resolve_amp
 from .errors import CheckpointError
 from .models import build_model
@@ -271,6 +271,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     fwd_model = model
+    if info.enabled and cfg.sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        fwd_model = model
+    elif cfg.sync_bn and info.enabled:
+        log.warning("sync_bn needs CUDA (NCCL); BatchNorm statistics stay per process on CPU")
     if info.enabled:
         fwd_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -302,6 +307,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             sampler.set_epoch(epoch)
         tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema, progress)
         tr["train_loss"] = mean_across_ranks(tr["train_loss"], info)
+        broadcast_buffers(model, info)
         eval_model = ema.module if ema is not None else model
         val, val_pred = validate(eval_model, val_ds, val_df, device, amp_dtype, cfg, info)
         row = {"epoch": epoch, "step": state.step, "lr": opt.param_groups[0]["lr"], **tr,

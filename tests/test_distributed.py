@@ -1,0 +1,139 @@
+"""Beyond one process: DDP through torchrun (gloo on CPU, 2 processes) and preprocessing on a Dask cluster."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammo_utils import metrics, paths
+from mammo_utils.checkpoint import load_checkpoint, load_model
+from mammo_utils.config import TrainConfig
+from mammo_utils.data import MammoDataset, create_loader, read_split
+from mammo_utils.engine import predict_loader
+from mammo_utils.launch import torchrun_command
+from mammo_utils.preprocess import PreprocessConfig, run_preprocess
+from mammo_utils.sampling import BalancedBatchSampler, make_folds
+from mammo_utils.tables import read_table
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    run_preprocess(tiny_data, "train", root / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    make_folds(read_table(tiny_data), n_splits=3).to_csv(root / "folds.csv", index=False)
+    return root
+
+
+def config(prepared, run, **kw):
+    base = dict(run_dir=str(run), preprocessed=str(prepared / "png"), folds=str(prepared / "folds.csv"),
+                model="resnet10t", epochs=2, batch_size=8, lr=1e-3, workers=0, max_steps_per_epoch=4, drop_rate=0.0,
+                warmup_epochs=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def torchrun(cfg: TrainConfig, nproc: int, tmp_path):
+    path = tmp_path / f"cfg_{nproc}.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    res = subprocess.run(torchrun_command(path, nproc), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_balanced_sampler_is_rank_aware():
+    labels = np.array([1] * 10 + [0] * 90)
+    single = BalancedBatchSampler(labels, 8, 0.25, seed=3)
+    ranks = [BalancedBatchSampler(labels, 4, 0.25, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for s in [single, *ranks]:
+        s.set_epoch(2)
+    batches0, batches1, whole = list(ranks[0]), list(ranks[1]), list(single)
+    assert len(batches0) == len(batches1) == len(whole)
+    for a, b, w in zip(batches0, batches1, whole):
+        assert not set(a) & set(b), "ranks must see distinct samples"
+        assert labels[a].sum() == labels[b].sum() == 1  # the same share of positives on each rank
+        assert sorted(a + b) == sorted(w)  # together: the single-process batch of the global size
+    ranks[0].set_epoch(3)
+    assert list(ranks[0]) != batches0  # seeded by epoch
+
+
+def test_torchrun_two_processes_matches_one(prepared, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    torchrun(config(prepared, one, batch_size=8), 1, tmp_path)
+    res = torchrun(config(prepared, two, batch_size=4), 2, tmp_path)  # the same global batch of 8
+    # rank 0 alone writes: one best.pt, one metrics.csv with one row per epoch
+    assert sorted(p.name for p in two.iterdir()) == sorted(["best.pt", "config.json", "last.pt", "metrics.csv",
+                                                              "val_predictions.csv"])
+    assert res.stdout.count("epoch 1/2") == 1
+    assert json.loads((two / "config.json").read_text())["world_size"] == 2
+    assert load_checkpoint(two / "best.pt")["world_size"] == 2
+    # validation covers every validation image exactly once
+    _, val_df = read_split(prepared / "png", prepared / "folds.csv", 0)
+    preds = pd.read_csv(two / "val_predictions.csv")
+    assert len(preds) == len(val_df) and preds.image_id.is_unique and preds.pred.notna().all()
+    assert set(preds.image_id) == set(val_df.image_id)
+    # the gathered metrics equal a single-process evaluation of the same weights
+    model, ckpt = load_model(two / "best.pt")
+    p = predict_loader([model], create_loader(MammoDataset(val_df), 8, False, 0), len(val_df), torch.device("cpu"))
+    np.testing.assert_allclose(preds.pred, p, atol=1e-5)
+    again = metrics.summarize(metrics.aggregate_breasts(val_df.assign(pred=p)))
+    assert again["auc"] == pytest.approx(ckpt["val_metrics"]["auc"], nan_ok=True)
+    assert again["pf1"] == pytest.approx(ckpt["val_metrics"]["pf1"])
+    # the loss curve of 2 processes x 4 matches 1 process x 8 (BatchNorm sees 4 images instead of 8)
+    l1 = pd.read_csv(one / "metrics.csv").train_loss.to_numpy()
+    l2 = pd.read_csv(two / "metrics.csv").train_loss.to_numpy()
+    print({"one_process": l1.round(4).tolist(), "two_processes": l2.round(4).tolist()})
+    np.testing.assert_allclose(l2, l1, rtol=0.08)  # stated tolerance: 8 % per epoch
+
+
+def test_torchrun_resume(prepared, tmp_path):
+    run = tmp_path / "r"
+    torchrun(config(prepared, run, batch_size=4, epochs=1), 2, tmp_path)
+    torchrun(config(prepared, run, batch_size=4, epochs=2, resume=True), 2, tmp_path)
+    history = pd.read_csv(run / "metrics.csv")
+    assert list(history.epoch) == [0, 1] and load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def _pngs(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def test_dask_local_cluster_gives_identical_outputs(tiny_data, tmp_path):
+    pytest.importorskip("distributed")
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    train = pd.read_csv(data / "train.csv")
+    bad = train.iloc[0]
+    (data / "train_images" / str(bad.patient_id) / f"{bad.image_id}.dcm").write_text("not a dicom")
+    cfg = PreprocessConfig(size=(64, 32))
+    local = run_preprocess(data, "train", tmp_path / "local", cfg, jobs=2, progress=False)
+    dask = run_preprocess(data, "train", tmp_path / "dask", cfg, progress=False, scheduler="local:2")
+    assert local["processed"] == dask["processed"] == len(train) - 1 and dask["failed"] == 1
+    assert _pngs(tmp_path / "local") == _pngs(tmp_path / "dask")
+    drop = ["seconds"]
+    m1 = pd.read_csv(tmp_path / "local" / "manifest.csv").drop(columns=drop).sort_values("image_id").reset_index(drop=True)
+    m2 = pd.read_csv(tmp_path / "dask" / "manifest.csv").drop(columns=drop).sort_values("image_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(m1, m2)
+    errors = pd.read_csv(tmp_path / "dask" / "errors.csv")
+    assert errors.image_id.tolist() == [bad.image_id] and "not a DICOM" in errors.message[0]
+    # resume on the cluster: only the missing image is redone
+    (tmp_path / "dask" / paths.png_relpath(train.iloc[1].patient_id, train.iloc[1].image_id)).unlink()
+    again = run_preprocess(data, "train", tmp_path / "dask", cfg, progress=False, scheduler="local:2")
+    assert again["processed"] == 1 and again["skipped"] == len(train) - 2
+    assert _pngs(tmp_path / "local") == _pngs(tmp_path / "dask")
+
+
+def test_cli_scheduler_option(tiny_data, tmp_path):
+    pytest.importorskip("distributed")
+    res = subprocess.run([sys.executable, "-m", "mammo_utils", "preprocess", "--data", str(tiny_data), "--out",
+                          str(tmp_path / "png"), "--size", "64x32", "--limit", "6", "--scheduler", "local:2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "png" / "manifest.csv")) == 6
+    res = subprocess.run([sys.executable, "-m", "mammo_utils", "preprocess", "--data", str(tiny_data), "--out",
+                          str(tmp_path / "png2"), "--scheduler", "bogus"], capture_output=True, text=True)
+    assert res.returncode == 2 and "local:N or tcp://" in res.stderr
