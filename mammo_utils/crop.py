@@ -88,7 +88,7 @@ def background_model(small: np.ndarray, border_frac: float = 0.03) -> tuple[floa
     return best
 
 
-def segment_breast(img: np.ndarray, work_px: int = 512) -> Segmentation:
+def segment_breast(img: np.ndarray, work_px: int = 384) -> Segmentation:
     """Segment the breast on a downsampled copy; see the module docstring for the method."""
     if img.ndim != 2 or img.size == 0:
         raise ValueError(f"segment_breast expects a non-empty 2-D array, got shape {img.shape}")
@@ -136,7 +136,7 @@ def box_from_mask(mask: np.ndarray, scale: float, shape, margin: float = 0.01) -
     return (max(0, y0), max(0, x0), min(h, y1), min(w, x1))
 
 
-def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = 512) -> Box:
+def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = 384) -> Box:
     """Box ``(y0, x0, y1, x1)`` around the whole breast (skin line, nipple, pectoral muscle included).
 
     The box is grown by ``margin`` of the image size on each side. If no breast is found (blank or

@@ -137,16 +137,20 @@ def load_ensemble(checkpoints, device) -> Ensemble:
 
 def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int = 2, batch_size: int = 16,
                    tta: bool = False, device=None, progress: bool = True, scheduler: str | None = None,
-                   work_dir=None) -> tuple[pd.DataFrame, dict]:
-    """Image-level probabilities (NaN for files that failed), averaged over models and TTA views."""
+                   work_dir=None, preprocessed_dir=None) -> tuple[pd.DataFrame, dict]:
+    """Image-level probabilities (NaN for files that failed), averaged over models and TTA views.
+
+    With a ``scheduler`` or a ``preprocessed_dir``, the images are first preprocessed into PNGs (on the
+    cluster; resumable, so a folder shared by several runs is filled once), then predicted from them.
+    """
     from .parallel import resolve_jobs
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp_dtype = resolve_amp("auto", device)
-    if scheduler:
+    if scheduler or preprocessed_dir:
         from .preprocess import read_manifest, run_preprocess
 
-        out = Path(work_dir) / f"preprocessed_{split}"
+        out = Path(preprocessed_dir) if preprocessed_dir else Path(work_dir) / f"preprocessed_{split}"
         run_preprocess(data, split, out, ens.preprocess, jobs=jobs, progress=progress, scheduler=scheduler)
         manifest = read_manifest(out)
         ds = PngDataset(df, dict(zip(manifest.image_id.astype(int), manifest.abs_path)), ens.preprocess.size)
@@ -203,7 +207,7 @@ def submission_order(df: pd.DataFrame, data, csv_name: str) -> list:
 
 def predict(data, split: str, run_dirs, out=None, jobs: int = 2, tta: bool = False, binarize: bool = True,
             batch_size: int = 16, device=None, progress: bool = True, scheduler: str | None = None,
-            max_failed: float = MAX_FAILED) -> tuple[pd.DataFrame, dict]:
+            max_failed: float = MAX_FAILED, preprocessed_dir=None) -> tuple[pd.DataFrame, dict]:
     """``<data>/<split>.csv`` + images -> (submission DataFrame, report); written to ``out`` when given.
 
     The report has ``failed_share`` and ``ok`` (False when more than ``max_failed`` of the images
@@ -215,7 +219,8 @@ def predict(data, split: str, run_dirs, out=None, jobs: int = 2, tta: bool = Fal
         check_writable(Path(out).parent)
     ens = load_ensemble(find_checkpoints(run_dirs), device or "cpu")
     work_dir = Path(out).parent if out else Path(".")
-    preds, settings = predict_images(df, data, split, ens, jobs, batch_size, tta, device, progress, scheduler, work_dir)
+    preds, settings = predict_images(df, data, split, ens, jobs, batch_size, tta, device, progress, scheduler, work_dir,
+                                     preprocessed_dir)
     sub = make_submission(preds, settings, order, binarize)
     share = settings["failed"] / max(1, settings["images"])
     report = {**settings, "breasts": len(sub), "failed_share": share, "max_failed": max_failed,

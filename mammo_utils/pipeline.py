@@ -76,9 +76,9 @@ def plan_parameters(data: Path, run: Path, overrides: dict, names=None) -> dict[
     """Parameters for each notebook: the shared ones it declares, then the user's checked overrides."""
     names = notebook_names(names)
     shared = {"data_dir": str(data), "run_dir": str(run)}
-    for key in overrides:
+    for key in overrides:  # checked against every notebook of the pipeline, whichever of them run now
         nb, _, pname = key.rpartition(".")
-        targets = [n for n in names if n.startswith(nb)] if nb else names
+        targets = [n for n in NOTEBOOKS if n.startswith(nb)] if nb else NOTEBOOKS
         if nb and not targets:
             raise UserError(f"-p {key}: no notebook starts with {nb!r} (notebooks: {', '.join(names)})")
         if not any(pname in notebook_defaults(n) for n in targets):

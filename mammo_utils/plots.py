@@ -285,3 +285,63 @@ def worst_crops(images, masks, boxes, titles, cols: int = 4):
     fig.suptitle("The four worst crops against the true tissue mask (green)")
     fig.tight_layout()
     return fig
+
+
+# ---- sweeps ---------------------------------------------------------------------------------------
+
+def comparison(table: pd.DataFrame):
+    """Held-out test AUC and pF1 per combination with 95 % intervals, beside the validation (selection) AUC."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.6 * len(table) + 2.5), sharey=True)
+    y = np.arange(len(table))
+    colors = ["#999999" if c else "#1f77b4" for c in table.control]
+    for ax, col, title in ((axes[0], "test_auc", "Held-out test AUC (untouched)"),
+                           (axes[1], "test_pf1", "Held-out test pF1 at each run's threshold"),
+                           (axes[2], "val_auc", "Validation AUC (selection: optimistic)")):
+        lo, hi = table[f"{col}_ci_low"], table[f"{col}_ci_high"]
+        ax.errorbar(table[col], y, xerr=[table[col] - lo, hi - table[col]], fmt="none", ecolor="black", capsize=3)
+        ax.scatter(table[col], y, c=colors, zorder=3)
+        if "auc" in col:
+            ax.axvline(0.5, ls=":", color="gray", label="chance")
+            ax.legend(loc="lower right", fontsize=7)
+        ax.set(title=title, xlabel=col.replace("_", " "))
+    axes[0].set_yticks(y, [f"{c}{' (control)' if k else ''}" for c, k in zip(table.combination, table.control)])
+    axes[0].set_ylabel("combination (mean over seeds, 95 % interval)")
+    fig.suptitle("Recipes compared")
+    fig.tight_layout()
+    return fig
+
+
+def paired_differences(paired: pd.DataFrame):
+    """Difference to the baseline per combination (paired bootstrap over the same breasts)."""
+    fig, ax = plt.subplots(figsize=(8, 0.6 * max(1, len(paired)) + 2))
+    y = np.arange(len(paired))
+    if len(paired):
+        ax.errorbar(paired["diff"], y, xerr=[paired["diff"] - paired.ci_low, paired.ci_high - paired["diff"]],
+                    fmt="o", capsize=3)
+        ax.set_yticks(y, paired.combination)
+        ax.set_title(f"{paired.metric.iloc[0]}: difference to {paired.baseline.iloc[0]} (paired bootstrap, 95 %)")
+    else:
+        ax.set_title("only one combination: nothing to compare")
+    ax.axvline(0, color="gray", ls=":")
+    ax.set(xlabel="difference (combination - baseline)", ylabel="combination")
+    fig.tight_layout()
+    return fig
+
+
+def overlaid_curves(curves: pd.DataFrame):
+    """Validation AUC and training loss per epoch of every run, one colour per combination."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    combos = list(dict.fromkeys(curves.combination)) if len(curves) else []
+    cmap = plt.get_cmap("tab10")
+    for k, combo in enumerate(combos):
+        for j, (_, g) in enumerate(curves[curves.combination == combo].groupby("run")):
+            label = combo if j == 0 else None
+            axes[0].plot(g.epoch, g.val_auc, color=cmap(k % 10), alpha=0.8, label=label)
+            axes[1].plot(g.epoch, g.train_loss, color=cmap(k % 10), alpha=0.8, label=label)
+    axes[0].set(title="Validation AUC per epoch", xlabel="epoch", ylabel="AUC")
+    axes[1].set(title="Training loss per epoch", xlabel="epoch", ylabel="loss")
+    if combos:
+        axes[0].legend(fontsize=7)
+    fig.suptitle("Learning curves of every run (one line per seed)")
+    fig.tight_layout()
+    return fig

@@ -94,6 +94,9 @@ def preprocess_file(path, cfg: PreprocessConfig, laterality: str | None = None):
 
 def _job(row: dict, dcm_path: str, out_dir: str, cfg: PreprocessConfig) -> dict:
     """Worker: never raises; returns a manifest row or an error row."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already: OpenCV's own threads would only contend
     t0 = time.perf_counter()
     rel = paths.png_relpath(row["patient_id"], row["image_id"])
     try:

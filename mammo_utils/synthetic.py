@@ -398,7 +398,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     if min(size) < MIN_SYNTH_PX:
         raise UserError(f"synthetic images must be at least {MIN_SYNTH_PX}x{MIN_SYNTH_PX}, got {size[0]}x{size[1]}")
     if test_patients is None:
-        test_patients = max(2, patients // 10)
+        test_patients = max(2, patients // 2)  # a labelled held-out set big enough for an honest estimate
     if int(test_patients) < 1:
         raise UserError(f"test_patients must be at least 1, got {test_patients}")
     out.mkdir(parents=True, exist_ok=True)

@@ -185,6 +185,8 @@ def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0
             lo, hi = (int(arr.min()), int(arr.max()))
             valid = arr[~pad_mask] if pad_mask is not None and pad_mask.any() and not pad_mask.all() else None
             mm = (int(valid.min()), int(valid.max())) if valid is not None else (lo, hi)
+            if arr.dtype.kind == "u":
+                lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
             table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, header_window, voi_lut,
                                                 invert, minmax_range=mm)
             img = apply_display_lut(arr, table, lo)
