@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DATA ?= data/synthetic
 RUN ?= runs/demo
 
-.PHONY: help setup demo test bench lab hooks clean
+.PHONY: help setup demo sweep test bench lab hooks clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -14,12 +14,21 @@ setup:  ## create/refresh .venv (seconds when requirements are unchanged)
 demo: setup  ## the main job: notebooks 01-06 on the synthetic default via papermill
 	$(PY) -m mammo_utils pipeline --data $(DATA) --run $(RUN)
 
+sweep: setup  ## the benchmark sweep: all data vs paired vs balanced sampler, 2 seeds, shuffled control (hard preset)
+	$(PY) -m mammo_utils sweep --data data/hard --preset hard --patients 400 --run runs/sweep_hard \
+	    --grid benchmarks/grid_sampling.yaml --seeds 0 1 -p image_size 192x96 -p n_splits 3 -p 04.epochs 6
+
 test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
 	$(PY) -m pytest -q
 
-bench: setup  ## decode / preprocess / training / inference throughput (ratios to in-run baselines)
+bench: setup  ## decode, preprocess, crop quality, training, inference and GPU benchmarks (ratios to in-run baselines)
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/crop_quality.py
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/viewer.py
+	$(PY) benchmarks/gpu.py
 
 hooks: setup  ## contributors: strip notebook outputs on commit (nbstripout git filter)
 	.venv/bin/nbstripout --install --attributes .gitattributes

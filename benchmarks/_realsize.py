@@ -12,7 +12,7 @@ CACHE = Path(__file__).resolve().parent / "_data"
 
 def realsize_files(syntax: str, n: int = 8, shape=(3328, 2560), seed: int = 0) -> list[Path]:
     """``n`` DICOM files of one transfer syntax (``j2k`` or ``jpeg_lossless``), written once and cached."""
-    out = CACHE / f"{syntax}_{shape[0]}x{shape[1]}"
+    out = CACHE / f"realsize_{shape[0]}x{shape[1]}" / f"{syntax}_images" / "1"  # the RSNA layout: <split>_images/<patient>/
     paths = [out / f"{i}.dcm" for i in range(n)]
     if all(p.exists() for p in paths):
         return paths

@@ -22,7 +22,8 @@ from _realsize import realsize_files
 from mammo_utils import dicom
 from mammo_utils.inference import DicomDataset
 from mammo_utils.models import build_model
-from mammo_utils.preprocess import PreprocessConfig, parse_size
+from mammo_utils.paths import parse_size
+from mammo_utils.preprocess import PreprocessConfig
 
 HIDDEN_TEST_IMAGES = 32_000
 KAGGLE_LIMIT_HOURS = 9.0
@@ -40,7 +41,8 @@ def main():
     paths = (paths * ((args.n + len(paths) - 1) // len(paths)))[: args.n]
     df = pd.DataFrame({"patient_id": [p.parent.name for p in paths], "image_id": [p.stem for p in paths],
                        "laterality": "L"})
-    images_dir = paths[0].parent.parent
+    data = paths[0].parent.parent.parent  # <data>/<split>_images/<patient>/<image>.dcm
+    split = paths[0].parent.parent.name.removesuffix("_images")
 
     with Parallel(n_jobs=args.workers) as pool:
         pool(delayed(dicom.read_stored)(p, "pydicom") for p in paths[: args.workers])
@@ -48,7 +50,7 @@ def main():
         pool(delayed(dicom.read_stored)(p, "pydicom") for p in paths)
         baseline = len(paths) / (time.perf_counter() - t0)
 
-    ds = DicomDataset(df, images_dir, PreprocessConfig(size=size))
+    ds = DicomDataset(df, data, split, PreprocessConfig(size=size))
     loader = DataLoader(ds, batch_size=8, num_workers=args.workers, prefetch_factor=2)
     next(iter(DataLoader(ds, batch_size=1, num_workers=0)))  # warm-up imports
     t0 = time.perf_counter()
@@ -56,7 +58,7 @@ def main():
         pass
     data_rate = len(ds) / (time.perf_counter() - t0)
 
-    model = build_model(args.model, in_chans=1, drop_path_rate=0.0).eval()
+    model = build_model(args.model).eval()
     t0 = time.perf_counter()
     with torch.inference_mode():
         for x, _, _ in loader:

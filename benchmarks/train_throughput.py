@@ -15,9 +15,12 @@ from pathlib import Path
 import torch
 
 from mammo_utils import train as T
+from mammo_utils.config import TrainConfig
 from mammo_utils.data import MammoDataset, create_loader, read_split
+from mammo_utils.engine import autocast, create_grad_scaler, resolve_amp
 from mammo_utils.models import build_model
-from mammo_utils.preprocess import PreprocessConfig, parse_size, run_preprocess
+from mammo_utils.paths import parse_size
+from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 from mammo_utils.sampling import BalancedBatchSampler, patient_folds
 
 DATA = Path(__file__).resolve().parent / "_data"
@@ -50,16 +53,15 @@ def main():
     args = ap.parse_args()
     size = parse_size(args.size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp_dtype = T.resolve_amp(args.amp, device)
-    cfg = T.TrainConfig(model=args.model, batch_size=args.batch_size, amp=args.amp, workers=args.workers,
-                        drop_path_rate=0.0, channels_last=True)
+    amp_dtype = resolve_amp(args.amp, device)
+    cfg = TrainConfig(model=args.model, batch_size=args.batch_size, amp=args.amp, workers=args.workers)
     pre, folds = prepared(size)
     train_df, _ = read_split(pre, folds, 0)
-    model = build_model(args.model, in_chans=1, drop_path_rate=0.0).to(device)
+    model = build_model(args.model).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = T.build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = create_grad_scaler(device, amp_dtype)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
     def sync():
@@ -70,19 +72,15 @@ def main():
     x = torch.rand(args.batch_size, 1, *size, device=device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    y = {"cancer": (torch.rand(args.batch_size, device=device) > 0.7).float()}
+    y = (torch.rand(args.batch_size, device=device) > 0.7).float()
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
             sync()
             t0 = time.perf_counter()
-        with T.autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             out = model(x)
-        scaler.scale(T.compute_loss(out, y, cfg, 1.0)).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+        scaler.scale(T.compute_loss(out["cancer"], y)).backward()
+        T.optimizer_step(model, opt, scaler, 1.0, T.StepState())
     sync()
     bare = args.steps * args.batch_size / (time.perf_counter() - t0)
 

@@ -110,14 +110,15 @@ def _pipeline(a) -> int:
     from .pipeline import run_pipeline
 
     params = {name: value for name, value in a.p or []}
-    return run_pipeline(a.data_dir, a.run_dir, params=params, start=a.from_, only=a.only, synth_patients=a.patients)
+    return run_pipeline(a.data_dir, a.run_dir, params=params, start=a.from_, only=a.only, synth_patients=a.patients,
+                        preset=a.preset)
 
 
 def _sweep(a) -> int:
     from .sweep import run_sweep
 
     return run_sweep(a.data_dir, a.run_dir, a.grid, seeds=a.seeds, params={n: v for n, v in a.p or []},
-                     synth_patients=a.patients, compare=not a.no_compare, baseline=a.baseline)
+                     synth_patients=a.patients, compare=not a.no_compare, baseline=a.baseline, preset=a.preset)
 
 
 def _bundle(a) -> int:
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", default=None, help="run only this notebook number")
     s.add_argument("--patients", type=_positive(int), default=200,
                    help="synthetic patients when --data is a missing or empty folder")
+    s.add_argument("--preset", default="default", choices=["default", "hard"], help="synthetic preset for an empty --data")
     s.set_defaults(func=_pipeline)
 
     s = sub.add_parser("sweep", help="run the pipeline once per parameter combination and compare the runs")
@@ -268,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", default=None, help="combination name to compare against (default: the first)")
     s.add_argument("--no-compare", action="store_true", help="skip notebook 07 at the end")
     s.add_argument("--patients", type=_positive(int), default=200, help="synthetic patients for an empty --data")
+    s.add_argument("--preset", default="default", choices=["default", "hard"], help="synthetic preset for an empty --data")
     s.set_defaults(func=_sweep)
 
     s = sub.add_parser("kaggle-bundle", help="folder to upload as a Kaggle dataset (wheels + run)")

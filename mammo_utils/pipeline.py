@@ -120,7 +120,7 @@ class _EpochEcho(logging.Handler):
                 print(f"[pipeline]   {line}", flush=True)
 
 
-def prepare_data(data: Path, synth_patients: int, progress: bool = True) -> float | None:
+def prepare_data(data: Path, synth_patients: int, progress: bool = True, preset: str = "default") -> float | None:
     """Use ``data`` when it holds train.csv; write the synthetic default into it only when it is missing
     or empty. Returns the seconds spent writing synthetic data (None when the data was there)."""
     from .synthetic import check_synthetic_target, write_dataset
@@ -128,9 +128,10 @@ def prepare_data(data: Path, synth_patients: int, progress: bool = True) -> floa
     if paths.split_csv(data, "train").exists():
         return None
     check_synthetic_target(data)
-    print(f"{data} is empty: writing the synthetic default dataset ({synth_patients} patients)")
+    print(f"{data} is empty: writing the synthetic {preset} dataset ({synth_patients} patients)")
     t0 = time.perf_counter()
-    write_dataset(data, patients=synth_patients, seed=0, progress=progress)
+    size = (256, 208) if preset == "hard" else (640, 512)  # the benchmark trades pixels for patients
+    write_dataset(data, patients=synth_patients, seed=0, progress=progress, preset=preset, size=size)
     return round(time.perf_counter() - t0, 1)
 
 
@@ -143,7 +144,7 @@ def execute_notebook(name: str, out_nb: Path, params: dict, progress: bool = Tru
 
 
 def run_pipeline(data, run, params: dict | None = None, start: str | None = None, only: str | None = None,
-                 synth_patients: int = 200, progress: bool = True, notebooks=None) -> int:
+                 synth_patients: int = 200, progress: bool = True, notebooks=None, preset: str = "default") -> int:
     """Execute the notebooks; write ``<run>/summary.json``; return a process exit status."""
     from papermill.exceptions import PapermillExecutionError
 
@@ -161,7 +162,7 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
     data, run = Path(data).resolve(), Path(run).resolve()
     names = select_notebooks(start, only, notebooks)
     plan = plan_parameters(data, run, params or {}, notebooks)  # every override checked before any work
-    synth_seconds = prepare_data(data, synth_patients, progress)
+    synth_seconds = prepare_data(data, synth_patients, progress, preset)
     run.mkdir(parents=True, exist_ok=True)
     summary_path = paths.summary_json(run)
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -92,7 +92,7 @@ def finished(run: Path, params: dict) -> bool:
 
 
 def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, synth_patients: int = 200,
-              compare: bool = True, baseline: str | None = None, progress: bool = True) -> int:
+              compare: bool = True, baseline: str | None = None, progress: bool = True, preset: str = "default") -> int:
     """Run every combination x seed; return a process exit status."""
     from .pipeline import prepare_data
 
@@ -102,7 +102,7 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
     base = dict(params or {})
     for c in combos:  # every override checked before any work
         plan_parameters(data, sweep / "check", {**base, **{k: str(v) for k, v in c["params"].items()}, "seed": "0"})
-    prepare_data(data, synth_patients, progress)
+    prepare_data(data, synth_patients, progress, preset)
     sweep.mkdir(parents=True, exist_ok=True)
     shared = sweep / CACHE
     t_start = time.perf_counter()

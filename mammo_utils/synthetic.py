@@ -310,10 +310,10 @@ def breast_params(rng, density: float, implant: bool, anatomy: str = "default", 
             p.update(height=rng.uniform(0.48, 0.58), cy=rng.choice([0.40, 0.60]))
         p["anatomy"] = kind
     if lesions == "hard":
-        # small, low-contrast masses; a third are calcifications only; a quarter show in one view only
-        p.update(lesion_r=rng.uniform(0.015, 0.03), lesion_mass=bool(rng.random() > 0.33),
-                 lesion_view=rng.choice(["CC", "MLO"]) if rng.random() < 0.25 else None,
-                 mimic=rng.choice(["mass", "vascular", None], p=[0.12, 0.08, 0.80]))
+        # small masses; a fifth are calcifications only; a fifth show in one view only; 12 % benign mimics
+        p.update(lesion_r=rng.uniform(0.025, 0.045), lesion_mass=bool(rng.random() > 0.2),
+                 lesion_view=rng.choice(["CC", "MLO"]) if rng.random() < 0.2 else None,
+                 mimic=rng.choice(["mass", "vascular", None], p=[0.07, 0.05, 0.88]))
     return p
 
 
@@ -322,7 +322,7 @@ PRESETS = {
     "default": dict(cancer_rate=0.2, lesion_contrast=0.3, anatomy="default", lesions="default", confounder=0.0),
     # the benchmark: small faint masses, calcification-only and one-view cancers, benign mimics,
     # hard anatomy, and machine 49 with three times the cancer rate of the others
-    "hard": dict(cancer_rate=0.12, lesion_contrast=0.10, anatomy="hard", lesions="hard", confounder=3.0),
+    "hard": dict(cancer_rate=0.20, lesion_contrast=0.28, anatomy="hard", lesions="hard", confounder=3.0),
 }
 
 
