@@ -63,20 +63,11 @@ def in_widget_frontend() -> bool:
 
 def read_stored_view(path, display_px: int) -> StoredView:
     """Decode at the screen size and keep what windowing needs (not the windowed image)."""
-    from .dicom.decoders import choose_reduction
-    from .dicom.read import area_reduce, modality_from_header, read_stored, voi_from_header
+    from .dicom.read import modality_from_header, read_stored, reduce_for, voi_from_header
 
     min_size = (display_px, display_px // 2)
     arr, scale, ds, _ = read_stored(path, min_size=min_size)
-    pad = ds.get("PixelPaddingValue")
-    pad_mask = arr == int(pad) if pad is not None and not isinstance(pad, (bytes, list)) else None
-    if scale == 1:
-        k = choose_reduction(arr.shape, min_size, 8)
-        if k:
-            arr = area_reduce(arr, k)
-            if pad_mask is not None:
-                pad_mask = cv2.resize(pad_mask.view(np.uint8), arr.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
-            scale = 2 ** k
+    arr, scale, pad_mask = reduce_for(arr, scale, ds, min_size)
     slope, intercept, _ = modality_from_header(ds)
     windows = []
     centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")

@@ -142,6 +142,28 @@ def area_reduce(arr: np.ndarray, k: int) -> np.ndarray:
     return cv2.resize(arr.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
 
+def reduce_for(arr: np.ndarray, scale: int, ds, min_size):
+    """(stored values, scale, padding mask) at the size the caller needs.
+
+    No wavelet pyramid to exploit (JPEG Lossless, RLE, native, or J2K decoded in full): reduce by the
+    same power of two a J2K reduced decode would, before any LUT, so the table is applied to few pixels.
+    The padding mask (PS3.3 C.7.5.1.1.2 PixelPaddingValue) is taken before and reduced with it.
+    """
+    padding = ds.get("PixelPaddingValue")
+    pad_value = int(padding) if padding is not None and not isinstance(padding, (bytes, list)) else None
+    pad_mask = (arr == pad_value) if pad_value is not None else None
+    if min_size and scale == 1:
+        k = choose_reduction(arr.shape, min_size, 8)
+        if k:
+            import cv2
+
+            arr = area_reduce(arr, k)
+            if pad_mask is not None:
+                pad_mask = cv2.resize(pad_mask.view(np.uint8), arr.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+            scale = 2 ** k
+    return arr, scale, pad_mask
+
+
 def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
                invert_monochrome1: bool = True, padding_to_background: bool = True,
                window: Window | None = None) -> DicomImage:
@@ -159,21 +181,7 @@ def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomReadError(path, f"PhotometricInterpretation {photometric!r} is not grayscale")
-    padding = ds.get("PixelPaddingValue")
-    pad_value = int(padding) if padding is not None and not isinstance(padding, (bytes, list)) else None
-    pad_mask = (arr == pad_value) if pad_value is not None else None
-
-    if min_size and scale == 1:
-        # No wavelet pyramid to exploit (JPEG Lossless, RLE, native, or J2K decoded in full): reduce by the
-        # same power of two a J2K reduced decode would, before the LUT, so the table is applied to few pixels.
-        k = choose_reduction(arr.shape, min_size, 8)
-        if k:
-            import cv2
-
-            arr = area_reduce(arr, k)
-            if pad_mask is not None:
-                pad_mask = cv2.resize(pad_mask.view(np.uint8), arr.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
-            scale = 2 ** k
+    arr, scale, pad_mask = reduce_for(arr, scale, ds, min_size)
     slope, intercept, modality_lut = modality_from_header(ds)
     if window is not None:
         header_window, voi_lut = window, None
