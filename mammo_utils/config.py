@@ -80,6 +80,11 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        from .data import AugmentConfig
+
+        unknown = set(self.augment) - set(AugmentConfig.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"augment has unknown key(s) {sorted(unknown)}; known: {sorted(AugmentConfig.__dataclass_fields__)}")
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with ``changes``; values are checked against each field's type (``epochs="ten"`` fails)."""

@@ -29,8 +29,10 @@ def train_fold(cfg: TrainConfig, gpus: int = 1, progress: bool = True) -> dict:
         return train(cfg, progress=progress)
     import torch
 
-    if torch.cuda.device_count() < gpus:
+    if torch.cuda.is_available() and torch.cuda.device_count() < gpus:
         raise UserError(f"gpus={gpus} but this machine has {torch.cuda.device_count()} GPU(s)")
+    if not torch.cuda.is_available():
+        print(f"no GPU: running {gpus} CPU processes with the gloo backend (slow; for testing the DDP path)")
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     config_path = run / "torchrun_config.json"

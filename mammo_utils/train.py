@@ -301,41 +301,44 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     prevalence = float(metrics.aggregate_breasts(train_df.assign(pred=0.0)).cancer.mean())
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}
     t_start = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        train_ds.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema, progress)
-        tr["train_loss"] = mean_across_ranks(tr["train_loss"], info)
-        broadcast_buffers(model, info)
-        eval_model = ema.module if ema is not None else model
-        val, val_pred = validate(eval_model, val_ds, val_df, device, amp_dtype, cfg, info)
-        row = {"epoch": epoch, "step": state.step, "lr": opt.param_groups[0]["lr"], **tr,
-               "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.skipped_by_scaler,
-               "scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
-               **{f"val_{k}": v for k, v in val.items()}}
-        history.append(row)
-        score = val[cfg.select_metric]
-        score = -float("inf") if score != score else score  # NaN never wins
-        improved = score > best
-        common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=epoch,
-                      train_breast_prevalence=prevalence, step=state.step, history=history,
-                      world_size=info.world_size, provenance=provenance())
-        if improved:
-            best, best_epoch = score, epoch
-        if info.is_main:
-            pd.DataFrame(history).to_csv(run / paths.METRICS, index=False)
+    # dropout and the rest of torch's global stream: seeded per run (and rank), restored afterwards
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed * 1000 + info.rank)
+        for epoch in range(start_epoch, cfg.epochs):
+            train_ds.set_epoch(epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema, progress)
+            tr["train_loss"] = mean_across_ranks(tr["train_loss"], info)
+            broadcast_buffers(model, info)
+            eval_model = ema.module if ema is not None else model
+            val, val_pred = validate(eval_model, val_ds, val_df, device, amp_dtype, cfg, info)
+            row = {"epoch": epoch, "step": state.step, "lr": opt.param_groups[0]["lr"], **tr,
+                   "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.skipped_by_scaler,
+                   "scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
+                   **{f"val_{k}": v for k, v in val.items()}}
+            history.append(row)
+            score = val[cfg.select_metric]
+            score = -float("inf") if score != score else score  # NaN never wins
+            improved = score > best
+            common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=epoch,
+                          train_breast_prevalence=prevalence, step=state.step, history=history,
+                          world_size=info.world_size, provenance=provenance())
             if improved:
-                save_checkpoint(best_path, model=unwrap(eval_model).state_dict(), best_metric=best, best_epoch=epoch,
-                                threshold=val["threshold"], aggregate=cfg.aggregate, val_metrics=val, **common)
-                val_pred.to_csv(run / paths.VAL_PREDICTIONS, index=False)
-            save_checkpoint(last_path, model=unwrap(model).state_dict(), optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                            ema=ema.module.state_dict() if ema is not None else None, best_metric=best,
-                            best_epoch=best_epoch, **common)
-            line = _epoch_line(epoch, cfg, row, improved, time.perf_counter() - t_start, epoch - start_epoch + 1)
-            print(line, flush=True)
-        barrier(info)
+                best, best_epoch = score, epoch
+            if info.is_main:
+                pd.DataFrame(history).to_csv(run / paths.METRICS, index=False)
+                if improved:
+                    save_checkpoint(best_path, model=unwrap(eval_model).state_dict(), best_metric=best, best_epoch=epoch,
+                                    threshold=val["threshold"], aggregate=cfg.aggregate, val_metrics=val, **common)
+                    val_pred.to_csv(run / paths.VAL_PREDICTIONS, index=False)
+                save_checkpoint(last_path, model=unwrap(model).state_dict(), optimizer=opt.state_dict(),
+                                scheduler=sched.state_dict(), scaler=scaler.state_dict(),
+                                ema=ema.module.state_dict() if ema is not None else None, best_metric=best,
+                                best_epoch=best_epoch, **common)
+                line = _epoch_line(epoch, cfg, row, improved, time.perf_counter() - t_start, epoch - start_epoch + 1)
+                print(line, flush=True)
+            barrier(info)
 
     if not best_path.exists():
         raise RuntimeError(f"no epoch was run (epochs={cfg.epochs}, resumed at {start_epoch})")

@@ -163,3 +163,16 @@ def test_cli_predict(tiny_data, trained_run, tmp_path):
                  "--tta"]) == 0  # the documented option names still work as aliases
     sub = pd.read_csv(out)
     assert list(sub.prediction_id) == list(pd.read_csv(tiny_data / "sample_submission.csv").prediction_id)
+
+
+def test_each_test_image_is_decoded_once(tiny_data, trained_run, monkeypatch):
+    calls = []
+    original = inference.DicomDataset.__getitem__
+
+    def counting(self, i):
+        calls.append(i)
+        return original(self, i)
+
+    monkeypatch.setattr(inference.DicomDataset, "__getitem__", counting)
+    inference.predict(tiny_data, "test", [trained_run], jobs=0, progress=True)  # in-process loading, progress bar on
+    assert sorted(calls) == list(range(len(pd.read_csv(tiny_data / "test.csv"))))

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from mammo_utils import train as T
+from mammo_utils.config import resolve_model
 from mammo_utils.checkpoint import load_checkpoint, load_model
 from mammo_utils.config import TrainConfig
 from mammo_utils.engine import create_grad_scaler, resolve_amp
@@ -342,3 +343,66 @@ def test_cli_train_with_overrides(prepared, tmp_path):
     assert (tmp_path / "r" / "best.pt").exists()
     assert main(["train", "--config", str(cfg), "--set", "epochs=ten"]) == 2
     assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypatch):
+    """model=None, drop_rate, weight_decay, pos_weight, augment, select_metric and seed do what they say."""
+    assert resolve_model(None, cuda=False) == "resnet10t" and "no GPU" in capsys.readouterr().out
+    assert resolve_model(None, cuda=True, verbose=False) == "efficientnet_b4"
+    assert build_model("resnet10t", drop_rate=0.42).head[0].p == 0.42
+    model = Tiny()
+    groups = T.build_optimizer(model, TrainConfig(weight_decay=0.05)).param_groups
+    assert groups[0]["weight_decay"] == 0.05 and all(p.ndim >= 2 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+    with pytest.raises(UserError, match="augment has unknown"):
+        TrainConfig(augment={"vflipp": 1.0})
+    # select_metric: the epoch with the best AUC wins when asked, even with a worse pF1
+    scores = iter([(0.9, 0.6), (0.5, 0.8), (0.7, 0.7)])
+
+    def fake_validate(model, val_ds, val_df, device, amp_dtype, cfg, info=None):
+        pf1, auc = next(scores)
+        return ({"pf1": pf1, "auc": auc, "threshold": 0.5, "pf1_raw": pf1, "pr_auc": auc, "sensitivity": 1.0,
+                 "specificity": 1.0, "breasts": 1, "positives": 1}, val_df.assign(pred=auc))
+
+    monkeypatch.setattr(T, "validate", fake_validate)
+    result = T.train(small_cfg(prepared, tmp_path / "auc", epochs=3, max_steps_per_epoch=1, select_metric="auc"),
+                     progress=False)
+    assert result["best_epoch"] == 1
+    monkeypatch.undo()
+    # pos_weight "auto": 1 with balanced batches, n_neg/n_pos with random batches (logged)
+    import logging
+
+    with caplog_at(logging.INFO) as records:
+        T.train(small_cfg(prepared, tmp_path / "rnd", epochs=1, max_steps_per_epoch=1, sampler="random"), progress=False)
+    assert any("pos_weight" in r and not r.endswith("pos_weight 1.00") for r in records)
+    # seed: same seed, same run; another seed, another run
+    a = T.train(small_cfg(prepared, tmp_path / "s1", epochs=1, max_steps_per_epoch=2, seed=3), progress=False)
+    b = T.train(small_cfg(prepared, tmp_path / "s2", epochs=1, max_steps_per_epoch=2, seed=3), progress=False)
+    c = T.train(small_cfg(prepared, tmp_path / "s3", epochs=1, max_steps_per_epoch=2, seed=4), progress=False)
+    la, lb, lc = (pd.read_csv(tmp_path / s / "metrics.csv").train_loss[0] for s in ("s1", "s2", "s3"))
+    assert la == lb and la != lc
+
+
+class caplog_at:
+    """Collect the messages of mammo_utils.train at a level (pytest's caplog is function-scoped only)."""
+
+    def __init__(self, level):
+        import logging
+
+        self.level, self.records, self.logger = level, [], logging.getLogger("mammo_utils.train")
+
+    def __enter__(self):
+        import logging
+
+        class H(logging.Handler):
+            def emit(h, record):
+                self.records.append(record.getMessage())
+
+        self.handler, self.old = H(), self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(self.level)
+        return self.records
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.old)
