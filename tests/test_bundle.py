@@ -1,4 +1,5 @@
 """The Kaggle bundle builds, and mammo_utils installs from it into a fresh venv with --no-index."""
+import os
 import subprocess
 import sys
 import venv
@@ -29,16 +30,21 @@ def test_bundle_builds_and_installs_offline(fake_run, tmp_path):
     params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert 'run_dirs = ["/kaggle/input/my-bundle/run/train"]' in params
     assert 'wheels_dir = "/kaggle/input/my-bundle/wheels"' in params
+    assert (out / "wheels" / "requirements.txt").exists()
 
     env = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a fresh environment sees only its own packages
     py = env / "bin" / "python"
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--find-links", out / "wheels",
-                    "mammo-workbook"], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", "--find-links", out / "wheels",
+                    "-r", out / "wheels" / "requirements.txt"], check=True, env=clean)  # notebook 06's two steps
+    res = subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--find-links", out / "wheels",
+                          "mammo-workbook"], check=True, env=clean, capture_output=True, text=True)
+    assert "requires" not in res.stderr, res.stderr  # no resolver complaint about notebook tooling
     res = subprocess.run([py, "-c", "import mammo_utils, mammo_utils.metrics as m; print(mammo_utils.__file__)"],
-                         capture_output=True, text=True, cwd=tmp_path)
+                         capture_output=True, text=True, cwd=tmp_path, env=clean)
     # metrics imports numpy/pandas, absent from the bare venv: the package itself must be there
     assert "site-packages" in res.stdout or "No module named 'numpy'" in res.stderr
     res = subprocess.run([py, "-c", "import importlib.util as u; print(u.find_spec('mammo_utils').origin)"],
-                         capture_output=True, text=True, cwd=tmp_path, check=True)
+                         capture_output=True, text=True, cwd=tmp_path, check=True, env=clean)
     assert str(env) in res.stdout
