@@ -82,6 +82,15 @@ def test_bbox_fatty_low_contrast_and_dense():
     assert_good_box(cr.breast_bbox(dense), breast)
 
 
+def test_bbox_joins_large_pieces_of_one_breast():
+    """A dark band across the breast (fat below the threshold, a paddle edge) splits it in two large
+    pieces: both are breast, and the box must hold both."""
+    img, breast = phantom()
+    img[196:210, :] = 0.0
+    breast[196:210, :] = False
+    assert_good_box(cr.breast_bbox(img), breast)
+
+
 def test_bbox_blank_image_returns_full_image(caplog):
     assert cr.breast_bbox(np.zeros((50, 40), np.float32)) == (0, 0, 50, 40)
     assert "no breast found" in caplog.text
@@ -100,6 +109,8 @@ def test_crop_orient_resize_to_uint():
     r = cr.resize_pad(c, (64, 32))
     assert r.shape == (64, 32) and r[:, :24].min() > 0.7 and r[:, 25:].max() == 0  # padded on the right
     assert cr.resize_pad(c, (64, 32), keep_aspect=False).min() > 0.7
+    wide = cr.resize_pad(np.full((30, 80), 0.8, np.float32), (64, 32))  # 12 rows of image, then padding below
+    assert wide[:12].min() > 0.7 and wide[12:].max() == 0
     u8, u16 = to_uint(np.array([0, 0.5, 1.0]), 8), to_uint(np.array([0, 0.5, 1.0]), 16)
     assert u8.tolist() == [0, 128, 255] and u16.dtype == np.uint16 and u16[-1] == 65535
     assert parse_size("1024x512") == (1024, 512)

@@ -120,6 +120,9 @@ def test_aggregation_threshold_and_summary():
     assert mean.pred.to_dict() == pytest.approx({"1_L": 0.7, "1_R": 0.3, "2_L": 0.1, "2_R": 0.6})
     assert mean.cancer.to_dict() == {"1_L": 1, "1_R": 0, "2_L": 0, "2_R": 0}
     assert metrics.aggregate_breasts(df, how="max").set_index("prediction_id").pred["1_L"] == 0.9
+    # a breast is cancer when any of its images is (e.g. a lesion marked in one view only)
+    one_view = metrics.aggregate_breasts(df.assign(cancer=[1, 0, 0, 0, 0, 0])).set_index("prediction_id")
+    assert one_view.cancer["1_L"] == 1
     thr, score = metrics.best_threshold(mean.cancer, mean.pred)
     assert score == 1.0 and 0.6 < thr <= 0.7
     assert metrics.binarize_quantile([0.1, 0.2, 0.3, 0.9], 0.75).tolist() == [0, 0, 0, 1]
