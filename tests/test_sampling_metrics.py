@@ -143,3 +143,20 @@ def test_cli_folds(tmp_path):
     assert set(folds.fold) == {0, 1, 2} and (folds.groupby("patient_id").fold.nunique() == 1).all()
     n_pos = folds.groupby("patient_id").cancer.max().sum()
     assert folds.patient_id.nunique() == n_pos + min(2 * n_pos, 60 - n_pos)
+
+
+def test_shuffled_label_control_keeps_prevalence_and_breasts(table):
+    from mammo_utils.sampling import make_folds, shuffle_breast_labels
+    from mammo_utils.tables import with_prediction_id
+
+    df = with_prediction_id(table)
+    shuffled = shuffle_breast_labels(df, seed=1)
+    before = df.groupby("prediction_id").cancer.max()
+    after = shuffled.groupby("prediction_id").cancer.agg(["min", "max"])
+    assert (after["min"] == after["max"]).all(), "all images of a breast share the new label"
+    assert after["max"].sum() == before.sum(), "the number of cancer breasts is kept"
+    assert (after["max"] != before.reindex(after.index)).any(), "labels move between breasts"
+    assert shuffled.cancer.tolist() == shuffle_breast_labels(df, seed=1).cancer.tolist()
+    folds = make_folds(df, "all", n_splits=3, label_control="shuffled")
+    assert folds.groupby("prediction_id").cancer.max().sum() == before.sum()
+    assert not folds.cancer.equals(make_folds(df, "all", n_splits=3).cancer)
