@@ -137,3 +137,13 @@ def test_cli_scheduler_option(tiny_data, tmp_path):
     res = subprocess.run([sys.executable, "-m", "mammo_utils", "preprocess", "--data", str(tiny_data), "--out",
                           str(tmp_path / "png2"), "--scheduler", "bogus"], capture_output=True, text=True)
     assert res.returncode == 2 and "local:N or tcp://" in res.stderr
+
+
+def test_notebook_launcher_runs_torchrun_and_returns_the_same_result(prepared, tmp_path):
+    """Notebook 04's `gpus` parameter: train_fold(cfg, gpus=2) runs torchrun (gloo here) and returns
+    the result dict a single-process run returns."""
+    from mammo_utils.launch import train_fold
+
+    result = train_fold(config(prepared, tmp_path / "nb", batch_size=4, epochs=1), gpus=2)
+    assert result["world_size"] == 2 and result["best_epoch"] == 0 and 0 <= result["threshold"] <= 1
+    assert {"val_auc", "val_pf1", "model", "select_metric"} <= set(result)
