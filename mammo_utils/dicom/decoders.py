@@ -72,10 +72,17 @@ def decode_pillow(path, ds, min_size) -> tuple[np.ndarray, int]:
     if signed:
         raise NotImplementedError("signed JPEG 2000 data is not decoded by the Pillow backend")
     k = choose_reduction((int(ds.Rows), int(ds.Columns)), min_size, levels)
-    with Image.open(io.BytesIO(stream)) as im:
-        im.reduce = k
-        im.load()
-        arr = np.asarray(im)
+    while True:
+        try:
+            with Image.open(io.BytesIO(stream)) as im:
+                im.reduce = k
+                im.load()
+                arr = np.asarray(im)
+            break
+        except OSError:  # Pillow rejects some levels of odd-sized images ("broken data stream"): one finer
+            if k == 0:
+                raise
+            k -= 1
     if arr.dtype != np.uint8 and precision < 16:  # Pillow scales to 16 bits
         arr = arr.astype(np.uint16, copy=False) >> (16 - precision)
     return arr, 2 ** k
