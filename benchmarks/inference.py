@@ -61,7 +61,7 @@ def main():
     model = build_model(args.model).eval()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for x, _, _ in loader:
+        for x, _ in loader:
             model(x)
     full_rate = len(ds) / (time.perf_counter() - t0)
 
