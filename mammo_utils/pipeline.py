@@ -163,6 +163,11 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
     names = select_notebooks(start, only, notebooks)
     plan = plan_parameters(data, run, params or {}, notebooks)  # every override checked before any work
     synth_seconds = prepare_data(data, synth_patients, progress, preset)
+    from .tables import read_table
+
+    for split in ("train", "test"):  # bad tables stop here with one line, not inside a notebook
+        if paths.split_csv(data, split).exists():
+            read_table(data, split)
     run.mkdir(parents=True, exist_ok=True)
     summary_path = paths.summary_json(run)
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -80,6 +80,9 @@ def test_malformed_train_csv_gives_one_line(tiny_data, tmp_path, capsys, edit, n
     one_error_line(capsys, "train.csv", needle)
     assert main(["preprocess", "--data", str(data), "--out", str(tmp_path / "png"), "--size", "64x32"]) == 2
     one_error_line(capsys, needle)
+    assert main(["pipeline", "--data", str(data), "--run", str(tmp_path / "run")]) == 2
+    one_error_line(capsys, needle)
+    assert not (tmp_path / "run" / "summary.json").exists()
     assert not (tmp_path / "folds.csv").exists() and not (tmp_path / "png" / "manifest.csv").exists()
 
 
