@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .dicom.lut import Window, apply_display_lut, build_display_lut
+from .dicom.lut import Window
 from .errors import UserError
 
 STANDARD_VIEWS = [("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")]
@@ -39,6 +39,7 @@ class StoredView:
     scale: float
     slope: float
     intercept: float
+    modality_lut: object   # dicom.lut.LutData or None
     photometric: str
     windows: list          # header windows (presets), Window objects
     pad_mask: np.ndarray | None
@@ -63,42 +64,26 @@ def in_widget_frontend() -> bool:
 
 def read_stored_view(path, display_px: int) -> StoredView:
     """Decode at the screen size and keep what windowing needs (not the windowed image)."""
-    from .dicom.read import modality_from_header, read_stored, reduce_for, voi_from_header
+    from .dicom.read import header_windows, modality_from_header, read_stored, reduce_for
 
     min_size = (display_px, display_px // 2)
     arr, scale, ds, _ = read_stored(path, min_size=min_size)
     arr, scale, pad_mask = reduce_for(arr, scale, ds, min_size)
-    slope, intercept, _ = modality_from_header(ds)
-    windows = []
-    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
-    n = len(centers) if centers is not None and hasattr(centers, "__len__") and not isinstance(centers, str) else 1
-    for i in range(n if centers is not None else 0):
-        w, _ = voi_from_header(ds, i)
-        if w is not None:
-            windows.append(w)
+    slope, intercept, modality_lut = modality_from_header(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    return StoredView(np.ascontiguousarray(arr), float(scale), slope, intercept, photometric, windows, pad_mask,
-                      (int(ds.Rows), int(ds.Columns)))
+    return StoredView(np.ascontiguousarray(arr), float(scale), slope, intercept, modality_lut, photometric,
+                      header_windows(ds), pad_mask, (int(ds.Rows), int(ds.Columns)))
 
 
 def display_image(v: StoredView, mode: str, window: Window | None) -> np.ndarray:
     """float32 [0, 1] image of a cached view: as stored (min-max, no inversion) or as read (window, inverted)."""
-    stored = v.stored
-    if stored.dtype.kind not in "ui":
-        stored = np.rint(stored).astype(np.int32)
-    lo, hi = int(stored.min()), int(stored.max())
+    from .dicom.read import apply_display
+
     if mode == "stored":
-        table, _ = build_display_lut(lo, hi, minmax_range=(lo, hi))
-        return apply_display_lut(stored, table, lo)
+        return apply_display(v.stored)[0]
     win = window or (v.windows[0] if v.windows else None)
-    valid = stored[~v.pad_mask] if v.pad_mask is not None and v.pad_mask.any() and not v.pad_mask.all() else stored
-    table, _ = build_display_lut(lo, hi, v.slope, v.intercept, window=win, invert=v.photometric == "MONOCHROME1",
-                                 minmax_range=(int(valid.min()), int(valid.max())))
-    img = apply_display_lut(stored, table, lo)
-    if v.pad_mask is not None and v.pad_mask.any() and not v.pad_mask.all():
-        img = img.copy()
-        img[v.pad_mask] = 0.0
-    return img
+    return apply_display(v.stored, v.pad_mask, v.slope, v.intercept, v.modality_lut, win,
+                         invert=v.photometric == "MONOCHROME1")[0]
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, open_dataset, plain_value, transfer_syntax
+from .dataset import (JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, is_multi, open_dataset,
+                      plain_value, transfer_syntax)
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
 from .lut import LutData, Window, apply_display_lut, apply_modality, apply_voi, build_display_lut
 
@@ -164,6 +165,47 @@ def reduce_for(arr: np.ndarray, scale: int, ds, min_size):
     return arr, scale, pad_mask
 
 
+def usable_mask(mask: np.ndarray | None) -> np.ndarray | None:
+    """A padding mask worth using: None when absent, empty or covering the whole image."""
+    return mask if mask is not None and mask.any() and not mask.all() else None
+
+
+def apply_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
+                  modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
+                  invert: bool = False, zero_padding: bool = True) -> tuple[np.ndarray, str]:
+    """Stored values -> display image in [0, 1]: Modality LUT, VOI (min-max without a window, ignoring
+    padding), inversion, then padding set to 0 (unless ``zero_padding=False``). Integer data goes through one fused table.
+    Returns (float32 image, description of the VOI stage)."""
+    pad_mask = usable_mask(pad_mask)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+        lo, hi = int(arr.min()), int(arr.max())
+        valid = arr[~pad_mask] if pad_mask is not None else arr
+        mm = (int(valid.min()), int(valid.max()))
+        if arr.dtype.kind == "u":
+            lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
+        table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, window, voi_lut, invert,
+                                            minmax_range=mm)
+        img = apply_display_lut(arr, table, lo)
+    else:  # float or 32-bit pixel data: the stages one by one
+        m = apply_modality(arr, slope, intercept, modality_lut)
+        img, used_voi = apply_voi(m, window, voi_lut, pad_mask)
+        if invert:
+            img = np.subtract(np.float32(1.0), img, out=img)
+    img = np.ascontiguousarray(img, dtype=np.float32)
+    if zero_padding and pad_mask is not None:
+        img[pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2); img is a fresh array
+    return img, used_voi
+
+
+def header_windows(ds) -> list[Window]:
+    """Every window the header offers (WindowCenter/WindowWidth may be multi-valued): viewer presets."""
+    centers = ds.get("WindowCenter")
+    if centers is None:
+        return []
+    n = len(centers) if is_multi(centers) else 1
+    return [w for w in (voi_from_header(ds, i)[0] for i in range(n)) if w is not None]
+
+
 def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
                invert_monochrome1: bool = True, padding_to_background: bool = True,
                window: Window | None = None) -> DicomImage:
@@ -189,27 +231,13 @@ def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0
         header_window, voi_lut = voi_from_header(ds, window_index) if voi else (None, None)
     invert = photometric == "MONOCHROME1" and invert_monochrome1
     try:
-        if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
-            lo, hi = (int(arr.min()), int(arr.max()))
-            valid = arr[~pad_mask] if pad_mask is not None and pad_mask.any() and not pad_mask.all() else None
-            mm = (int(valid.min()), int(valid.max())) if valid is not None else (lo, hi)
-            if arr.dtype.kind == "u":
-                lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
-            table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, header_window, voi_lut,
-                                                invert, minmax_range=mm)
-            img = apply_display_lut(arr, table, lo)
-        else:  # float or 32-bit pixel data: the stages one by one
-            m = apply_modality(arr, slope, intercept, modality_lut)
-            img, used_voi = apply_voi(m, header_window, voi_lut, pad_mask)
-            if invert:
-                img = np.subtract(np.float32(1.0), img, out=img)
+        img, used_voi = apply_display(arr, pad_mask, slope, intercept, modality_lut, header_window, voi_lut, invert,
+                                      zero_padding=padding_to_background)
     except (ValueError, NotImplementedError) as exc:
         raise DicomReadError(path, f"invalid VOI LUT: {exc}") from exc
-    if padding_to_background and pad_mask is not None and pad_mask.any() and not pad_mask.all():
-        img[pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2)
     meta = {kw: plain_value(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
     meta["TransferSyntaxUID"] = transfer_syntax(ds)
-    return DicomImage(np.ascontiguousarray(img, dtype=np.float32), (int(ds.Rows), int(ds.Columns)), float(scale),
+    return DicomImage(img, (int(ds.Rows), int(ds.Columns)), float(scale),
                       photometric, used_voi, used, int(ds.get("NumberOfFrames", 1) or 1), meta)
 
 
