@@ -219,21 +219,12 @@ def read_results(data: Path, run: Path) -> dict:
 def score_synthetic_test(data: Path, run: Path) -> dict:
     """With the generator's side file, the synthetic test set has labels: score the submission on it.
     These breasts took no part in training, epoch selection or the threshold: an untouched estimate."""
-    import pandas as pd
-
     from . import metrics
-    from .tables import with_prediction_id
+    from .compare import test_breasts
 
-    truth_path, images_path = paths.synthetic_truth(data), paths.image_predictions_csv(paths.submission_csv(run))
-    if not truth_path.exists() or not images_path.exists():
+    if not paths.synthetic_truth(data).exists() or not paths.image_predictions_csv(paths.submission_csv(run)).exists():
         return {}
-    truth = pd.read_csv(truth_path)
-    truth = truth[truth.split == "test"]
-    labels = with_prediction_id(truth).groupby("prediction_id").cancer.max()
-    sub = pd.read_csv(paths.submission_csv(run), dtype={"prediction_id": str}).set_index("prediction_id").cancer
-    images = pd.read_csv(images_path, dtype={"prediction_id": str})
-    probs = images.groupby("prediction_id").pred.mean()
-    y = labels.reindex(sub.index)
-    p = probs.reindex(sub.index).fillna(0)
-    return {"test_pf1": metrics.pfbeta(y, sub), "test_auc": metrics.auc(y, p), "test_pr_auc": metrics.pr_auc(y, p),
-            "test_breasts": int(len(y)), "test_positives": int(y.sum())}
+    b = test_breasts(data, run)
+    return {"test_pf1": metrics.pfbeta(b.cancer, b.binary), "test_auc": metrics.auc(b.cancer, b.pred),
+            "test_pr_auc": metrics.pr_auc(b.cancer, b.pred), "test_breasts": int(len(b)),
+            "test_positives": int(b.cancer.sum())}

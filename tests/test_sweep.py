@@ -86,3 +86,21 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False, compare=False) == 0
     assert capsys.readouterr().out.count("skipped") == 2
     assert (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime == stamp
+
+
+def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
+    from mammo_utils.pipeline import score_synthetic_test
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    run.mkdir()
+    pd.DataFrame({"split": ["test"] * 4 + ["train"], "patient_id": [1, 1, 2, 2, 3], "laterality": list("LRLRL"),
+                  "cancer": [1, 0, 0, 0, 1]}).to_csv(data / "synthetic_truth.csv", index=False)
+    pd.DataFrame({"prediction_id": ["1_L", "1_R", "2_L", "2_R"], "cancer": [1.0, 1.0, 0.0, 0.0]}).to_csv(
+        run / "submission.csv", index=False)
+    pd.DataFrame({"prediction_id": ["1_L", "1_L", "1_R", "2_L", "2_R"], "pred": [0.9, 0.5, 0.8, 0.1, 0.2]}).to_csv(
+        run / "submission_images.csv", index=False)
+    got = score_synthetic_test(data, run)
+    # breast means 0.7, 0.8, 0.1, 0.2: the cancer breast ranks below one negative -> AUC 2/3
+    assert got["test_auc"] == pytest.approx(2 / 3) and got["test_breasts"] == 4 and got["test_positives"] == 1
+    assert got["test_pf1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # binary submission: precision 1/2, recall 1
