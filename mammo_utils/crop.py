@@ -31,6 +31,7 @@ MIN_CONTRAST = 0.004        # ... and at least this far above the background lev
 JOIN_FRACTION = 0.10        # components at least this share of the largest one are breast too
 OPEN_FRACTION = 0.02        # opening kernel / work size: wider than a detector strip or a label stroke
 CLOSE_FRACTION = 0.04       # closing kernel / work size: joins lobular fat islands into one object
+WORK_PX = 384               # long side of the segmentation copy
 
 
 @dataclass
@@ -88,7 +89,7 @@ def background_model(small: np.ndarray, border_frac: float = 0.03) -> tuple[floa
     return best
 
 
-def segment_breast(img: np.ndarray, work_px: int = 384) -> Segmentation:
+def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     """Segment the breast on a downsampled copy; see the module docstring for the method."""
     if img.ndim != 2 or img.size == 0:
         raise ValueError(f"segment_breast expects a non-empty 2-D array, got shape {img.shape}")
@@ -103,18 +104,20 @@ def segment_breast(img: np.ndarray, work_px: int = 384) -> Segmentation:
     long_side = max(small.shape)
     k_open, k_close = _odd(OPEN_FRACTION * long_side), _odd(CLOSE_FRACTION * long_side)
     opened = _morph(raw, cv2.MORPH_OPEN, k_open)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    n, labels = cv2.connectedComponents(opened, connectivity=8)  # (areas by bincount: 5x faster than WithStats)
     breast = np.zeros(small.shape, bool)
     if n > 1:
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        keep = 1 + np.flatnonzero(areas >= JOIN_FRACTION * areas.max())
+        areas = np.bincount(labels.ravel(), minlength=n)[1:]
+        chosen = np.zeros(n, np.uint8)
+        chosen[1:] = areas >= JOIN_FRACTION * areas.max()
         # components are chosen before closing, so a label near the breast is never bridged onto it
-        breast = fill_holes(_morph(np.isin(labels, keep).astype(np.uint8), cv2.MORPH_CLOSE, k_close)) > 0
+        breast = fill_holes(_morph(chosen[labels], cv2.MORPH_CLOSE, k_close)) > 0
     # Objects of the raw mask that do not touch the (slightly grown) breast are certainly not breast.
     near = cv2.dilate(breast.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k_close, k_close)))
     n_raw, raw_labels = cv2.connectedComponents(raw, connectivity=8)
-    touching = np.unique(raw_labels[(near > 0) & (raw > 0)])
-    remove = (raw > 0) & ~np.isin(raw_labels, touching)
+    touching = np.bincount(raw_labels[near > 0], minlength=n_raw) > 0
+    touching[0] = True  # label 0 is the background
+    remove = ~touching[raw_labels]
     remove = cv2.dilate(remove.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # antialiased stroke edges
     remove &= near == 0
     return Segmentation(breast, remove, s, level, noise, thr)
@@ -136,7 +139,7 @@ def box_from_mask(mask: np.ndarray, scale: float, shape, margin: float = 0.01) -
     return (max(0, y0), max(0, x0), min(h, y1), min(w, x1))
 
 
-def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = 384) -> Box:
+def breast_bbox(img: np.ndarray, margin: float = 0.01, work_px: int = WORK_PX) -> Box:
     """Box ``(y0, x0, y1, x1)`` around the whole breast (skin line, nipple, pectoral muscle included).
 
     The box is grown by ``margin`` of the image size on each side. If no breast is found (blank or
@@ -155,6 +158,14 @@ def apply_mask(img: np.ndarray, seg: Segmentation) -> np.ndarray:
     out = img.copy()
     out[remove] = 0.0
     return out
+
+
+def mask_on_output(mask: np.ndarray, image_shape: tuple[int, int], box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """A mask over a whole image (at any scale) as a bool mask over ``box`` resized to ``shape``."""
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    if m.shape != tuple(image_shape):
+        m = cv2.resize(m, (image_shape[1], image_shape[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(np.ascontiguousarray(crop(m, box)), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def crop(img: np.ndarray, box: Box) -> np.ndarray:
@@ -181,18 +192,51 @@ def orient(img: np.ndarray, laterality: str | None = None) -> tuple[np.ndarray, 
     return (np.ascontiguousarray(img[:, ::-1]) if flip else img), flip
 
 
+def fit_shape(shape: tuple[int, int], size: tuple[int, int], keep_aspect: bool = True) -> tuple[int, int]:
+    """(H, W) an image of ``shape`` is resized to before padding to ``size``: fitted inside it with
+    ``keep_aspect``, else ``size`` itself."""
+    th, tw = size
+    if not keep_aspect:
+        return th, tw
+    h, w = shape
+    s = min(th / h, tw / w)
+    return max(1, min(th, round(h * s))), max(1, min(tw, round(w * s)))
+
+
+def area_shrink(img: np.ndarray, f: int) -> np.ndarray:
+    """Average ``f x f`` blocks (OpenCV's fast integer-factor area path); the last ``h % f`` rows and
+    ``w % f`` columns are dropped so the factor is exact."""
+    h, w = img.shape[0] // f * f, img.shape[1] // f * f
+    return cv2.resize(img[:h, :w], (w // f, h // f), interpolation=cv2.INTER_AREA)
+
+
+def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize to ``shape`` (H, W). Shrinking averages integer blocks first, then interpolates bilinearly
+    by the remaining factor (< 2): close to a full area resize (within 1 level of 255 at the 99.9th
+    percentile on real-size mammograms) at a fifth of its cost. Enlarging is bilinear.
+
+    Integer stored values stay integers (uint8, uint16, int16); other types are resized as float32."""
+    if img.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
+        img = img.astype(np.float32)
+    h, w = shape
+    if (h, w) == img.shape:
+        return np.ascontiguousarray(img)
+    f = int(min(img.shape[0] / h, img.shape[1] / w))
+    if f >= 2:
+        img = area_shrink(img, f)
+    if (h, w) == img.shape:
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def pad_to(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Place ``img`` top-left on a zero canvas of ``size`` (H, W), so the chest wall stays on the left edge."""
+    out = np.zeros(size, dtype=img.dtype)
+    out[:img.shape[0], :img.shape[1]] = img
+    return out
+
+
 def resize_pad(img: np.ndarray, size: tuple[int, int], keep_aspect: bool = True) -> np.ndarray:
     """Resize to ``size`` (H, W). With ``keep_aspect`` the image is scaled to fit and padded with 0
     at the bottom/right (top-left anchored, so the chest wall stays on the left edge)."""
-    th, tw = size
-    h, w = img.shape
-    if not keep_aspect:
-        interp = cv2.INTER_AREA if th * tw < h * w else cv2.INTER_LINEAR
-        return cv2.resize(img, (tw, th), interpolation=interp)
-    s = min(th / h, tw / w)
-    nh, nw = max(1, min(th, round(h * s))), max(1, min(tw, round(w * s)))
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(img, (nw, nh), interpolation=interp)
-    out = np.zeros((th, tw), dtype=img.dtype)
-    out[:nh, :nw] = small
-    return out
+    return pad_to(resize(img, fit_shape(img.shape, size, keep_aspect)), size)

@@ -23,13 +23,17 @@ from . import paths
 LIMITS = {"kept": 0.99, "zeroed": 0.01, "area_ratio": 1.25}
 
 
-def score(img: np.ndarray, truth: np.ndarray, lesion=None) -> dict:
-    """Segment ``img`` (the ``read_image`` convention) and score box and masking against ``truth``."""
-    seg = crop_ops.segment_breast(img)
-    y0, x0, y1, x1 = crop_ops.box_from_mask(seg.breast, seg.scale, img.shape)
+def score_stored(s, truth: np.ndarray, lesion=None) -> dict:
+    """Locate the breast as preprocessing does (:func:`..preprocess.locate_breast`) in a
+    :class:`~mammo_utils.dicom.StoredImage` and score box and masking against ``truth`` (full size)."""
+    from .preprocess import locate_breast, source_box
+
+    box, seg, _ = locate_breast(s)
+    h, w = s.stored.shape
+    y0, x0, y1, x1 = source_box(box, s.scale, truth.shape)
     ys, xs = np.nonzero(truth)
     true_area = (ys.max() + 1 - ys.min()) * (xs.max() + 1 - xs.min())
-    removed = cv2.resize(seg.remove.view(np.uint8), img.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    removed = crop_ops.mask_on_output(seg.remove, (h, w), (0, 0, h, w), truth.shape)
     inside = True
     if lesion is not None and lesion[0] == lesion[0]:
         inside = bool(y0 <= lesion[0] < y1 and x0 <= lesion[1] < x1)
@@ -39,17 +43,25 @@ def score(img: np.ndarray, truth: np.ndarray, lesion=None) -> dict:
             "lesion_inside": inside, "box": (y0, x0, y1, x1)}
 
 
-def _score_file(data, split: str, row: dict) -> dict:
-    from .dicom import read_image
+def score(img: np.ndarray, truth: np.ndarray, lesion=None) -> dict:
+    """:func:`score_stored` for an image already in the ``read_image`` convention (a phantom)."""
+    from .dicom import StoredImage
+
+    return score_stored(StoredImage.from_display(img), truth, lesion)
+
+
+def _score_file(data, split: str, row: dict, min_size=None) -> dict:
+    from .dicom import read_stored_image
     from .synthetic import read_truth_mask
 
-    img = read_image(paths.dicom_path(data, split, row["patient_id"], row["image_id"]))
+    s = read_stored_image(paths.dicom_path(data, split, row["patient_id"], row["image_id"]), min_size=min_size)
     truth = read_truth_mask(data, row["patient_id"], row["image_id"])
-    return {"image_id": row["image_id"], **score(img, truth, (row["lesion_y"], row["lesion_x"]))}
+    return {"image_id": row["image_id"], **score_stored(s, truth, (row["lesion_y"], row["lesion_x"]))}
 
 
-def check_dataset(data, split: str = "train", image_ids=None, jobs: int = 2) -> pd.DataFrame:
-    """Score every image of a synthetic folder (or ``image_ids``) against its tissue mask."""
+def check_dataset(data, split: str = "train", image_ids=None, jobs: int = 2, min_size=None) -> pd.DataFrame:
+    """Score every image of a synthetic folder (or ``image_ids``) against its tissue mask, read with the
+    reduced decode preprocessing uses for an output of ``min_size`` (None: full size)."""
     from joblib import Parallel, delayed
 
     from .parallel import resolve_jobs, shutdown_local_pool
@@ -60,7 +72,7 @@ def check_dataset(data, split: str = "train", image_ids=None, jobs: int = 2) -> 
         truth = truth[truth.image_id.isin(set(image_ids))]
     rows = truth.to_dict("records")
     try:
-        scored = Parallel(n_jobs=resolve_jobs(jobs), batch_size=8)(delayed(_score_file)(data, split, r) for r in rows)
+        scored = Parallel(n_jobs=resolve_jobs(jobs), batch_size=8)(delayed(_score_file)(data, split, r, min_size) for r in rows)
     finally:
         shutdown_local_pool()
     keep = ["image_id", "patient_id", "laterality", "view", "machine_id", "lesion_kind"]
@@ -71,7 +83,8 @@ def report_for_manifest(data, split: str, manifest: pd.DataFrame, cfg=None, jobs
     """Scores for the images of a preprocessing manifest, or None when the data has no synthetic truth."""
     if not paths.synthetic_truth(data).exists() or not (Path(data) / "synthetic_masks").exists():
         return None
-    return check_dataset(data, split, manifest.image_id, jobs)
+    min_size = cfg.size if cfg is not None and cfg.reduced_decode else None
+    return check_dataset(data, split, manifest.image_id, jobs, min_size)
 
 
 def summary(report: pd.DataFrame) -> dict:

@@ -8,6 +8,14 @@ import cv2
 import numpy as np
 
 
+# Fast lossless settings: run-length deflate (the black background is long runs) after the cheap
+# "up" filter; half the time of zlib level 1 at a smaller size (benchmarks/preprocess.py --png).
+# OpenCV < 4.11 has no filter flag and uses its default filter.
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+    PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+
+
 def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
     """[0, 1] float -> uint8 (bits=8) or uint16 (bits=16), rounded."""
     if bits not in (8, 16):
@@ -35,6 +43,6 @@ def write_png_atomic(path, img: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+    if not cv2.imwrite(str(tmp), img, PNG_PARAMS):
         raise OSError(f"could not write {tmp}")
     os.replace(tmp, path)

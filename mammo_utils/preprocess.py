@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,10 @@ import pandas as pd
 from . import crop as crop_ops
 from . import parallel, paths
 from .errors import UserError
-from .png import to_uint, write_png_atomic
+from .png import write_png_atomic
+
+if TYPE_CHECKING:
+    from .dicom.read import StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +58,91 @@ class PreprocessConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def preprocess_array(img: np.ndarray, cfg: PreprocessConfig, laterality: str | None = None):
-    """crop -> orient -> resize/pad on an image from ``read_image``. Returns (float image, box, flipped)."""
-    box = (0, 0, *img.shape)
+def work_image(s: StoredImage, path=None, work_px: int = crop_ops.WORK_PX) -> tuple[np.ndarray, float]:
+    """Display image at about the segmentation work size, padding zeroed; and its scale in work
+    pixels per stored pixel. Raises on a blank image (nothing to crop), naming ``path``.
+
+    Large images are averaged over integer blocks (the long side lands within ~20 % of ``work_px``;
+    OpenCV's fast path), and the table is looked up on ~0.1 megapixels instead of the whole image."""
+    h, w = s.stored.shape
+    f = round(max(h, w) / work_px)
+    if f >= 2:
+        small = crop_ops.area_shrink(s.stored, f)
+        k = 1.0 / f
+    else:
+        k = work_px / max(h, w)
+        small = crop_ops.resize(s.stored, (max(1, round(h * k)), max(1, round(w * k))))
+    img = s.display(small)
+    if s.pad_mask is not None:
+        ph, pw = round(small.shape[0] / k), round(small.shape[1] / k)
+        img[crop_ops.mask_on_output(s.pad_mask[:ph, :pw], (ph, pw), (0, 0, ph, pw), small.shape)] = 0.0
+    if float(img.max()) - float(img.min()) < MIN_DYNAMIC_RANGE:
+        from .dicom import DicomReadError
+
+        raise DicomReadError(path, f"image is blank: every pixel displays as {float(img.mean()):.3f} "
+                                   f"(a constant image has no breast to crop)")
+    return img, k
+
+
+def source_box(box: crop_ops.Box, scale: float, source_shape) -> crop_ops.Box:
+    """A box in reduced stored pixels as a box in the file's full-size pixels."""
+    rows, cols = source_shape
+    return (int(box[0] * scale), int(box[1] * scale), min(rows, int(round(box[2] * scale))),
+            min(cols, int(round(box[3] * scale))))
+
+
+def locate_breast(s: StoredImage, path=None) -> tuple[crop_ops.Box, crop_ops.Segmentation, float]:
+    """(breast box in ``s.stored`` pixels, segmentation on the work image, work pixels per stored pixel).
+
+    The one place preprocessing and the crop-quality check find the breast. Raises on a blank image."""
+    work, k = work_image(s, path)
+    seg = crop_ops.segment_breast(work, max(work.shape))  # already the work size
+    return crop_ops.box_from_mask(seg.breast, seg.scale * k, s.stored.shape), seg, k
+
+
+def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | None = None, path=None):
+    """Segment -> crop -> resize -> display -> orient -> pad. Returns (uint8/uint16 image of ``cfg.size``,
+    box in ``s.stored`` pixels, flipped).
+
+    Cropping and resizing work on the stored values, and the display table (quantized to the output
+    bits) is looked up for the output pixels only: no full-size float image is ever made.
+    """
+    h, w = s.stored.shape
+    box, remove = (0, 0, h, w), None
     if cfg.crop or cfg.mask_outside:
-        seg = crop_ops.segment_breast(img)
-        if cfg.crop:
-            box = crop_ops.box_from_mask(seg.breast, seg.scale, img.shape)
-        if cfg.mask_outside:
-            img = crop_ops.apply_mask(img, seg)
-    out = crop_ops.crop(img, box)
+        found_box, seg, _ = locate_breast(s, path)
+        box = found_box if cfg.crop else box
+        if cfg.mask_outside and seg.remove.any():
+            remove = seg.remove
+    else:
+        work_image(s, path)  # a blank image is still an error
+    shape = crop_ops.fit_shape((box[2] - box[0], box[3] - box[1]), cfg.size, cfg.keep_aspect)
+    out = s.display.to_uint(crop_ops.resize(crop_ops.crop(s.stored, box), shape), cfg.bits)
+    for mask in (s.pad_mask, remove):  # padding and isolated labels/markers become background
+        if mask is not None:
+            out[crop_ops.mask_on_output(mask, (h, w), box, shape)] = 0
     flipped = False
     if cfg.orient:
         out, flipped = crop_ops.orient(out, laterality)
-    return crop_ops.resize_pad(out, cfg.size, cfg.keep_aspect), box, flipped
+    return crop_ops.pad_to(out, cfg.size), box, flipped
 
 
 def preprocess_file(path, cfg: PreprocessConfig, laterality: str | None = None):
     """DICOM file -> (uint8/uint16 image of cfg.size, info dict for the manifest)."""
-    from .dicom import DicomReadError, read_dicom
+    from .dicom import read_stored_image
 
-    d = read_dicom(path, backend=cfg.backend, min_size=cfg.size if cfg.reduced_decode else None,
-                   window_index=cfg.window_index, voi=cfg.voi)
-    if float(d.image.max()) - float(d.image.min()) < MIN_DYNAMIC_RANGE:
-        raise DicomReadError(path, f"image is blank: every pixel displays as {float(d.image.mean()):.3f} "
-                                   f"(a constant image has no breast to crop)")
+    d = read_stored_image(path, backend=cfg.backend, min_size=cfg.size if cfg.reduced_decode else None,
+                          window_index=cfg.window_index, voi=cfg.voi)
     if d.frames > 1:
         log.warning("%s has %d frames; only the first is used", path, d.frames)
-    img, box, flipped = preprocess_array(d.image, cfg, laterality)
-    s = d.scale
+    img, box, flipped = preprocess_stored(d, cfg, laterality, path)
     rows, cols = d.source_shape
-    src_box = (int(box[0] * s), int(box[1] * s), min(rows, int(round(box[2] * s))), min(cols, int(round(box[3] * s))))
+    src_box = source_box(box, d.scale, d.source_shape)
     info = dict(source_rows=rows, source_cols=cols, photometric=d.photometric,
-                bits_stored=d.meta.get("BitsStored"), syntax=d.meta.get("TransferSyntaxUID"), voi=d.voi,
-                backend=d.backend, decode_scale=s, frames=d.frames, bbox_y0=src_box[0], bbox_x0=src_box[1],
+                bits_stored=d.meta.get("BitsStored"), syntax=d.meta.get("TransferSyntaxUID"), voi=d.display.used_voi,
+                backend=d.backend, decode_scale=d.scale, frames=d.frames, bbox_y0=src_box[0], bbox_x0=src_box[1],
                 bbox_y1=src_box[2], bbox_x1=src_box[3], flipped=flipped)
-    return to_uint(img, cfg.bits), info
+    return img, info
 
 
 def _job(row: dict, dcm_path: str, out_dir: str, cfg: PreprocessConfig) -> dict:

@@ -14,12 +14,13 @@ returns is plain numpy. Split by stage, as pydicom 3's ``pixels`` is:
 from .dataset import JPEG2000_SYNTAXES, JPEG_LOSSLESS_SV1, NATIVE_SYNTAXES, DicomReadError
 from .decoders import BACKENDS, available_backends, choose_reduction
 from .lut import apply_lut, apply_minmax, apply_modality_lut, apply_window, build_display_lut
-from .read import DicomImage, Window, read_dicom, read_image, read_metadata, read_stored
+from .read import (DicomImage, Display, StoredImage, Window, read_dicom, read_image, read_metadata, read_stored,
+                   read_stored_image)
 from .write import TRANSFER_SYNTAXES, make_uid, write_dicom
 
 __all__ = [
     "BACKENDS", "JPEG2000_SYNTAXES", "JPEG_LOSSLESS_SV1", "NATIVE_SYNTAXES", "TRANSFER_SYNTAXES",
-    "DicomImage", "DicomReadError", "Window", "apply_lut", "apply_minmax", "apply_modality_lut", "apply_window",
+    "DicomImage", "DicomReadError", "Display", "StoredImage", "Window", "apply_lut", "apply_minmax", "apply_modality_lut", "apply_window",
     "available_backends", "build_display_lut", "choose_reduction", "make_uid", "read_dicom", "read_image",
-    "read_metadata", "read_stored", "write_dicom",
+    "read_metadata", "read_stored", "read_stored_image", "write_dicom",
 ]

@@ -17,7 +17,8 @@ from .dataset import (JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
 from .lut import LutData, Window, apply_display_lut, apply_modality, apply_voi, build_display_lut
 
-__all__ = ["DicomImage", "Window", "read_dicom", "read_image", "read_metadata", "read_stored"]
+__all__ = ["DicomImage", "Display", "StoredImage", "Window", "read_dicom", "read_image", "read_metadata",
+           "read_stored", "read_stored_image"]
 
 # Header fields read_metadata reports (keyword -> output column).
 META_KEYWORDS = (
@@ -89,16 +90,27 @@ def _check_geometry(path, ds) -> None:
         raise DicomReadError(path, f"SamplesPerPixel {ds.SamplesPerPixel}: not a grayscale image")
 
 
+def _needs_pixel_bytes(syntax: str, backend: str, signed: bool, min_size) -> bool:
+    """Whether pydicom must read the Pixel Data bytes: not when dicomsdl decodes from the file itself."""
+    return syntax in NATIVE_SYNTAXES or backend_order(backend, syntax, signed, min_size)[0] != "dicomsdl"
+
+
 def read_stored(path, backend: str = "auto", min_size=None):
-    """Decode stored pixel values. Returns (array, scale, dataset, backend used)."""
+    """Decode stored pixel values. Returns (array, scale, dataset, backend used).
+
+    When dicomsdl decodes (JPEG Lossless, JPEG-LS, RLE), pydicom reads the header only: dicomsdl reads
+    the file itself, and reading the pixel bytes twice cost ~10 % of a real-size file's preprocessing.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    ds = open_dataset(path, stop_before_pixels=False)
-    if "PixelData" not in ds:
-        raise DicomReadError(path, "no Pixel Data (7FE0,0010) element")
+    ds = open_dataset(path, stop_before_pixels=True)
     _check_geometry(path, ds)
     syntax = transfer_syntax(ds)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if _needs_pixel_bytes(syntax, backend, signed, min_size):
+        ds = open_dataset(path, stop_before_pixels=False)
+        if "PixelData" not in ds:
+            raise DicomReadError(path, "no Pixel Data (7FE0,0010) element")
     if syntax in NATIVE_SYNTAXES:  # a short buffer crashes some C++ decoders: check it here
         expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
                     * ((int(ds.get("BitsAllocated", 16)) + 7) // 8))
@@ -126,6 +138,8 @@ def read_stored(path, backend: str = "auto", min_size=None):
             errors.append(f"{name}: decoded shape {arr.shape} != expected {expected}")
             continue
         return arr, scale, ds, name
+    if "PixelData" not in open_dataset(path, stop_before_pixels=False):
+        raise DicomReadError(path, "no Pixel Data (7FE0,0010) element")
     raise DicomReadError(path, f"cannot decode pixel data (transfer syntax {syntax or 'unknown'}): " + "; ".join(errors))
 
 
@@ -170,31 +184,83 @@ def usable_mask(mask: np.ndarray | None) -> np.ndarray | None:
     return mask if mask is not None and mask.any() and not mask.all() else None
 
 
+@dataclass
+class Display:
+    """Stored values -> display values in [0, 1] for one image (Modality LUT, VOI, inversion).
+
+    Built once from the whole image (a min-max stretch needs its range), then applied to the image
+    or to any crop or resize of it: that is what lets preprocessing crop and resize the stored values
+    and look up only the output pixels. Integer data uses one fused table; float data the stages.
+    """
+
+    used_voi: str
+    table: np.ndarray | None = None       # integer data: table[sv - lo]
+    lo: int = 0
+    slope: float = 1.0                    # float data: the stages, with the min-max range fixed
+    intercept: float = 0.0
+    modality_lut: LutData | None = None
+    window: Window | None = None
+    voi_lut: LutData | None = None
+    invert: bool = False
+    minmax: tuple[float, float] | None = None
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        """float32 display image of ``arr`` (a fresh array)."""
+        if self.table is not None and arr.dtype.kind in "ui":
+            return np.ascontiguousarray(apply_display_lut(arr, self.table, self.lo), dtype=np.float32)
+        m = apply_modality(arr, self.slope, self.intercept, self.modality_lut)
+        if self.voi_lut is not None or self.window is not None:
+            img = apply_voi(m, self.window, self.voi_lut)[0]
+        else:
+            lo, hi = self.minmax
+            img = np.zeros(m.shape, np.float32) if hi <= lo else np.clip((m - np.float32(lo)) / np.float32(hi - lo), 0, 1)
+        if self.invert:
+            img = np.subtract(np.float32(1.0), img)
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    def to_uint(self, arr: np.ndarray, bits: int = 8) -> np.ndarray:
+        """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.png.to_uint` of ``self(arr)``);
+        integer data takes one lookup in a quantized table, with no float image in between."""
+        from ..png import to_uint
+
+        if self.table is not None and arr.dtype.kind in "ui":
+            return apply_display_lut(arr, to_uint(self.table, bits), self.lo)
+        return to_uint(self(arr), bits)
+
+
+def make_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
+                 modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
+                 invert: bool = False) -> Display:
+    """The :class:`Display` of one stored image; padding pixels do not count towards a min-max stretch."""
+    pad_mask = usable_mask(pad_mask)
+    valid = arr[~pad_mask] if pad_mask is not None else arr
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+        lo, hi = int(arr.min()), int(arr.max())
+        if arr.dtype.kind == "u":
+            lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
+        table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, window, voi_lut, invert,
+                                            minmax_range=(int(valid.min()), int(valid.max())))
+        return Display(used_voi, table, lo)
+    minmax = None
+    used_voi = "VOILUTSequence" if voi_lut is not None else str(window) if window is not None else "minmax"
+    if voi_lut is None and window is None:
+        m = apply_modality(valid, slope, intercept, modality_lut)
+        minmax = (float(m.min()), float(m.max()))
+    return Display(used_voi, None, 0, slope, intercept, modality_lut, window, voi_lut, invert, minmax)
+
+
 def apply_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
                   modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
                   invert: bool = False, zero_padding: bool = True) -> tuple[np.ndarray, str]:
     """Stored values -> display image in [0, 1]: Modality LUT, VOI (min-max without a window, ignoring
-    padding), inversion, then padding set to 0 (unless ``zero_padding=False``). Integer data goes through one fused table.
+    padding), inversion, then padding set to 0 (unless ``zero_padding=False``).
     Returns (float32 image, description of the VOI stage)."""
+    display = make_display(arr, pad_mask, slope, intercept, modality_lut, window, voi_lut, invert)
+    img = display(arr)
     pad_mask = usable_mask(pad_mask)
-    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
-        lo, hi = int(arr.min()), int(arr.max())
-        valid = arr[~pad_mask] if pad_mask is not None else arr
-        mm = (int(valid.min()), int(valid.max()))
-        if arr.dtype.kind == "u":
-            lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
-        table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, window, voi_lut, invert,
-                                            minmax_range=mm)
-        img = apply_display_lut(arr, table, lo)
-    else:  # float or 32-bit pixel data: the stages one by one
-        m = apply_modality(arr, slope, intercept, modality_lut)
-        img, used_voi = apply_voi(m, window, voi_lut, pad_mask)
-        if invert:
-            img = np.subtract(np.float32(1.0), img, out=img)
-    img = np.ascontiguousarray(img, dtype=np.float32)
     if zero_padding and pad_mask is not None:
         img[pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2); img is a fresh array
-    return img, used_voi
+    return img, display.used_voi
 
 
 def header_windows(ds) -> list[Window]:
@@ -204,6 +270,55 @@ def header_windows(ds) -> list[Window]:
         return []
     n = len(centers) if is_multi(centers) else 1
     return [w for w in (voi_from_header(ds, i)[0] for i in range(n)) if w is not None]
+
+
+@dataclass
+class StoredImage:
+    """Result of :func:`read_stored_image`: stored values at the needed size and how to display them."""
+
+    stored: np.ndarray                # integer (or float) stored values, possibly reduced by ``scale``
+    display: Display
+    pad_mask: np.ndarray | None       # PixelPaddingValue pixels (None when there are none)
+    source_shape: tuple[int, int]
+    scale: float
+    photometric: str
+    backend: str
+    frames: int = 1
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_display(cls, img: np.ndarray) -> "StoredImage":
+        """An image already in the display convention (float in [0, 1], breast bright), displayed as is."""
+        img = np.asarray(img, dtype=np.float32)
+        return cls(img, Display("identity", minmax=(0.0, 1.0)), None, img.shape, 1.0, "MONOCHROME2", "array")
+
+
+def read_stored_image(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
+                      invert_monochrome1: bool = True, window: Window | None = None) -> StoredImage:
+    """Decode one file to stored values at the size the caller needs, plus its :class:`Display`.
+
+    Arguments as in :func:`read_dicom`, which is this followed by the display of the whole image.
+    """
+    arr, scale, ds, used = read_stored(path, backend, min_size)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomReadError(path, f"PhotometricInterpretation {photometric!r} is not grayscale")
+    arr, scale, pad_mask = reduce_for(arr, scale, ds, min_size)
+    pad_mask = usable_mask(pad_mask)
+    slope, intercept, modality_lut = modality_from_header(ds)
+    if window is not None:
+        header_window, voi_lut = window, None
+    else:
+        header_window, voi_lut = voi_from_header(ds, window_index) if voi else (None, None)
+    invert = photometric == "MONOCHROME1" and invert_monochrome1
+    try:
+        display = make_display(arr, pad_mask, slope, intercept, modality_lut, header_window, voi_lut, invert)
+    except (ValueError, NotImplementedError) as exc:
+        raise DicomReadError(path, f"invalid VOI LUT: {exc}") from exc
+    meta = {kw: plain_value(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
+    meta["TransferSyntaxUID"] = transfer_syntax(ds)
+    return StoredImage(arr, display, pad_mask, (int(ds.Rows), int(ds.Columns)), float(scale), photometric, used,
+                       int(ds.get("NumberOfFrames", 1) or 1), meta)
 
 
 def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
@@ -219,26 +334,14 @@ def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0
     ``window_index`` picks one of several WindowCenter/WindowWidth values (PS3.3 C.11.2.1.2: all are
     valid alternatives).
     """
-    arr, scale, ds, used = read_stored(path, backend, min_size)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomReadError(path, f"PhotometricInterpretation {photometric!r} is not grayscale")
-    arr, scale, pad_mask = reduce_for(arr, scale, ds, min_size)
-    slope, intercept, modality_lut = modality_from_header(ds)
-    if window is not None:
-        header_window, voi_lut = window, None
-    else:
-        header_window, voi_lut = voi_from_header(ds, window_index) if voi else (None, None)
-    invert = photometric == "MONOCHROME1" and invert_monochrome1
+    s = read_stored_image(path, backend, min_size, window_index, voi, invert_monochrome1, window)
     try:
-        img, used_voi = apply_display(arr, pad_mask, slope, intercept, modality_lut, header_window, voi_lut, invert,
-                                      zero_padding=padding_to_background)
+        img = s.display(s.stored)
     except (ValueError, NotImplementedError) as exc:
         raise DicomReadError(path, f"invalid VOI LUT: {exc}") from exc
-    meta = {kw: plain_value(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
-    meta["TransferSyntaxUID"] = transfer_syntax(ds)
-    return DicomImage(img, (int(ds.Rows), int(ds.Columns)), float(scale),
-                      photometric, used_voi, used, int(ds.get("NumberOfFrames", 1) or 1), meta)
+    if padding_to_background and s.pad_mask is not None:
+        img[s.pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2)
+    return DicomImage(img, s.source_shape, s.scale, s.photometric, s.display.used_voi, s.backend, s.frames, s.meta)
 
 
 def read_image(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True) -> np.ndarray:
