@@ -3,13 +3,15 @@
   (a) full-resolution decode only, with the fastest installed full decoder
       (gdcm through pydicom for JPEG 2000, dicomsdl for JPEG Lossless; the header read by pydicom
       costs 0.2 ms of dicomsdl's ~68 ms);
-  (b) our preprocessing to 1024x512 (reduced J2K decode, VOI LUT, crop, resize, PNG write);
+  (b) our preprocessing to 1024x512 (reduced J2K decode or stored-value reduction, crop and resize
+      on stored values, one table lookup for the output pixels, PNG write);
   (c) the seed-002 recipe: pydicom pixel_array, min-max, invert, squash to 512x512,
       threshold + largest component crop, PNG write;
 
-and, in one process, the share of (b)'s time spent in breast segmentation.
+and, in one process, the share of (b)'s time spent finding the breast. ``--tolerance`` also compares
+(b)'s pixels with windowing the whole image first.
 
-    .venv/bin/python benchmarks/preprocess.py [--n 8]
+    .venv/bin/python benchmarks/preprocess.py [--n 8] [--syntax jpeg_lossless] [--tolerance]
 """
 from __future__ import annotations
 
@@ -24,10 +26,10 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from _realsize import realsize_files
+from mammo_utils import crop as crop_ops
 from mammo_utils import dicom
-from mammo_utils.crop import segment_breast
-from mammo_utils.png import write_png_atomic
-from mammo_utils.preprocess import PreprocessConfig, preprocess_file
+from mammo_utils.png import to_uint, write_png_atomic
+from mammo_utils.preprocess import PreprocessConfig, locate_breast, preprocess_file
 
 
 def full_decode(path, out):
@@ -63,21 +65,43 @@ def seed_recipe(path, out):
 
 
 def segmentation_share(paths, out, repeat=3) -> float:
-    """Seconds in segment_breast / seconds per image of (b), one process."""
-    cfg = PreprocessConfig(size=(1024, 512))
-    images = [dicom.read_image(p, min_size=cfg.size) for p in paths]
-    segment_breast(images[0])
+    """Seconds finding the breast (work image + segmentation) / seconds per image of (b), one process."""
+    stored = [dicom.read_stored_image(p, min_size=(1024, 512)) for p in paths]
+    locate_breast(stored[0])
     t0 = time.perf_counter()
     for _ in range(repeat):
-        for img in images:
-            segment_breast(img)
-    seg = (time.perf_counter() - t0) / (repeat * len(images))
+        for s in stored:
+            locate_breast(s)
+    seg = (time.perf_counter() - t0) / (repeat * len(stored))
     ours(paths[0], out)
     t0 = time.perf_counter()
     for _ in range(repeat):
         for p in paths:
             ours(p, out)
     return seg / ((time.perf_counter() - t0) / (repeat * len(paths)))
+
+
+def tolerance(paths, size=(1024, 512)) -> dict:
+    """How far (b)'s output is from windowing first, in 8-bit levels, over the crop (markers kept):
+    ``table``: the same resampling applied after the table instead of before it (what resizing the
+    stored values costs); ``area``: a full INTER_AREA resize of the windowed image instead of
+    integer blocks + bilinear (what the resampling choice costs)."""
+    cfg = PreprocessConfig(size=size, mask_outside=False)
+    diffs = {"table": [], "area": []}
+    for p in paths:
+        img, info = preprocess_file(p, cfg)
+        s = dicom.read_stored_image(p, min_size=size)
+        k = s.scale
+        box = tuple(round(info[f"bbox_{c}"] / k) for c in ("y0", "x0", "y1", "x1"))
+        shown = crop_ops.crop(s.display(s.stored), box)
+        h, w = crop_ops.fit_shape(shown.shape, size)
+        refs = {"table": crop_ops.resize(shown, (h, w)),
+                "area": cv2.resize(np.ascontiguousarray(shown), (w, h), interpolation=cv2.INTER_AREA)}
+        for name, ref in refs.items():
+            ref = to_uint(ref)[:, ::-1] if info["flipped"] else to_uint(ref)
+            diffs[name].append(np.abs(img[:h, :w].astype(int) - ref.astype(int)).ravel())
+    return {name: (float(np.mean(np.concatenate(d))), float(np.percentile(np.concatenate(d), 99.9)),
+                   int(np.concatenate(d).max())) for name, d in diffs.items()}
 
 
 def rates(fns, paths, out, jobs=2, rounds=5):
@@ -102,6 +126,7 @@ def main():
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the median is reported")
+    ap.add_argument("--tolerance", action="store_true", help="also compare (b)'s pixels with windowing first")
     ap.add_argument("--syntax", nargs="+", default=["j2k", "jpeg_lossless"], choices=["j2k", "jpeg_lossless"])
     args = ap.parse_args()
     print(f"cpu cores: {os.cpu_count()}; {args.jobs} processes; files: 3328x2560 12-bit; "
@@ -114,7 +139,11 @@ def main():
             print(f"\n{syntax}: (a) full decode {a:.2f} img/s | (b) ours -> 1024x512 {b:.2f} img/s | "
                   f"(c) seed recipe {c:.2f} img/s")
             share = segmentation_share(paths[:4], out)
-            print(f"  (b)/(a) = {b / a:.2f}   (b)/(c) = {b / c:.2f}   segmentation: {share:.1%} of (b)'s time per image")
+            print(f"  (b)/(a) = {b / a:.2f}   (b)/(c) = {b / c:.2f}   finding the breast: {share:.1%} of (b)'s time")
+            if args.tolerance:
+                for name, (mean, p999, worst) in tolerance(paths).items():
+                    print(f"  tolerance vs windowing first ({name}): mean {mean:.3f}, 99.9th percentile {p999:.0f}, "
+                          f"max {worst} levels of 255")
 
 
 if __name__ == "__main__":

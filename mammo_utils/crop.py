@@ -76,17 +76,18 @@ def background_model(small: np.ndarray, border_frac: float = 0.03) -> tuple[floa
     Each side's band gives a level (its lower quartile) and a noise sigma (1.4826 x the median
     deviation of its values below the median). The side with the lowest level is air in any
     mammogram: the chest wall, a breast touching an edge, or a detector strip only raise a side.
+    On a tie (a clipped window puts air at exactly 0) the quieter side wins: a side that is part
+    air, part breast has the same lower quartile as pure air but a much larger spread.
     """
     h, w = small.shape
     b = max(2, int(round(border_frac * min(h, w))))
-    best = None
+    sides = []
     for band in (small[:b], small[-b:], small[:, :b], small[:, -b:]):
         v = band.ravel()
         level = float(np.percentile(v, 25))
-        if best is None or level < best[0]:
-            low = v[v <= np.percentile(v, 50)]
-            best = (level, 1.4826 * float(np.median(np.abs(low - level))))
-    return best
+        low = v[v <= np.percentile(v, 50)]
+        sides.append((level, 1.4826 * float(np.median(np.abs(low - level)))))
+    return min(sides)
 
 
 def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
@@ -211,9 +212,11 @@ def area_shrink(img: np.ndarray, f: int) -> np.ndarray:
 
 
 def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize to ``shape`` (H, W). Shrinking averages integer blocks first, then interpolates bilinearly
-    by the remaining factor (< 2): close to a full area resize (within 1 level of 255 at the 99.9th
-    percentile on real-size mammograms) at a fifth of its cost. Enlarging is bilinear.
+    """Resize to ``shape`` (H, W). Shrinking averages integer blocks first (OpenCV's fast exact-factor
+    area path), then interpolates bilinearly by the remaining factor (< 2), at a fifth of the cost of
+    a non-integer area resize. The two agree inside the breast; at sharp edges (skin line, markers)
+    they differ by up to ~10 levels of 255 at the 99.9th percentile (benchmarks/preprocess.py
+    --tolerance). Enlarging is bilinear.
 
     Integer stored values stay integers (uint8, uint16, int16); other types are resized as float32."""
     if img.dtype not in (np.uint8, np.uint16, np.int16, np.float32):

@@ -62,8 +62,8 @@ def work_image(s: StoredImage, path=None, work_px: int = crop_ops.WORK_PX) -> tu
     """Display image at about the segmentation work size, padding zeroed; and its scale in work
     pixels per stored pixel. Raises on a blank image (nothing to crop), naming ``path``.
 
-    Large images are averaged over integer blocks (the long side lands within ~20 % of ``work_px``;
-    OpenCV's fast path), and the table is looked up on ~0.1 megapixels instead of the whole image."""
+    Large images are averaged over integer blocks (OpenCV's fast path; the long side lands within
+    ~20 % of ``work_px``), and the table is looked up on ~0.1 megapixels only."""
     h, w = s.stored.shape
     f = round(max(h, w) / work_px)
     if f >= 2:
@@ -82,6 +82,19 @@ def work_image(s: StoredImage, path=None, work_px: int = crop_ops.WORK_PX) -> tu
         raise DicomReadError(path, f"image is blank: every pixel displays as {float(img.mean()):.3f} "
                                    f"(a constant image has no breast to crop)")
     return img, k
+
+
+def output_pixels(s: StoredImage, box: crop_ops.Box, shape: tuple[int, int], bits: int) -> np.ndarray:
+    """The crop ``box`` of ``s`` resized to ``shape`` and displayed, as uint8/uint16.
+
+    Where the display is a straight line between its saturation points (LINEAR windows, min-max;
+    stored values were clamped to those points on reading), the stored values are resampled and the
+    quantized table is looked up for the output pixels only: equal to displaying first, to rounding.
+    A curved display (SIGMOID, a VOI LUT Sequence) is looked up on the crop first, then resampled."""
+    crop = crop_ops.crop(s.stored, box)
+    if s.display.linear:
+        return s.display.to_uint(crop_ops.resize(crop, shape), bits)
+    return crop_ops.resize(s.display.to_uint(crop, bits), shape)
 
 
 def source_box(box: crop_ops.Box, scale: float, source_shape) -> crop_ops.Box:
@@ -104,8 +117,8 @@ def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | N
     """Segment -> crop -> resize -> display -> orient -> pad. Returns (uint8/uint16 image of ``cfg.size``,
     box in ``s.stored`` pixels, flipped).
 
-    Cropping and resizing work on the stored values, and the display table (quantized to the output
-    bits) is looked up for the output pixels only: no full-size float image is ever made.
+    Segmentation runs on a work-size copy; the output pixels come from :func:`output_pixels`. No
+    full-size float image is ever made.
     """
     h, w = s.stored.shape
     box, remove = (0, 0, h, w), None
@@ -117,7 +130,7 @@ def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | N
     else:
         work_image(s, path)  # a blank image is still an error
     shape = crop_ops.fit_shape((box[2] - box[0], box[3] - box[1]), cfg.size, cfg.keep_aspect)
-    out = s.display.to_uint(crop_ops.resize(crop_ops.crop(s.stored, box), shape), cfg.bits)
+    out = output_pixels(s, box, shape, cfg.bits)
     for mask in (s.pad_mask, remove):  # padding and isolated labels/markers become background
         if mask is not None:
             out[crop_ops.mask_on_output(mask, (h, w), box, shape)] = 0

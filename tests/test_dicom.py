@@ -221,3 +221,42 @@ def test_padding_is_background_and_does_not_stretch_minmax(tmp_path):
     assert img[0, 0] == 0 and img[sv == 4095].max() == 0
     tissue = img[5:25, 2:12]
     np.testing.assert_allclose(tissue, (sv[5:25, 2:12] - 1000) / 199.0, atol=1e-6)  # min-max of tissue only
+
+
+def test_dicomsdl_files_are_read_without_loading_pixel_bytes_in_pydicom(tmp_path, monkeypatch):
+    """JPEG Lossless is decoded by dicomsdl from the file: pydicom must read the header only."""
+    from mammo_utils.dicom import read as reader
+
+    if not dicom.decoders.is_available("dicomsdl"):
+        pytest.skip("dicomsdl not installed")
+    calls = []
+    real_open = reader.open_dataset
+    monkeypatch.setattr(reader, "open_dataset", lambda path, stop_before_pixels: calls.append(stop_before_pixels)
+                        or real_open(path, stop_before_pixels))
+    sv = (np.arange(64 * 48).reshape(64, 48) % 4096).astype(np.uint16)
+    assert np.array_equal(reader.read_stored(_write(tmp_path, "jl.dcm", sv, "jpeg_lossless"))[0], sv)
+    assert calls == [True]
+    calls.clear()
+    reader.read_stored(_write(tmp_path, "n.dcm", sv))  # native: the bytes are the pixels (and are length-checked)
+    assert calls == [True, False]
+
+
+def test_compressed_file_without_pixel_data_is_named(tmp_path):
+    sv = np.full((32, 24), 1000, np.uint16)
+    ds = pydicom.dcmread(_write(tmp_path, "jl.dcm", sv, "jpeg_lossless"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopix.dcm")
+    with pytest.raises(DicomReadError, match="no Pixel Data"):
+        read_image(tmp_path / "nopix.dcm")
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("window", [None, Window(1800, 1200, "SIGMOID"), Window(2000, 900)])
+def test_quantized_table_equals_quantizing_the_display(window, bits):
+    from mammo_utils.dicom.read import make_display
+    from mammo_utils.png import to_uint
+
+    sv = np.random.default_rng(0).integers(200, 4000, (50, 40)).astype(np.uint16)
+    d = make_display(sv, None, 1.0, 0.0, None, window, None, invert=window is None)
+    assert np.array_equal(d.to_uint(sv, bits), to_uint(d(sv), bits))
+    assert d.to_uint(sv, bits).dtype == (np.uint8 if bits == 8 else np.uint16)

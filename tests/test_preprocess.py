@@ -296,3 +296,57 @@ def test_masking_removes_isolated_labels_but_never_tissue():
 def test_default_synthetic_masks_keep_tissue(tiny_data):
     report = cq.check_dataset(tiny_data, "train")
     assert report.kept.min() >= 0.99 and report.zeroed.max() <= 0.01 and report.area_ratio.max() <= 1.25
+
+
+def _mammogram_like(tmp_path, name, window, photometric="MONOCHROME2", shape=(900, 700), seed=0):
+    """Air far below the window, a breast with a sharp skin line, tissue texture and noise."""
+    from mammo_utils.dicom import write_dicom
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    r = np.sqrt((xx / (0.7 * shape[1])) ** 2 + ((yy - shape[0] / 2) / (0.42 * shape[0])) ** 2)
+    tissue = 1600 + 900 * np.sqrt(np.clip(1 - r ** 2, 0, 1)) + 250 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    sv = np.where(r < 1, tissue, 80) + rng.normal(0, 20, shape)
+    sv = np.clip(sv, 0, 4095).astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        sv = (4095 - sv).astype(np.uint16)
+        window = dict(window, WindowCenter=4095 - window["WindowCenter"])
+    path = tmp_path / name
+    write_dicom(path, sv, dict(BitsStored=12, PhotometricInterpretation=photometric, **window), "jpeg_lossless")
+    return path
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize("window,linear", [(dict(WindowCenter=2129.4, WindowWidth=1400), True),
+                                           (dict(WindowCenter=2100, WindowWidth=1400, VOILUTFunction="SIGMOID"), False)])
+def test_output_pixels_match_windowing_first(tmp_path, window, linear, photometric):
+    """Against windowing the whole image first (same box, same resampling), to rounding (1 level):
+    a LINEAR window resamples stored values and looks up the output pixels only (air is clamped to
+    the window's end first, so it cannot darken the skin line); a SIGMOID window is curved, so it is
+    looked up on the crop first (resampling stored values would be off by ~30 levels at the skin line)."""
+    worst = 1
+    from mammo_utils.dicom import read_stored_image
+
+    path = _mammogram_like(tmp_path, "m.dcm", window, photometric)
+    cfg = pp.PreprocessConfig(size=(128, 64), mask_outside=False)
+    img, info = pp.preprocess_file(path, cfg, "L")
+    s = read_stored_image(path, min_size=cfg.size)
+    assert s.scale == 4 and s.display.linear == linear
+    box = tuple(round(info[f"bbox_{c}"] / s.scale) for c in ("y0", "x0", "y1", "x1"))
+    shown = read_dicom(path, min_size=cfg.size).image  # windowed first, same reduced decode
+    ref = cr.crop(shown, box)
+    h, w = cr.fit_shape(ref.shape, cfg.size)
+    ref = to_uint(cr.resize(ref, (h, w)))
+    ref = ref[:, ::-1] if info["flipped"] else ref
+    diff = np.abs(img[:h, :w].astype(int) - ref.astype(int))
+    assert diff.max() <= worst, (diff.max(), np.percentile(diff, 99.9))
+    assert img[:h, :w].mean() > 40 and (img[h:] == 0).all() and (img[:, w:] == 0).all()
+
+
+def test_background_model_prefers_the_quiet_side_on_a_tie():
+    """A clipped window puts air at exactly 0: a side that is a quarter air and three quarters breast
+    has the same lower quartile (0) as a side of pure air; its spread must not become the noise."""
+    img = np.zeros((100, 100), np.float32)
+    img[:3, 26:56] = 0.125
+    img[:3, 56:] = 0.5  # the breast touches the top edge over three quarters of its width
+    assert cr.background_model(img) == (0.0, 0.0)

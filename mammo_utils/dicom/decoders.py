@@ -91,7 +91,10 @@ def decode_pillow(path, ds, min_size) -> tuple[np.ndarray, int]:
 def decode_dicomsdl(path, ds, min_size) -> tuple[np.ndarray, int]:
     import dicomsdl
 
-    return np.asarray(dicomsdl.open(str(path)).pixelData(storedvalue=True)), 1
+    dcm = dicomsdl.open(str(path))
+    if dcm.getDataElement("PixelData").tag() == 0:  # absent: decoding it would crash the interpreter
+        raise ValueError("no Pixel Data element")
+    return np.asarray(dcm.pixelData(storedvalue=True)), 1
 
 
 def decode_pydicom(path, ds, min_size) -> tuple[np.ndarray, int]:

@@ -203,6 +203,7 @@ class Display:
     voi_lut: LutData | None = None
     invert: bool = False
     minmax: tuple[float, float] | None = None
+    linear: bool = False                  # affine between the saturation range's ends (LINEAR windows, min-max)
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
         """float32 display image of ``arr`` (a fresh array)."""
@@ -218,6 +219,22 @@ class Display:
             img = np.subtract(np.float32(1.0), img)
         return np.ascontiguousarray(img, dtype=np.float32)
 
+    def saturation_range(self) -> tuple[int, int] | None:
+        """Stored values (a, b) outside which the table is constant (the window saturates), or None.
+
+        Clamping stored values to [a, b] changes no displayed pixel, and makes averaging stored
+        values before a LINEAR window equal to averaging the displayed values (up to rounding):
+        air far below the window no longer darkens the skin line of a reduced image."""
+        t = self.table
+        if t is None or len(t) < 3:
+            return None
+        inner = np.flatnonzero(t != t[0])
+        if not len(inner):
+            return None
+        first = max(int(inner[0]) - 1, 0)
+        last = min(int(np.flatnonzero(t != t[-1])[-1]) + 1, len(t) - 1)
+        return self.lo + first, self.lo + last
+
     def to_uint(self, arr: np.ndarray, bits: int = 8) -> np.ndarray:
         """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.png.to_uint` of ``self(arr)``);
         integer data takes one lookup in a quantized table, with no float image in between."""
@@ -228,19 +245,48 @@ class Display:
         return to_uint(self(arr), bits)
 
 
+def value_range(arr: np.ndarray, where: np.ndarray | None = None) -> tuple[int, int]:
+    """(min, max) of a 2-D integer image in one pass (OpenCV), optionally over the pixels ``where`` is set."""
+    import cv2
+
+    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16, np.int16, np.int8):
+        vals = arr[where] if where is not None else arr
+        return int(vals.min()), int(vals.max())
+    mask = where.view(np.uint8) if where is not None else None
+    lo, hi, _, _ = cv2.minMaxLoc(arr if arr.dtype != np.int8 else arr.astype(np.int16), mask)
+    return int(lo), int(hi)
+
+
+def is_affine_between_saturation(display: Display) -> bool:
+    """Whether the table is a straight line between the ends of its saturation range (a LINEAR or
+    LINEAR_EXACT window, a min-max stretch): then averaging stored values and looking the average
+    up equals averaging displayed values, to rounding. SIGMOID and VOI LUT Sequences are curved."""
+    ends = display.saturation_range()
+    if ends is None:
+        return False
+    t = display.table[ends[0] - display.lo + 1:ends[1] - display.lo].astype(np.float64)  # between the kinks
+    if len(t) < 3:
+        return True
+    line = np.linspace(t[0], t[-1], len(t))
+    return float(np.abs(t - line).max()) < 0.25 / 65535  # off the straight line by < 1/4 of a 16-bit level
+
+
 def make_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
                  modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
                  invert: bool = False) -> Display:
     """The :class:`Display` of one stored image; padding pixels do not count towards a min-max stretch."""
     pad_mask = usable_mask(pad_mask)
-    valid = arr[~pad_mask] if pad_mask is not None else arr
     if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
-        lo, hi = int(arr.min()), int(arr.max())
+        lo, hi = value_range(arr)
+        valid = value_range(arr, ~pad_mask) if pad_mask is not None else (lo, hi)
         if arr.dtype.kind == "u":
             lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
         table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, window, voi_lut, invert,
-                                            minmax_range=(int(valid.min()), int(valid.max())))
-        return Display(used_voi, table, lo)
+                                            minmax_range=valid)
+        display = Display(used_voi, table, lo)
+        display.linear = is_affine_between_saturation(display)
+        return display
+    valid = arr[~pad_mask] if pad_mask is not None else arr
     minmax = None
     used_voi = "VOILUTSequence" if voi_lut is not None else str(window) if window is not None else "minmax"
     if voi_lut is None and window is None:
@@ -315,6 +361,9 @@ def read_stored_image(path, backend: str = "auto", min_size=None, window_index: 
         display = make_display(arr, pad_mask, slope, intercept, modality_lut, header_window, voi_lut, invert)
     except (ValueError, NotImplementedError) as exc:
         raise DicomReadError(path, f"invalid VOI LUT: {exc}") from exc
+    clamp = display.saturation_range() if display.linear else None
+    if clamp is not None and arr.flags.writeable:
+        arr = np.clip(arr, *clamp, out=arr if arr.flags.owndata else None)
     meta = {kw: plain_value(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
     meta["TransferSyntaxUID"] = transfer_syntax(ds)
     return StoredImage(arr, display, pad_mask, (int(ds.Rows), int(ds.Columns)), float(scale), photometric, used,
