@@ -285,21 +285,26 @@ class PatientViewer:
 
     def view_rgb(self, view: int) -> np.ndarray:
         """One view with its overlays, as RGB uint8 at display resolution."""
-        from .crop import box_from_mask, segment_breast
+        from .dicom import StoredImage
+        from .preprocess import MIN_DYNAMIC_RANGE, locate_breast
 
         state = self.view_states[view]
         img = self.view_image(view)
         rgb = _to_rgb(img)
         r = self.views[view]
+        found = None
         if state.mode != "preprocessed" and (self.overlays["box"] or self.overlays["mask"]):
             base = img if state.mode == "read" and state.window is None else display_image(self._stored(view), "read", None)
-            seg = segment_breast(base)
+            if float(base.max()) - float(base.min()) >= MIN_DYNAMIC_RANGE:  # a blank view has no breast
+                found = locate_breast(StoredImage.from_display(base))  # exactly as preprocessing finds it
+        if found is not None:
+            box, seg, _ = found
             if self.overlays["mask"]:
                 m = cv2.resize(seg.breast.view(np.uint8), img.shape[::-1], interpolation=cv2.INTER_NEAREST)
                 contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
                 cv2.drawContours(rgb, contours, -1, COLORS["mask"], 2)
             if self.overlays["box"]:
-                y0, x0, y1, x1 = box_from_mask(seg.breast, seg.scale, img.shape)
+                y0, x0, y1, x1 = box
                 cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), COLORS["box"], 2)
         if state.mode != "preprocessed" and self.overlays["lesions"] and self.truth is not None \
                 and r["image_id"] in self.truth.index:
