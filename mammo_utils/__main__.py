@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write the synthetic RSNA-format dataset (into a missing or empty folder)")
     s.add_argument("--out", required=True, help="a missing or empty folder")
     s.add_argument("--patients", type=_positive(int), default=200, help="training patients (>= 2)")
-    s.add_argument("--test-patients", type=_positive(int), default=None, help="test patients (default: patients // 2; the labelled held-out estimate)")
+    s.add_argument("--test-patients", type=_positive(int), default=None, help="test patients (default: as many as training patients, at most 200; the labelled held-out estimate)")
     s.add_argument("--seed", type=int, default=0, help="same seed, same files")
     s.add_argument("--image-size", "--size", dest="image_size", type=_size, default="640x512",
                    help="base image size HxW (machines vary around it; at least 64x64)")

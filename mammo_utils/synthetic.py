@@ -380,6 +380,13 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
     return specs
 
 
+def default_test_patients(patients: int) -> int:
+    """Size of the labelled held-out set: chosen for the estimate, not for training. As many patients
+    as training, at most 200 (~400 breasts, ~35 cancers at the default rate: a chance-level AUC then
+    has a standard error of ~0.05, so a shuffled-label control reads as chance)."""
+    return max(2, min(int(patients), 200))
+
+
 def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test_patients: int | None = None,
                   cancer_rate: float | None = None, lesion_contrast: float | None = None, jobs: int = -1,
                   progress: bool = True, preset: str = "default", anatomy: str | None = None) -> pd.DataFrame:
@@ -400,7 +407,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     if min(size) < MIN_SYNTH_PX:
         raise UserError(f"synthetic images must be at least {MIN_SYNTH_PX}x{MIN_SYNTH_PX}, got {size[0]}x{size[1]}")
     if test_patients is None:
-        test_patients = max(2, patients // 2)  # a labelled held-out set big enough for an honest estimate
+        test_patients = default_test_patients(patients)
     if int(test_patients) < 1:
         raise UserError(f"test_patients must be at least 1, got {test_patients}")
     out.mkdir(parents=True, exist_ok=True)

@@ -77,3 +77,11 @@ def test_cli_synth(tmp_path):
 
     assert main(["synth", "--out", str(tmp_path / "d"), "--patients", "3", "--size", "96x80", "--jobs", "1"]) == 0
     assert len(pd.read_csv(tmp_path / "d" / "train.csv")) >= 12
+
+
+def test_default_held_out_set_is_sized_for_the_estimate():
+    from mammo_utils.synthetic import default_test_patients
+
+    assert default_test_patients(200) == 200   # the main job: ~400 test breasts, not 200
+    assert default_test_patients(400) == 200   # the sweep: capped, the estimate does not need more
+    assert default_test_patients(1) == 2
