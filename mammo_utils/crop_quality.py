@@ -28,7 +28,7 @@ def score_stored(s, truth: np.ndarray, lesion=None) -> dict:
     :class:`~mammo_utils.dicom.StoredImage` and score box and masking against ``truth`` (full size)."""
     from .preprocess import locate_breast, source_box
 
-    box, seg, _ = locate_breast(s)
+    box, seg = locate_breast(s)
     h, w = s.stored.shape
     y0, x0, y1, x1 = source_box(box, s.scale, truth.shape)
     ys, xs = np.nonzero(truth)

@@ -9,7 +9,8 @@ import numpy as np
 
 
 # Fast lossless settings: run-length deflate (the black background is long runs) after the cheap
-# "up" filter; half the time of zlib level 1 at a smaller size (benchmarks/preprocess.py --png).
+# "up" filter: on 1024x512 outputs of real-size files 3.2 ms and 76 KiB against 6.1 ms and 100 KiB
+# for zlib level 1 with OpenCV's default filter.
 # OpenCV < 4.11 has no filter flag and uses its default filter.
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 if hasattr(cv2, "IMWRITE_PNG_FILTER"):

@@ -68,14 +68,13 @@ def work_image(s: StoredImage, path=None, work_px: int = crop_ops.WORK_PX) -> tu
     f = round(max(h, w) / work_px)
     if f >= 2:
         small = crop_ops.area_shrink(s.stored, f)
-        k = 1.0 / f
+        k, covered = 1.0 / f, (0, 0, small.shape[0] * f, small.shape[1] * f)  # the trimmed rows/columns drop
     else:
-        k = work_px / max(h, w)
+        k, covered = work_px / max(h, w), (0, 0, h, w)
         small = crop_ops.resize(s.stored, (max(1, round(h * k)), max(1, round(w * k))))
     img = s.display(small)
     if s.pad_mask is not None:
-        ph, pw = round(small.shape[0] / k), round(small.shape[1] / k)
-        img[crop_ops.mask_on_output(s.pad_mask[:ph, :pw], (ph, pw), (0, 0, ph, pw), small.shape)] = 0.0
+        img[crop_ops.mask_on_output(s.pad_mask, (h, w), covered, small.shape)] = 0.0
     if float(img.max()) - float(img.min()) < MIN_DYNAMIC_RANGE:
         from .dicom import DicomReadError
 
@@ -104,13 +103,13 @@ def source_box(box: crop_ops.Box, scale: float, source_shape) -> crop_ops.Box:
             min(cols, int(round(box[3] * scale))))
 
 
-def locate_breast(s: StoredImage, path=None) -> tuple[crop_ops.Box, crop_ops.Segmentation, float]:
-    """(breast box in ``s.stored`` pixels, segmentation on the work image, work pixels per stored pixel).
+def locate_breast(s: StoredImage, path=None) -> tuple[crop_ops.Box, crop_ops.Segmentation]:
+    """(breast box in ``s.stored`` pixels, segmentation on the work image).
 
     The one place preprocessing and the crop-quality check find the breast. Raises on a blank image."""
     work, k = work_image(s, path)
     seg = crop_ops.segment_breast(work, max(work.shape))  # already the work size
-    return crop_ops.box_from_mask(seg.breast, seg.scale * k, s.stored.shape), seg, k
+    return crop_ops.box_from_mask(seg.breast, seg.scale * k, s.stored.shape), seg
 
 
 def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | None = None, path=None):
@@ -123,7 +122,7 @@ def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | N
     h, w = s.stored.shape
     box, remove = (0, 0, h, w), None
     if cfg.crop or cfg.mask_outside:
-        found_box, seg, _ = locate_breast(s, path)
+        found_box, seg = locate_breast(s, path)
         box = found_box if cfg.crop else box
         if cfg.mask_outside and seg.remove.any():
             remove = seg.remove

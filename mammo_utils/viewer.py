@@ -298,7 +298,7 @@ class PatientViewer:
             if float(base.max()) - float(base.min()) >= MIN_DYNAMIC_RANGE:  # a blank view has no breast
                 found = locate_breast(StoredImage.from_display(base))  # exactly as preprocessing finds it
         if found is not None:
-            box, seg, _ = found
+            box, seg = found
             if self.overlays["mask"]:
                 m = cv2.resize(seg.breast.view(np.uint8), img.shape[::-1], interpolation=cv2.INTER_NEAREST)
                 contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)

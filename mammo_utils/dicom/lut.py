@@ -89,14 +89,17 @@ def apply_lut(x: np.ndarray, descriptor, data: np.ndarray) -> np.ndarray:
     return np.clip(data[idx] / top, 0.0, 1.0).astype(np.float32)
 
 
+def stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """[lo, hi] mapped linearly onto [0, 1] and clipped (in ``x``'s float type); zeros when the range is empty."""
+    if hi <= lo:
+        return np.zeros(x.shape, np.float32)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
 def apply_minmax(x: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
     """Stretch to [0, 1] when the file has no window; pixels where ``ignore`` is set do not count."""
     vals = x[~ignore] if ignore is not None and ignore.any() and not ignore.all() else x
-    lo, hi = float(vals.min()), float(vals.max())
-    if hi <= lo:
-        return np.zeros(x.shape, np.float32)
-    y = (x.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(y, 0.0, 1.0, out=y)
+    return stretch(x.astype(np.float32, copy=False), float(vals.min()), float(vals.max()))
 
 
 def apply_modality(x: np.ndarray, slope: float = 1.0, intercept: float = 0.0,
@@ -133,7 +136,7 @@ def build_display_lut(lo: int, hi: int, slope: float = 1.0, intercept: float = 0
         a, b = minmax_range if minmax_range is not None else (lo, hi)
         ends = apply_modality(np.array([a, b], np.float64), slope, intercept, modality_lut)
         m_lo, m_hi = float(ends.min()), float(ends.max())
-        table = np.zeros(len(sv), np.float32) if m_hi <= m_lo else np.clip((m - m_lo) / (m_hi - m_lo), 0, 1)
+        table = stretch(m, m_lo, m_hi)
         used = "minmax"
     else:
         table, used = apply_voi(m, window, voi_lut)

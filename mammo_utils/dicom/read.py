@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from .dataset import (JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, is_multi, open_dataset,
                       plain_value, transfer_syntax)
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
-from .lut import LutData, Window, apply_display_lut, apply_modality, apply_voi, build_display_lut
+from .lut import LutData, Window, apply_display_lut, apply_modality, apply_voi, build_display_lut, stretch
 
 __all__ = ["DicomImage", "Display", "StoredImage", "Window", "read_dicom", "read_image", "read_metadata",
            "read_stored", "read_stored_image"]
@@ -203,7 +204,6 @@ class Display:
     voi_lut: LutData | None = None
     invert: bool = False
     minmax: tuple[float, float] | None = None
-    linear: bool = False                  # affine between the saturation range's ends (LINEAR windows, min-max)
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
         """float32 display image of ``arr`` (a fresh array)."""
@@ -213,8 +213,7 @@ class Display:
         if self.voi_lut is not None or self.window is not None:
             img = apply_voi(m, self.window, self.voi_lut)[0]
         else:
-            lo, hi = self.minmax
-            img = np.zeros(m.shape, np.float32) if hi <= lo else np.clip((m - np.float32(lo)) / np.float32(hi - lo), 0, 1)
+            img = stretch(m, *self.minmax)
         if self.invert:
             img = np.subtract(np.float32(1.0), img)
         return np.ascontiguousarray(img, dtype=np.float32)
@@ -234,6 +233,20 @@ class Display:
         first = max(int(inner[0]) - 1, 0)
         last = min(int(np.flatnonzero(t != t[-1])[-1]) + 1, len(t) - 1)
         return self.lo + first, self.lo + last
+
+    @cached_property
+    def linear(self) -> bool:
+        """Whether the table is a straight line between the ends of its saturation range (a LINEAR or
+        LINEAR_EXACT window, a min-max stretch): then averaging stored values and looking the average
+        up equals averaging displayed values, to rounding. SIGMOID and VOI LUT Sequences are curved."""
+        ends = self.saturation_range()
+        if ends is None:
+            return False
+        t = self.table[ends[0] - self.lo + 1:ends[1] - self.lo].astype(np.float64)  # between the kinks
+        if len(t) < 3:
+            return True
+        line = np.linspace(t[0], t[-1], len(t))
+        return float(np.abs(t - line).max()) < 0.25 / 65535  # off the straight line by < 1/4 of a 16-bit level
 
     def to_uint(self, arr: np.ndarray, bits: int = 8) -> np.ndarray:
         """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.png.to_uint` of ``self(arr)``);
@@ -257,20 +270,6 @@ def value_range(arr: np.ndarray, where: np.ndarray | None = None) -> tuple[int, 
     return int(lo), int(hi)
 
 
-def is_affine_between_saturation(display: Display) -> bool:
-    """Whether the table is a straight line between the ends of its saturation range (a LINEAR or
-    LINEAR_EXACT window, a min-max stretch): then averaging stored values and looking the average
-    up equals averaging displayed values, to rounding. SIGMOID and VOI LUT Sequences are curved."""
-    ends = display.saturation_range()
-    if ends is None:
-        return False
-    t = display.table[ends[0] - display.lo + 1:ends[1] - display.lo].astype(np.float64)  # between the kinks
-    if len(t) < 3:
-        return True
-    line = np.linspace(t[0], t[-1], len(t))
-    return float(np.abs(t - line).max()) < 0.25 / 65535  # off the straight line by < 1/4 of a 16-bit level
-
-
 def make_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
                  modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
                  invert: bool = False) -> Display:
@@ -283,9 +282,7 @@ def make_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: flo
             lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
         table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, window, voi_lut, invert,
                                             minmax_range=valid)
-        display = Display(used_voi, table, lo)
-        display.linear = is_affine_between_saturation(display)
-        return display
+        return Display(used_voi, table, lo)
     valid = arr[~pad_mask] if pad_mask is not None else arr
     minmax = None
     used_voi = "VOILUTSequence" if voi_lut is not None else str(window) if window is not None else "minmax"
