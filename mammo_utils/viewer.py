@@ -77,7 +77,7 @@ def read_stored_view(path, display_px: int) -> StoredView:
 
 def display_image(v: StoredView, mode: str, window: Window | None) -> np.ndarray:
     """float32 [0, 1] image of a cached view: as stored (min-max, no inversion) or as read (window, inverted)."""
-    from .dicom.read import apply_display
+    from .dicom.lut import apply_display
 
     if mode == "stored":
         return apply_display(v.stored)[0]

@@ -1,7 +1,6 @@
 """The Kaggle bundle builds, and mammo_utils installs from it into a fresh venv with --no-index."""
 import os
 import subprocess
-import sys
 import venv
 
 import nbformat

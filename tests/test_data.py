@@ -1,7 +1,6 @@
 """Augmentation and the training dataset: what the network sees."""
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from mammo_utils.data import AugmentConfig, MammoDataset, augment

@@ -1,6 +1,4 @@
 """read_image against the DICOM standard's formulas, pydicom's own decode, and bad input."""
-import shutil
-
 import cv2
 import numpy as np
 import pydicom
@@ -253,7 +251,7 @@ def test_compressed_file_without_pixel_data_is_named(tmp_path):
 @pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("window", [None, Window(1800, 1200, "SIGMOID"), Window(2000, 900)])
 def test_quantized_table_equals_quantizing_the_display(window, bits):
-    from mammo_utils.dicom.read import make_display
+    from mammo_utils.dicom.lut import make_display
     from mammo_utils.png import to_uint
 
     sv = np.random.default_rng(0).integers(200, 4000, (50, 40)).astype(np.uint16)

@@ -1,7 +1,6 @@
 """The notebooks: structure (parameters cell, cleared outputs, no logic) and a papermill run on tiny data."""
 import ast
 import json
-from pathlib import Path
 
 import nbformat
 import pandas as pd

@@ -1,6 +1,5 @@
 """Training loop behaviour: schedule, losses, NaN guard, accumulation, fp16 scaler, EMA, checkpoints, resume."""
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -376,9 +375,8 @@ def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypa
         T.train(small_cfg(prepared, tmp_path / "rnd", epochs=1, max_steps_per_epoch=1, sampler="random"), progress=False)
     assert any("pos_weight" in r and not r.endswith("pos_weight 1.00") for r in records)
     # seed: same seed, same run; another seed, another run
-    a = T.train(small_cfg(prepared, tmp_path / "s1", epochs=1, max_steps_per_epoch=2, seed=3), progress=False)
-    b = T.train(small_cfg(prepared, tmp_path / "s2", epochs=1, max_steps_per_epoch=2, seed=3), progress=False)
-    c = T.train(small_cfg(prepared, tmp_path / "s3", epochs=1, max_steps_per_epoch=2, seed=4), progress=False)
+    for name, seed in (("s1", 3), ("s2", 3), ("s3", 4)):
+        T.train(small_cfg(prepared, tmp_path / name, epochs=1, max_steps_per_epoch=2, seed=seed), progress=False)
     la, lb, lc = (pd.read_csv(tmp_path / s / "metrics.csv").train_loss[0] for s in ("s1", "s2", "s3"))
     assert la == lb and la != lc
 

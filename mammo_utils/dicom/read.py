@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
 from .dataset import (JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, is_multi, open_dataset,
                       plain_value, transfer_syntax)
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
-from .lut import LutData, Window, apply_display_lut, apply_modality, apply_voi, build_display_lut, stretch
+from .lut import Display, LutData, Window, make_display, usable_mask
 
 __all__ = ["DicomImage", "Display", "StoredImage", "Window", "read_dicom", "read_image", "read_metadata",
            "read_stored", "read_stored_image"]
@@ -178,132 +177,6 @@ def reduce_for(arr: np.ndarray, scale: int, ds, min_size):
                 pad_mask = cv2.resize(pad_mask.view(np.uint8), arr.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
             scale = 2 ** k
     return arr, scale, pad_mask
-
-
-def usable_mask(mask: np.ndarray | None) -> np.ndarray | None:
-    """A padding mask worth using: None when absent, empty or covering the whole image."""
-    return mask if mask is not None and mask.any() and not mask.all() else None
-
-
-@dataclass
-class Display:
-    """Stored values -> display values in [0, 1] for one image (Modality LUT, VOI, inversion).
-
-    Built once from the whole image (a min-max stretch needs its range), then applied to the image
-    or to any crop or resize of it: that is what lets preprocessing crop and resize the stored values
-    and look up only the output pixels. Integer data uses one fused table; float data the stages.
-    """
-
-    used_voi: str
-    table: np.ndarray | None = None       # integer data: table[sv - lo]
-    lo: int = 0
-    slope: float = 1.0                    # float data: the stages, with the min-max range fixed
-    intercept: float = 0.0
-    modality_lut: LutData | None = None
-    window: Window | None = None
-    voi_lut: LutData | None = None
-    invert: bool = False
-    minmax: tuple[float, float] | None = None
-
-    def __call__(self, arr: np.ndarray) -> np.ndarray:
-        """float32 display image of ``arr`` (a fresh array)."""
-        if self.table is not None and arr.dtype.kind in "ui":
-            return np.ascontiguousarray(apply_display_lut(arr, self.table, self.lo), dtype=np.float32)
-        m = apply_modality(arr, self.slope, self.intercept, self.modality_lut)
-        if self.voi_lut is not None or self.window is not None:
-            img = apply_voi(m, self.window, self.voi_lut)[0]
-        else:
-            img = stretch(m, *self.minmax)
-        if self.invert:
-            img = np.subtract(np.float32(1.0), img)
-        return np.ascontiguousarray(img, dtype=np.float32)
-
-    def saturation_range(self) -> tuple[int, int] | None:
-        """Stored values (a, b) outside which the table is constant (the window saturates), or None.
-
-        Clamping stored values to [a, b] changes no displayed pixel, and makes averaging stored
-        values before a LINEAR window equal to averaging the displayed values (up to rounding):
-        air far below the window no longer darkens the skin line of a reduced image."""
-        t = self.table
-        if t is None or len(t) < 3:
-            return None
-        inner = np.flatnonzero(t != t[0])
-        if not len(inner):
-            return None
-        first = max(int(inner[0]) - 1, 0)
-        last = min(int(np.flatnonzero(t != t[-1])[-1]) + 1, len(t) - 1)
-        return self.lo + first, self.lo + last
-
-    @cached_property
-    def linear(self) -> bool:
-        """Whether the table is a straight line between the ends of its saturation range (a LINEAR or
-        LINEAR_EXACT window, a min-max stretch): then averaging stored values and looking the average
-        up equals averaging displayed values, to rounding. SIGMOID and VOI LUT Sequences are curved."""
-        ends = self.saturation_range()
-        if ends is None:
-            return False
-        t = self.table[ends[0] - self.lo + 1:ends[1] - self.lo].astype(np.float64)  # between the kinks
-        if len(t) < 3:
-            return True
-        line = np.linspace(t[0], t[-1], len(t))
-        return float(np.abs(t - line).max()) < 0.25 / 65535  # off the straight line by < 1/4 of a 16-bit level
-
-    def to_uint(self, arr: np.ndarray, bits: int = 8) -> np.ndarray:
-        """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.png.to_uint` of ``self(arr)``);
-        integer data takes one lookup in a quantized table, with no float image in between."""
-        from ..png import to_uint
-
-        if self.table is not None and arr.dtype.kind in "ui":
-            return apply_display_lut(arr, to_uint(self.table, bits), self.lo)
-        return to_uint(self(arr), bits)
-
-
-def value_range(arr: np.ndarray, where: np.ndarray | None = None) -> tuple[int, int]:
-    """(min, max) of a 2-D integer image in one pass (OpenCV), optionally over the pixels ``where`` is set."""
-    import cv2
-
-    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16, np.int16, np.int8):
-        vals = arr[where] if where is not None else arr
-        return int(vals.min()), int(vals.max())
-    mask = where.view(np.uint8) if where is not None else None
-    lo, hi, _, _ = cv2.minMaxLoc(arr if arr.dtype != np.int8 else arr.astype(np.int16), mask)
-    return int(lo), int(hi)
-
-
-def make_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
-                 modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
-                 invert: bool = False) -> Display:
-    """The :class:`Display` of one stored image; padding pixels do not count towards a min-max stretch."""
-    pad_mask = usable_mask(pad_mask)
-    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
-        lo, hi = value_range(arr)
-        valid = value_range(arr, ~pad_mask) if pad_mask is not None else (lo, hi)
-        if arr.dtype.kind == "u":
-            lo = 0  # a table from 0 is indexed by the stored values directly (no offset, no clip)
-        table, used_voi = build_display_lut(lo, hi, slope, intercept, modality_lut, window, voi_lut, invert,
-                                            minmax_range=valid)
-        return Display(used_voi, table, lo)
-    valid = arr[~pad_mask] if pad_mask is not None else arr
-    minmax = None
-    used_voi = "VOILUTSequence" if voi_lut is not None else str(window) if window is not None else "minmax"
-    if voi_lut is None and window is None:
-        m = apply_modality(valid, slope, intercept, modality_lut)
-        minmax = (float(m.min()), float(m.max()))
-    return Display(used_voi, None, 0, slope, intercept, modality_lut, window, voi_lut, invert, minmax)
-
-
-def apply_display(arr: np.ndarray, pad_mask: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
-                  modality_lut: LutData | None = None, window: Window | None = None, voi_lut: LutData | None = None,
-                  invert: bool = False, zero_padding: bool = True) -> tuple[np.ndarray, str]:
-    """Stored values -> display image in [0, 1]: Modality LUT, VOI (min-max without a window, ignoring
-    padding), inversion, then padding set to 0 (unless ``zero_padding=False``).
-    Returns (float32 image, description of the VOI stage)."""
-    display = make_display(arr, pad_mask, slope, intercept, modality_lut, window, voi_lut, invert)
-    img = display(arr)
-    pad_mask = usable_mask(pad_mask)
-    if zero_padding and pad_mask is not None:
-        img[pad_mask] = 0.0  # padding is background by definition (PS3.3 C.7.5.1.1.2); img is a fresh array
-    return img, display.used_voi
 
 
 def header_windows(ds) -> list[Window]:
