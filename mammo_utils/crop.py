@@ -205,10 +205,18 @@ def fit_shape(shape: tuple[int, int], size: tuple[int, int], keep_aspect: bool =
 
 
 def area_shrink(img: np.ndarray, f: int) -> np.ndarray:
-    """Average ``f x f`` blocks (OpenCV's fast integer-factor area path); the last ``h % f`` rows and
-    ``w % f`` columns are dropped so the factor is exact."""
+    """Average ``f x f`` blocks; the last ``h % f`` rows and ``w % f`` columns are dropped so the
+    factor is exact. Even factors go by halvings: OpenCV vectorises only its 2x area path, and two
+    halvings take 0.4 ms where one 4x step takes 1.1 ms on a 1664x1280 image (integer results are
+    rounded at each step: at most one stored value apart)."""
     h, w = img.shape[0] // f * f, img.shape[1] // f * f
-    return cv2.resize(img[:h, :w], (w // f, h // f), interpolation=cv2.INTER_AREA)
+    img = img[:h, :w]
+    while f % 2 == 0:
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        f //= 2
+    if f == 1:
+        return img
+    return cv2.resize(img, (img.shape[1] // f, img.shape[0] // f), interpolation=cv2.INTER_AREA)
 
 
 def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

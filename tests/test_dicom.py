@@ -196,16 +196,21 @@ def test_fused_table_equals_the_stages_one_by_one(window, invert):
     assert used == (str(window) if window else "minmax")
 
 
-def test_reduced_read_matches_full_read_within_half_a_stored_value(tmp_path):
-    """Non-pyramid files are area-reduced on the stored integers before the table: the error is
-    at most half a stored value through the window's slope, 0.5 / (width - 1) for LINEAR."""
+def test_reduced_read_matches_full_read_within_one_stored_value(tmp_path):
+    """Non-pyramid files are area-reduced on the stored integers before the table, by halvings that
+    each round to an integer: the error is at most one stored value through the window's slope
+    (1 / (width - 1) for LINEAR) after two halvings, half of one after a single halving."""
     yy, xx = np.mgrid[0:512, 0:384]
     sv = (2000 + 1500 * np.sin(yy / 23.0) * np.cos(xx / 17.0)).astype(np.uint16)
     path = _write(tmp_path, "n.dcm", sv, "explicit", WindowCenter=2000, WindowWidth=1000)
     small = read_dicom(path, min_size=(120, 90))
     assert small.scale == 4 and small.image.shape == (128, 96)
     exact = apply_window(cv2.resize(sv.astype(np.float32), (96, 128), interpolation=cv2.INTER_AREA), 2000, 1000)
-    assert np.abs(small.image - exact).max() <= 0.5 / 999 + 1e-6  # integer rounding of the average only
+    assert np.abs(small.image - exact).max() <= 1 / 999 + 1e-6  # integer rounding of the averages only
+    once = read_dicom(path, min_size=(240, 180))
+    assert once.scale == 2
+    exact = apply_window(cv2.resize(sv.astype(np.float32), (192, 256), interpolation=cv2.INTER_AREA), 2000, 1000)
+    assert np.abs(once.image - exact).max() <= 0.5 / 999 + 1e-6
     # against windowing at full size then reducing, only blocks that straddle a clipped end differ
     ref = cv2.resize(apply_window(sv.astype(np.float32), 2000, 1000), (96, 128), interpolation=cv2.INTER_AREA)
     assert np.abs(small.image - ref).mean() < 0.005
