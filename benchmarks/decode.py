@@ -37,7 +37,7 @@ def main():
     print(f"cpu cores: {os.cpu_count()}; files: 3328x2560 12-bit")
     for syntax, cases in (("j2k", [("pydicom", None), ("dicomsdl", None), ("pillow", None),
                                    ("pillow", (1024, 512)), ("pillow", (512, 256))]),
-                          ("jpeg_lossless", [("pydicom", None), ("dicomsdl", None)])):
+                          ("jpeg_lossless", [("pydicom", None), ("dicomsdl", None), ("imagecodecs", None)])):
         paths = realsize_files(syntax, args.n)
         print(f"\n{syntax} ({dicom.TRANSFER_SYNTAXES[syntax]})")
         for jobs in (1, 2):

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_jobs, default=2, help="worker processes (-1: all CPUs; capped at the CPU count)")
     s.add_argument("--scheduler", default=None,
                    help="run on Dask: local:N (a LocalCluster of N workers) or tcp://HOST:PORT (a running scheduler)")
-    s.add_argument("--backend", default="auto", choices=["auto", "dicomsdl", "pydicom", "pillow"],
+    s.add_argument("--backend", default="auto", choices=["auto", "imagecodecs", "dicomsdl", "pydicom", "pillow"],
                    help="DICOM decoder (auto: the fastest for each transfer syntax)")
     s.add_argument("--bits", type=int, default=8, choices=[8, 16], help="PNG bit depth")
     s.add_argument("--limit", type=_positive(int), default=None, help="first N images only")

@@ -120,6 +120,8 @@ def test_every_synthetic_kind_reads_bright_breast_and_backends_agree(tiny_data, 
         np.testing.assert_array_equal(a, b)
         if r.syntax == "j2k":
             np.testing.assert_array_equal(dicom.read_stored(path, "pillow")[0], b)
+        if r.syntax == "jpeg_lossless" and dicom.decoders.is_available("imagecodecs"):
+            np.testing.assert_array_equal(dicom.read_stored(path, "imagecodecs")[0], b)
 
 
 def test_reduced_j2k_decode_matches_area_downsample(tmp_path):
@@ -227,7 +229,7 @@ def test_padding_is_background_and_does_not_stretch_minmax(tmp_path):
 
 
 def test_dicomsdl_files_are_read_without_loading_pixel_bytes_in_pydicom(tmp_path, monkeypatch):
-    """JPEG Lossless is decoded by dicomsdl from the file: pydicom must read the header only."""
+    """dicomsdl decodes from the file itself: pydicom must read the header only."""
     from mammo_utils.dicom import read as reader
 
     if not dicom.decoders.is_available("dicomsdl"):
@@ -237,11 +239,25 @@ def test_dicomsdl_files_are_read_without_loading_pixel_bytes_in_pydicom(tmp_path
     monkeypatch.setattr(reader, "open_dataset", lambda path, stop_before_pixels: calls.append(stop_before_pixels)
                         or real_open(path, stop_before_pixels))
     sv = (np.arange(64 * 48).reshape(64, 48) % 4096).astype(np.uint16)
-    assert np.array_equal(reader.read_stored(_write(tmp_path, "jl.dcm", sv, "jpeg_lossless"))[0], sv)
+    assert np.array_equal(reader.read_stored(_write(tmp_path, "jl.dcm", sv, "jpeg_lossless"), "dicomsdl")[0], sv)
     assert calls == [True]
     calls.clear()
     reader.read_stored(_write(tmp_path, "n.dcm", sv))  # native: the bytes are the pixels (and are length-checked)
     assert calls == [True, False]
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_jpeg_lossless_goes_through_libjpeg_turbo_with_the_same_stored_values(tmp_path, bits):
+    if not dicom.decoders.is_available("imagecodecs"):
+        pytest.skip("imagecodecs not installed")
+    rng = np.random.default_rng(bits)
+    sv = rng.integers(0, 2 ** bits, (61, 47)).astype(np.uint16)  # odd sizes, every bit used
+    path = tmp_path / f"jl{bits}.dcm"
+    write_dicom(path, sv, {"BitsStored": bits}, "jpeg_lossless")
+    arr, _, _, used = dicom.read_stored(path)
+    assert used == "imagecodecs"
+    np.testing.assert_array_equal(arr, sv)
+    np.testing.assert_array_equal(dicom.read_stored(path, "dicomsdl")[0], sv)
 
 
 def test_compressed_file_without_pixel_data_is_named(tmp_path):

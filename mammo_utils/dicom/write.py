@@ -77,8 +77,10 @@ def write_dicom(path, pixels: np.ndarray, attrs: dict, syntax: str = "explicit",
     tmp = path.with_name(path.name + ".tmp")
     ds.save_as(tmp, enforce_file_format=True)
     if syntax == "jpeg_lossless":
-        _gdcm_transcode_jpeg_lossless(tmp, path)
-        tmp.unlink()
+        try:
+            _gdcm_transcode_jpeg_lossless(tmp, path)
+        finally:
+            tmp.unlink()
     else:
         os.replace(tmp, path)
 
