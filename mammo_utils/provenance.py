@@ -9,8 +9,8 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("mammo-workbook", "torch", "torchvision", "timm", "numpy", "pydicom", "dicomsdl", "pylibjpeg",
-            "pylibjpeg-openjpeg", "python-gdcm", "pillow", "opencv-python-headless")
+PACKAGES = ("mammo-workbook", "torch", "torchvision", "timm", "numpy", "pydicom", "imagecodecs", "dicomsdl", "pylibjpeg",
+            "pylibjpeg-openjpeg", "python-gdcm", "pillow", "opencv-python-headless", "isal")
 
 
 def _git(*args: str) -> str | None:
