@@ -60,16 +60,12 @@ def _morph(mask: np.ndarray, op: int, k: int) -> np.ndarray:
     Only the objects' bounding box grown by ``k`` can change, so only it is filtered (the closing
     of a breast mask then costs about half)."""
     x, y, w, h = cv2.boundingRect(mask)
-    out = np.zeros_like(mask)
-    if w == 0:
-        return out  # no object: opening and closing keep it empty
     padded = cv2.copyMakeBorder(mask, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
-    roi = padded[y:y + h + 2 * k, x:x + w + 2 * k]  # the box grown by k, in padded coordinates
-    done = cv2.morphologyEx(roi, op, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    y0, x0 = max(y - k, 0), max(x - k, 0)
-    out[y0:y + h + k, x0:x + w + k] = done[y0 - (y - k):y0 - (y - k) + min(y + h + k, mask.shape[0]) - y0,
-                                           x0 - (x - k):x0 - (x - k) + min(x + w + k, mask.shape[1]) - x0]
-    return out
+    out = np.zeros_like(padded)
+    if w:  # no object: opening, closing and dilation keep it empty
+        box = (slice(y, y + h + 2 * k), slice(x, x + w + 2 * k))  # the objects' box grown by k, padded coordinates
+        out[box] = cv2.morphologyEx(padded[box], op, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return out[k:-k, k:-k]
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

@@ -350,3 +350,29 @@ def test_background_model_prefers_the_quiet_side_on_a_tie():
     img[:3, 26:56] = 0.125
     img[:3, 56:] = 0.5  # the breast touches the top edge over three quarters of its width
     assert cr.background_model(img) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("op", [cv2.MORPH_OPEN, cv2.MORPH_CLOSE, cv2.MORPH_DILATE])
+def test_morphology_on_the_objects_box_equals_the_whole_image(op):
+    """Segmentation filters only the objects' box grown by the kernel: the same result as the whole image."""
+    rng = np.random.default_rng(0)
+    for k in (3, 9, 17):
+        for _ in range(40):
+            h, w = rng.integers(5, 90, 2)
+            mask = np.zeros((h, w), np.uint8)
+            for _ in range(rng.integers(0, 4)):
+                cv2.circle(mask, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(1, 25)), 1, -1)
+            padded = cv2.copyMakeBorder(mask, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
+            whole = cv2.morphologyEx(padded, op, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))[k:-k, k:-k]
+            np.testing.assert_array_equal(cr._morph(mask, op, k), whole)
+
+
+@pytest.mark.parametrize("f", [2, 3, 4, 6, 8])
+def test_area_shrink_is_the_block_mean(f):
+    rng = np.random.default_rng(f)
+    img = rng.integers(0, 4096, (9 * f - 1, 6 * f - 1)).astype(np.uint16)  # f - 1 leftover rows/columns are dropped
+    blocks = img[:8 * f, :5 * f].astype(np.float64).reshape(8, f, 5, f).mean(axis=(1, 3))
+    got = cr.area_shrink(img, f)
+    assert got.dtype == np.uint16 and got.shape == (8, 5)
+    assert np.abs(got - blocks).max() <= 1.0  # rounded once per halving
+    np.testing.assert_allclose(cr.area_shrink(img.astype(np.float32), f), blocks, rtol=1e-5)
