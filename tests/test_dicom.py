@@ -246,6 +246,14 @@ def test_dicomsdl_files_are_read_without_loading_pixel_bytes_in_pydicom(tmp_path
     assert calls == [True, False]
 
 
+@pytest.mark.parametrize("backend, syntax, can", [("pillow", "jpeg_lossless", "JPEG 2000"),
+                                                   ("imagecodecs", "j2k", "JPEG Lossless")])
+def test_a_backend_asked_for_a_format_it_cannot_decode_says_so(tmp_path, backend, syntax, can):
+    path = _write(tmp_path, "x.dcm", np.full((64, 48), 900, np.uint16), syntax)
+    with pytest.raises(DicomReadError, match=f"x.dcm: backend '{backend}' decodes {can} only"):
+        dicom.read_stored(path, backend)
+
+
 @pytest.mark.parametrize("bits", [10, 12, 16])
 def test_jpeg_lossless_goes_through_libjpeg_turbo_with_the_same_stored_values(tmp_path, bits):
     if not dicom.decoders.is_available("imagecodecs"):

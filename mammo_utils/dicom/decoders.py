@@ -18,11 +18,10 @@ import warnings
 
 import numpy as np
 
-from .dataset import JPEG2000_SYNTAXES, NATIVE_SYNTAXES, open_dataset
+from .dataset import JPEG2000_SYNTAXES, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, open_dataset
 
 BACKENDS = ("auto", "imagecodecs", "dicomsdl", "pydicom", "pillow")
 _MODULE = {"imagecodecs": "imagecodecs", "dicomsdl": "dicomsdl", "pydicom": "pydicom", "pillow": "PIL"}
-JPEG_LOSSLESS_SYNTAXES = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}  # Process 14 (any predictor), SV1
 
 
 def is_available(name: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import (JPEG2000_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, is_multi, open_dataset,
+from .dataset import (JPEG2000_SYNTAXES, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, is_multi, open_dataset,
                       plain_value, transfer_syntax)
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
 from .lut import Display, LutData, Window, make_display, usable_mask
@@ -121,6 +121,8 @@ def read_stored(path, backend: str = "auto", min_size=None):
     for name in backend_order(backend, syntax, signed, min_size):
         if name == "pillow" and syntax not in JPEG2000_SYNTAXES:
             raise DicomReadError(path, f"backend 'pillow' decodes JPEG 2000 only, not {syntax}")
+        if name == "imagecodecs" and syntax not in JPEG_LOSSLESS_SYNTAXES:
+            raise DicomReadError(path, f"backend 'imagecodecs' decodes JPEG Lossless only, not {syntax}")
         if not is_available(name):
             errors.append(f"{name}: not installed")
             continue
