@@ -21,9 +21,10 @@ sweep: setup  ## the benchmark sweep: all data vs paired vs balanced sampler, 2 
 test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
 	$(PY) -m pytest -q
 
-bench: setup  ## decode, preprocess, crop quality, training, inference and GPU benchmarks (ratios to in-run baselines)
+bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, inference and GPU benchmarks (ratios to in-run baselines)
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/png.py
 	$(PY) benchmarks/crop_quality.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/inference.py
