@@ -287,3 +287,24 @@ def test_quantized_table_equals_quantizing_the_display(window, bits):
     d = make_display(sv, None, 1.0, 0.0, None, window, None, invert=window is None)
     assert np.array_equal(d.to_uint(sv, bits), to_uint(d(sv), bits))
     assert d.to_uint(sv, bits).dtype == (np.uint8 if bits == 8 else np.uint16)
+
+
+@pytest.mark.parametrize("predictor", range(1, 8))
+def test_every_jpeg_lossless_predictor_decodes_alike(tmp_path, predictor):
+    """Process 14 allows seven predictors (.4.57; SV1 is .4.70): libjpeg-turbo, dicomsdl and pydicom agree."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    from pydicom.encaps import encapsulate
+
+    rng = np.random.default_rng(predictor)
+    sv = (2000 + rng.integers(-900, 900, (40, 30)).cumsum(axis=1) % 1500).astype(np.uint16)
+    path = _write(tmp_path, "native.dcm", sv)
+    ds = pydicom.dcmread(path)
+    frame = imagecodecs.jpeg8_encode(sv, lossless=True, predictor=predictor, bitspersample=12)
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70" if predictor == 1 else "1.2.840.10008.1.2.4.57"
+    ds.save_as(tmp_path / "jl.dcm")
+    for backend in ("auto", "dicomsdl", "pydicom"):
+        arr, _, _, used = dicom.read_stored(tmp_path / "jl.dcm", backend)
+        np.testing.assert_array_equal(arr, sv, err_msg=f"{backend} ({used}), predictor {predictor}")
+        assert backend != "auto" or used == "imagecodecs"
