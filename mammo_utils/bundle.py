@@ -19,7 +19,9 @@ import nbformat
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-KAGGLE_EXTRA_WHEELS = ["imagecodecs", "isal", "dicomsdl", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg", "python-gdcm", "pydicom"]
+# decoders and the PNG deflater Kaggle's image lacks
+KAGGLE_EXTRA_WHEELS = ["imagecodecs", "isal", "dicomsdl", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg",
+                       "python-gdcm", "pydicom"]
 
 
 def _pip(*args: str) -> None:

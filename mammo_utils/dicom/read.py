@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import (JPEG2000_SYNTAXES, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value, is_multi, open_dataset,
-                      plain_value, transfer_syntax)
+from .dataset import (JPEG2000_SYNTAXES, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value,
+                      is_multi, open_dataset, plain_value, transfer_syntax)
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
 from .lut import Display, LutData, Window, make_display, usable_mask
 
@@ -149,8 +149,8 @@ def area_reduce(arr: np.ndarray, k: int) -> np.ndarray:
     """Area-average by 2**k per axis (ceil-sized, like a reduced J2K decode); integers stay integers.
 
     ``k`` halvings, each OpenCV's vectorised 2x area path when the size is even. OpenCV rounds each
-    average to the input's integer type: the error is below one stored value, which after any
-    window of width >= 256 is below half an 8-bit output level.
+    average to the input's integer type: within half a stored value after one halving (the usual
+    k = 1), one after more; below half an 8-bit output level for any window of width >= 512.
     """
     import cv2
 
