@@ -125,11 +125,11 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     n_raw, raw_labels = cv2.connectedComponents(raw, connectivity=8)
     touching = np.bincount(raw_labels[near > 0], minlength=n_raw) > 0
     touching[0] = True  # label 0 is the background
-    if touching.all():  # nothing isolated (no label, marker or strip)
-        return Segmentation(breast, np.zeros(small.shape, bool), s, level, noise, thr)
-    remove = ~np.take(touching, raw_labels)
-    remove = cv2.dilate(remove.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # antialiased stroke edges
-    remove &= near == 0
+    remove = np.zeros(small.shape, bool)
+    if not touching.all():  # something isolated: a label, marker or strip
+        remove = ~np.take(touching, raw_labels)
+        remove = cv2.dilate(remove.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # antialiased stroke edges
+        remove &= near == 0
     return Segmentation(breast, remove, s, level, noise, thr)
 
 

@@ -285,8 +285,8 @@ class PatientViewer:
 
     def view_rgb(self, view: int) -> np.ndarray:
         """One view with its overlays, as RGB uint8 at display resolution."""
-        from .dicom import StoredImage
-        from .preprocess import MIN_DYNAMIC_RANGE, locate_breast
+        from .dicom import DicomReadError, StoredImage
+        from .preprocess import locate_breast
 
         state = self.view_states[view]
         img = self.view_image(view)
@@ -295,8 +295,10 @@ class PatientViewer:
         found = None
         if state.mode != "preprocessed" and (self.overlays["box"] or self.overlays["mask"]):
             base = img if state.mode == "read" and state.window is None else display_image(self._stored(view), "read", None)
-            if float(base.max()) - float(base.min()) >= MIN_DYNAMIC_RANGE:  # a blank view has no breast
+            try:
                 found = locate_breast(StoredImage.from_display(base))  # exactly as preprocessing finds it
+            except DicomReadError:  # a blank view has no breast
+                pass
         if found is not None:
             box, seg = found
             if self.overlays["mask"]:

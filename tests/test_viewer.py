@@ -61,6 +61,16 @@ def test_box_overlay_draws_a_rectangle_around_the_breast(pv):
     np.testing.assert_array_equal(pv.view_rgb(0), plain)
 
 
+def test_a_blank_view_gets_no_box_and_no_error(pv, monkeypatch):
+    """The box shows where preprocessing would crop; a file that displays flat has no breast to box."""
+    monkeypatch.setattr(V, "display_image", lambda v, mode, window: np.zeros(v.stored.shape, np.float32))
+    pv.set_overlays(box=True, mask=True, lesions=False)
+    try:
+        assert not red_pixels(pv.view_rgb(0)).any()
+    finally:
+        pv.set_overlays(box=False, mask=False)
+
+
 def test_next_previous_and_filters(pv, tiny_data):
     first = pv.patient_id
     second = pv.next().patient_id

@@ -46,6 +46,11 @@ def choose_reduction(shape: tuple[int, int], min_size: tuple[int, int] | None, m
     return k
 
 
+def _with_pixel_data(path, ds):
+    """``ds``, read again with its Pixel Data when the caller read the header only."""
+    return ds if "PixelData" in ds else open_dataset(path, stop_before_pixels=False)
+
+
 def _first_frame(ds) -> bytes:
     """The first frame's bytes of encapsulated Pixel Data (PS3.5 A.4)."""
     from pydicom.encaps import generate_frames
@@ -95,9 +100,7 @@ def decode_imagecodecs(path, ds, min_size) -> tuple[np.ndarray, int]:
     """JPEG Lossless through libjpeg-turbo 3, which decodes lossless JPEG of 2 to 16 bits."""
     import imagecodecs
 
-    if "PixelData" not in ds:  # caller read the header only
-        ds = open_dataset(path, stop_before_pixels=False)
-    return np.asarray(imagecodecs.jpeg8_decode(_first_frame(ds))), 1
+    return np.asarray(imagecodecs.jpeg8_decode(_first_frame(_with_pixel_data(path, ds)))), 1
 
 
 def decode_dicomsdl(path, ds, min_size) -> tuple[np.ndarray, int]:
@@ -110,8 +113,7 @@ def decode_dicomsdl(path, ds, min_size) -> tuple[np.ndarray, int]:
 
 
 def decode_pydicom(path, ds, min_size) -> tuple[np.ndarray, int]:
-    if "PixelData" not in ds:  # caller read the header only
-        ds = open_dataset(path, stop_before_pixels=False)
+    ds = _with_pixel_data(path, ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return np.asarray(ds.pixel_array), 1
