@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError
-from .models import build_model
+from .models import model_from_args
 
 
 def save_checkpoint(path, **payload) -> None:
@@ -51,7 +51,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     """Model with the weights of a checkpoint (EMA weights when the run used EMA) and the checkpoint."""
     ckpt = load_checkpoint(path)
-    model = build_model(**ckpt["model_args"])
+    model = model_from_args(ckpt["model_args"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -4,6 +4,15 @@ Each run is scored on the labelled held-out test set (the synthetic generator's 
 breasts took part in no training, epoch selection or threshold choice, and every run predicts the
 same ones, so differences between recipes can be bootstrapped *paired* over breasts. The validation
 figures (best epoch and threshold chosen on them) are shown beside, labelled as selection figures.
+
+One statistic per name, everywhere in this module, its tables and its figures:
+
+* ``auc``     ROC AUC of the per-breast probabilities, aggregated as each run trained (mean or max);
+* ``pr_auc``  average precision of the same probabilities;
+* ``pf1``     pF1 of the per-breast predictions binarized at the run's own threshold (its submission);
+* ``_seed_mean`` (combination tables): the mean of that statistic over the seeds of a combination.
+  Its interval and the paired difference resample the same breasts for every seed, so the difference
+  of two rows of the table is exactly the difference the paired table estimates.
 """
 from __future__ import annotations
 
@@ -14,30 +23,24 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, paths
+from .bootstrap import interval, paired_difference, resamples
 from .errors import UserError
 
-METRICS = {"auc": metrics.auc, "pr_auc": metrics.pr_auc, "pf1": metrics.pfbeta}
+# statistic -> (the per-breast column it reads, the function)
+STATISTICS = {"auc": ("pred", metrics.auc), "pr_auc": ("pred", metrics.pr_auc), "pf1": ("binary", metrics.pfbeta)}
+
+
+def statistic(name: str):
+    """(column, function) of a statistic's name."""
+    if name not in STATISTICS:
+        raise UserError(f"metric must be one of {sorted(STATISTICS)}, got {name!r}")
+    return STATISTICS[name]
 
 
 def paired_bootstrap(labels, pred_a, pred_b, metric: str = "auc", n: int = 2000, seed: int = 0,
                      indices: np.ndarray | None = None) -> dict:
-    """Difference ``metric(a) - metric(b)`` on the same breasts, with a percentile 95 % interval.
-
-    Breasts are resampled with replacement, the same resample for both runs (that is what makes it
-    paired). ``indices`` (resamples x breasts) replaces the random draws, e.g. to enumerate them all.
-    Resamples with a single class (AUC undefined) are left out.
-    """
-    y, a, b = np.asarray(labels), np.asarray(pred_a, dtype=np.float64), np.asarray(pred_b, dtype=np.float64)
-    if not (len(y) == len(a) == len(b)):
-        raise UserError(f"paired bootstrap needs the same breasts: {len(y)}, {len(a)}, {len(b)}")
-    fn = METRICS[metric]
-    if indices is None:
-        indices = np.random.default_rng(seed).integers(0, len(y), size=(n, len(y)))
-    diffs = np.array([fn(y[i], a[i]) - fn(y[i], b[i]) for i in indices], dtype=np.float64)
-    diffs = diffs[np.isfinite(diffs)]
-    lo, hi = (np.percentile(diffs, [2.5, 97.5]) if len(diffs) else (np.nan, np.nan))
-    return {"diff": fn(y, a) - fn(y, b), "ci_low": float(lo), "ci_high": float(hi), "resamples": int(len(diffs)),
-            "significant": bool(len(diffs) and (lo > 0 or hi < 0))}
+    """Difference ``metric(a) - metric(b)`` of two runs on the same breasts (see :mod:`.bootstrap`)."""
+    return paired_difference(statistic(metric)[1], labels, pred_a, pred_b, n, seed, indices=indices)
 
 
 def read_run(run_dir) -> dict:
@@ -48,18 +51,34 @@ def read_run(run_dir) -> dict:
     return {"run": run.name, **sweep, "summary": summary}
 
 
+def run_aggregation(run_dir) -> str:
+    """How a run aggregates image predictions per breast: its saved decision, else its training config."""
+    root = paths.train_root(Path(run_dir))
+    for path in sorted(root.glob(f"*/{paths.THRESHOLD}")) + sorted(root.glob(f"*/{paths.CONFIG}")):
+        how = json.loads(path.read_text()).get("aggregate")
+        if how:
+            return how
+    return "mean"
+
+
 def test_breasts(data, run_dir) -> pd.DataFrame:
-    """Per-breast test probabilities (mean over images) with the true labels of the synthetic side file."""
+    """Per-breast test probabilities (aggregated as the run trained) and the run's binarized
+    predictions, with the true labels of the synthetic side file. A test breast without a
+    prediction is an error that names it: it is never scored as 0."""
     from .tables import with_prediction_id
 
-    truth = pd.read_csv(paths.synthetic_truth(data))
+    truth = pd.read_csv(paths.synthetic_truth(data), dtype={"patient_id": str, "image_id": str})
     truth = with_prediction_id(truth[truth.split == "test"])
     labels = truth.groupby("prediction_id").cancer.max()
     images = pd.read_csv(paths.image_predictions_csv(paths.submission_csv(run_dir)), dtype={"prediction_id": str})
-    probs = images.groupby("prediction_id").pred.mean()
+    probs = metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=run_aggregation(run_dir)).set_index(
+        "prediction_id").pred
     sub = pd.read_csv(paths.submission_csv(run_dir), dtype={"prediction_id": str}).set_index("prediction_id").cancer
-    return pd.DataFrame({"cancer": labels, "pred": probs.reindex(labels.index).fillna(0.0),
-                         "binary": sub.reindex(labels.index).fillna(0.0)})
+    missing = sorted((set(labels.index) - set(probs.index)) | (set(labels.index) - set(sub.index)))
+    if missing:
+        raise UserError(f"{run_dir}: {len(missing)} test breast(s) have no prediction: {', '.join(missing[:10])}"
+                        f"{' ...' if len(missing) > 10 else ''}")
+    return pd.DataFrame({"cancer": labels, "pred": probs.reindex(labels.index), "binary": sub.reindex(labels.index)})
 
 
 def collect(sweep_dir) -> pd.DataFrame:
@@ -83,27 +102,26 @@ def collect(sweep_dir) -> pd.DataFrame:
 
 
 def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Mean over seeds per combination, with 95 % intervals from a bootstrap over test breasts
-    (the same resamples for every seed of a combination; the seed spread is reported beside)."""
+    """Per combination, each statistic's mean over seeds (``test_<stat>_seed_mean``) with a 95 %
+    interval from a bootstrap over test breasts (one resample serves every seed) and the seed spread."""
     rows = []
     for combo, g in runs.groupby("combination", sort=False):
         breasts = [test_breasts(data, Path(sweep_dir) / r) for r in g.run]
         y = breasts[0].cancer.to_numpy()
-        idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+        idx = resamples(len(y), n_boot, seed)
         row = {"combination": combo, "control": bool(g.control.any()), "seeds": len(g), "runs": ", ".join(g.run)}
-        for name, col, fn in (("test_auc", "pred", metrics.auc), ("test_pr_auc", "pred", metrics.pr_auc),
-                              ("test_pf1", "binary", metrics.pfbeta)):
+        for name, (col, fn) in STATISTICS.items():
             per_seed = np.array([fn(y, b[col].to_numpy()) for b in breasts])
-            boot = np.array([np.mean([fn(y[i], b[col].to_numpy()[i]) for b in breasts]) for i in idx])
-            boot = boot[np.isfinite(boot)]
-            row[name] = float(np.mean(per_seed))
-            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
-            row[f"{name}_seed_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-        for name in ("val_auc", "val_pf1", "val_pr_auc"):
-            vals = g[name].astype(float).to_numpy()
-            row[name] = float(np.mean(vals))
+            key = f"test_{name}_seed_mean"
+            row[key] = float(np.mean(per_seed))
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = interval(fn, y, *[b[col] for b in breasts], indices=idx)
+            row[f"test_{name}_seed_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+        for name in ("auc", "pf1", "pr_auc"):
+            vals = g[f"val_{name}"].astype(float).to_numpy()
+            key = f"val_{name}_seed_mean"
+            row[key] = float(np.mean(vals))
             half = 1.96 * np.std(vals, ddof=1) / np.sqrt(len(vals)) if len(vals) > 1 else float("nan")
-            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = row[name] - half, row[name] + half
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = row[key] - half, row[key] + half
         row["test_breasts"], row["test_positives"] = int(g.test_breasts.iloc[0]), int(g.test_positives.iloc[0])
         row["minutes_per_run"] = float(g.minutes.mean())
         rows.append(row)
@@ -112,24 +130,26 @@ def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, s
 
 def paired_table(runs: pd.DataFrame, sweep_dir, data, baseline: str | None = None, metric: str = "auc",
                  n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Each combination against ``baseline``: seed-averaged predictions per breast, paired bootstrap."""
+    """Each combination against ``baseline``: the difference of ``test_<metric>_seed_mean`` (the
+    combination table's column), with a paired bootstrap over the same test breasts."""
+    col, fn = statistic(metric)
     combos = list(dict.fromkeys(runs.combination))
     baseline = baseline or combos[0]
     if baseline not in combos:
         raise UserError(f"baseline {baseline!r} is not a combination of this sweep: {combos}")
 
-    def averaged(combo):
+    def per_seed(combo):
         breasts = [test_breasts(data, Path(sweep_dir) / r) for r in runs[runs.combination == combo].run]
-        return breasts[0].cancer.to_numpy(), np.mean([b.pred.to_numpy() for b in breasts], axis=0)
+        return breasts[0].cancer.to_numpy(), [b[col].to_numpy() for b in breasts]
 
-    y, base = averaged(baseline)
+    y, base = per_seed(baseline)
     rows = []
     for combo in combos:
         if combo == baseline:
             continue
-        _, pred = averaged(combo)
-        rows.append({"combination": combo, "baseline": baseline, "metric": f"test_{metric}",
-                     **paired_bootstrap(y, pred, base, metric, n_boot, seed)})
+        _, preds = per_seed(combo)
+        rows.append({"combination": combo, "baseline": baseline, "metric": f"test_{metric}_seed_mean",
+                     **paired_difference(fn, y, preds, base, n_boot, seed)})
     return pd.DataFrame(rows)
 
 

@@ -37,7 +37,7 @@ class TrainConfig:
     fold: int = 0                                        # validation fold; the others train
     # model
     model: str | None = None           # any timm name; None: efficientnet_b4 on a GPU, resnet10t on a CPU
-    pretrained: str | None = None      # local weights file; None or a missing file: random init (logged)
+    pretrained: str | None = None      # local weights file (a missing one is an error); None: random init
     drop_rate: float = 0.3             # dropout before the classifier
     # optimization
     epochs: int = 10

@@ -64,8 +64,12 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
 class MammoDataset(Dataset):
     """Rows of a manifest (with ``abs_path``) -> (image tensor 1xHxW, {"cancer", "index"}).
 
-    Each sample draws its augmentation from ``np.random.default_rng([seed, epoch, index])``, so a run
-    is reproducible whatever the number of workers.
+    A training sample is asked for by a key ``(index, epoch, rank, draw)`` that the sampler side
+    makes in the main process (:class:`KeyedDraws`); its augmentation comes from
+    ``np.random.default_rng([seed, epoch, rank, draw, index])``. The dataset holds no epoch of its
+    own: persistent workers keep a copy of it, and a copy's state would never move on. So every draw
+    of an epoch, repeats of one positive included, gets its own augmentation, and a run is the same
+    whatever the number of workers. A plain int index (validation, previews) is never augmented.
     """
 
     def __init__(self, df: pd.DataFrame, train: bool = False, augment_cfg: AugmentConfig | None = None,
@@ -73,34 +77,84 @@ class MammoDataset(Dataset):
         self.df = df.reset_index(drop=True)
         self.paths = self.df.abs_path.tolist()
         self.labels = self.df.cancer.to_numpy().astype(np.float32) if "cancer" in self.df else np.zeros(len(self.df), np.float32)
-        self.train, self.cfg = train, augment_cfg or AugmentConfig()
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.train, self.cfg, self.seed = train, augment_cfg or AugmentConfig(), seed
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        i = int(key[0]) if isinstance(key, tuple) else int(key)
         img = load_png(self.paths[i])
         if self.train:
-            img = augment(img, self.cfg, np.random.default_rng([self.seed, self.epoch, i]))
+            if not isinstance(key, tuple):
+                raise TypeError("a training dataset is indexed by (index, epoch, rank, draw) keys: see KeyedDraws")
+            img = augment(img, self.cfg, np.random.default_rng([self.seed, *key[1:], i]))
         x = torch.from_numpy(np.ascontiguousarray(img))[None]
         return x, {"cancer": torch.tensor(self.labels[i]), "index": torch.tensor(i)}
 
 
-def create_loader(ds, batch_size: int, train: bool, workers: int = 2, seed: int = 0,
-                  batch_sampler=None, sampler=None, pin_memory: bool | None = None) -> DataLoader:
-    """DataLoader with seeded shuffling, persistent workers and pinned memory on CUDA."""
+class KeyedDraws:
+    """A batch sampler that turns another's indices into :class:`MammoDataset` keys
+    ``(index, epoch, rank, draw)``, where ``draw`` counts the samples of the epoch on this rank.
+
+    The keys are made here, in the main process, so the augmentation of a draw depends on the seed,
+    the epoch and its place in the epoch, never on which worker loads it.
+    """
+
+    def __init__(self, batches, rank: int = 0):
+        self.batches, self.rank, self.epoch = batches, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        inner = self.batches if hasattr(self.batches, "set_epoch") else getattr(self.batches, "sampler", None)
+        if hasattr(inner, "set_epoch"):
+            inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        draw = 0
+        for batch in self.batches:
+            yield [(int(i), self.epoch, self.rank, draw + j) for j, i in enumerate(batch)]
+            draw += len(batch)
+
+
+def train_batches(labels, batch_size: int, sampler: str = "balanced", pos_fraction: float = 0.25, seed: int = 0,
+                  rank: int = 0, world_size: int = 1) -> KeyedDraws:
+    """The training batch sampler: balanced batches or a shuffle (``random``), seeded per epoch and
+    rank-aware under DDP, wrapped in :class:`KeyedDraws`. Training and the benchmarks both use it."""
+    from torch.utils.data import BatchSampler, DistributedSampler
+
+    from .sampling import BalancedBatchSampler
+
+    if sampler == "balanced":
+        batches = BalancedBatchSampler(labels, batch_size, pos_fraction, seed=seed, rank=rank, world_size=world_size)
+    elif sampler == "random":
+        # DistributedSampler serves one process too: its order is a function of (seed, epoch), so a resumed
+        # run sees the epochs an uninterrupted one would have seen.
+        order = DistributedSampler(range(len(labels)), world_size, rank, shuffle=True, seed=seed,
+                                   drop_last=world_size > 1)
+        batches = BatchSampler(order, batch_size, drop_last=len(labels) // world_size > batch_size)
+    else:
+        raise ValueError(f"sampler must be balanced or random, got {sampler!r}")
+    return KeyedDraws(batches, rank)
+
+
+def create_loader(ds, batch_size: int, workers: int = 2, batch_sampler=None, sampler=None,
+                  pin_memory: bool | None = None) -> DataLoader:
+    """DataLoader with persistent workers and pinned memory on CUDA.
+
+    Training passes a ``batch_sampler`` (:func:`train_batches`); otherwise samples are read in order
+    (``sampler`` may pick a subset, e.g. one rank's shard)."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    # A generator of its own: every new iterator draws a base seed from it, and drawing from torch's
+    # global stream instead would shift dropout by a number that depends on the workers setting.
     common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-                  prefetch_factor=4 if workers > 0 else None)
+                  prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
     if batch_sampler is not None:
         return DataLoader(ds, batch_sampler=batch_sampler, **common)
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      drop_last=train and len(ds) > batch_size, generator=gen, **common)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, **common)
 
 
 def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
@@ -118,8 +172,10 @@ def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
     folds = pd.read_csv(folds_csv)
     if not {"image_id", "fold", "cancer"} <= set(folds):
         raise UserError(f"{folds_csv} lacks image_id, fold or cancer columns")
-    folds = folds[["image_id", "fold", "cancer"]]
-    df = manifest.drop(columns=["fold", "cancer"], errors="ignore").merge(folds, on="image_id", how="inner")
+    if "sampled" not in folds:  # folds.csv of earlier versions: every listed image trains
+        folds["sampled"] = True
+    folds = folds[["image_id", "fold", "cancer", "sampled"]].astype({"sampled": bool})
+    df = manifest.drop(columns=["fold", "cancer", "sampled"], errors="ignore").merge(folds, on="image_id", how="inner")
     df = with_prediction_id(df)
     if df.empty:
         raise UserError(f"no image of {folds_csv} is in the manifest: were they preprocessed?")
@@ -131,14 +187,18 @@ def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
 
 
 def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train rows, validation rows) for one fold."""
+    """(train rows, validation rows) for one fold.
+
+    Training takes the other folds' images that the sampling strategy picked (``sampled``);
+    validation takes every image of the fold, so it meets the prevalence of the data itself."""
     from .errors import UserError
     from .preprocess import read_manifest
 
     df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
     if fold not in set(df.fold):
         raise UserError(f"fold {fold} is not in {folds_csv} (folds: {sorted(set(df.fold))})")
-    return df[df.fold != fold].reset_index(drop=True), df[df.fold == fold].reset_index(drop=True)
+    return (df[(df.fold != fold) & df.sampled].reset_index(drop=True),
+            df[df.fold == fold].reset_index(drop=True))
 
 
 def split_line(train_df: pd.DataFrame, val_df: pd.DataFrame) -> str:

@@ -68,6 +68,17 @@ def mean_across_ranks(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
+def any_across_ranks(flag: bool, info: DistInfo) -> bool:
+    """Whether ``flag`` is true on any rank: every rank gets the same answer (one all-reduce of a max)."""
+    if not info.enabled:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -80,3 +91,12 @@ def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
         return
     for b in model.buffers():
         dist.broadcast(b.data, src=0)
+
+
+def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's parameters and buffers to every rank (e.g. an EMA copy each rank updated itself)."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)

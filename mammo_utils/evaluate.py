@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, paths
+from .bootstrap import interval
 from .errors import UserError
 
 THRESHOLD_METHODS = ("best", "quantile")
@@ -19,6 +20,15 @@ def read_predictions(train_run) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"{path} not found: run notebook 04 (training) first")
     return pd.read_csv(path)
+
+
+def trained_aggregation(train_run, override: str | None = None) -> str:
+    """The per-breast aggregation to evaluate with: ``override``, else the one the run trained and
+    selected its epochs with (its config.json), so evaluation scores what training chose."""
+    if override:
+        return override
+    cfg = Path(train_run) / paths.CONFIG
+    return json.loads(cfg.read_text()).get("aggregate", "mean") if cfg.exists() else "mean"
 
 
 def choose_threshold(labels, preds, method: str = "best", quantile: float = 0.97) -> float:
@@ -42,7 +52,7 @@ def evaluate_breasts(breasts: pd.DataFrame, threshold: float, bootstrap: int = 5
     sensitivity and specificity, plus the threshold-free summary."""
     y, p = breasts.cancer.to_numpy(), breasts.pred.to_numpy()
     out = metrics.summarize(breasts)
-    lo, hi = metrics.bootstrap_pfbeta(y, p >= threshold, n=bootstrap, seed=seed)
+    lo, hi = interval(metrics.pfbeta, y, p >= threshold, n=bootstrap, seed=seed)
     sens, spec = metrics.sensitivity_specificity(y, p, threshold)
     out.update(threshold=float(threshold), pf1=metrics.pfbeta(y, p >= threshold), pf1_ci_low=lo, pf1_ci_high=hi,
                sensitivity=sens, specificity=spec)

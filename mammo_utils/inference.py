@@ -31,6 +31,7 @@ from . import paths
 from .checkpoint import load_model
 from .engine import predict_loader, resolve_amp
 from .errors import UserError
+from .metrics import aggregate_breasts
 from .png import from_uint, load_png
 from .preprocess import PreprocessConfig, check_writable, preprocess_file
 from .tables import read_table, with_prediction_id
@@ -174,7 +175,7 @@ def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int 
 def make_submission(image_preds: pd.DataFrame, settings: dict, order=None, binarize: bool = True) -> pd.DataFrame:
     """Per-breast aggregation -> threshold (or probabilities) -> one row per prediction_id, in ``order``."""
     df = with_prediction_id(image_preds)
-    per_breast = df.groupby("prediction_id", sort=False).pred.agg(settings.get("aggregate", "mean"))  # NaN skipped
+    per_breast = aggregate_breasts(df, how=settings.get("aggregate", "mean")).set_index("prediction_id").pred  # NaN skipped
     order = list(order) if order is not None else list(df.prediction_id.drop_duplicates())
     probs = per_breast.reindex(order)
     fallback = probs.isna()

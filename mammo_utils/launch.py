@@ -37,13 +37,25 @@ def train_fold(cfg: TrainConfig, gpus: int = 1, progress: bool = True) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     config_path = run / "torchrun_config.json"
     config_path.write_text(json.dumps(cfg.to_dict(), indent=2))
-    proc = subprocess.run(torchrun_command(config_path, gpus), capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("epoch ") or line.startswith("model="):
-            print(line)
-    if proc.returncode != 0:
-        raise RuntimeError(f"torchrun failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    returncode, stderr_tail = stream_epoch_lines(torchrun_command(config_path, gpus))
+    if returncode != 0:
+        raise RuntimeError(f"torchrun failed (exit {returncode}):\n{stderr_tail}")
     return result_from_run(run)
+
+
+def stream_epoch_lines(command: list[str]) -> tuple[int, str]:
+    """Run ``command``, printing its per-epoch lines the moment they arrive; returns (exit code, the
+    last 4000 characters of its stderr). stderr goes to a temporary file, so a chatty child never
+    blocks on a full pipe while we read its stdout."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as err:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1) as proc:
+            for line in proc.stdout:
+                if line.startswith(("epoch ", "model=")):
+                    print(line.rstrip("\n"), flush=True)
+        err.seek(0)
+        return proc.returncode, err.read()[-4000:]
 
 
 def result_from_run(run) -> dict:

@@ -90,15 +90,6 @@ def sensitivity_specificity(labels, preds, threshold: float) -> tuple[float, flo
     return float(sens), float(spec)
 
 
-def bootstrap_pfbeta(labels, preds, n: int = 1000, seed: int = 0, alpha: float = 0.05, beta: float = 1.0):
-    """(low, high) percentile bootstrap interval of pF-beta, resampling breasts with replacement."""
-    y, p = np.asarray(labels), np.asarray(preds)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n, len(y)))
-    scores = np.array([pfbeta(y[i], p[i], beta) for i in idx])
-    return float(np.quantile(scores, alpha / 2)), float(np.quantile(scores, 1 - alpha / 2))
-
-
 def summarize(breasts: pd.DataFrame, pred: str = "pred", label: str = "cancer") -> dict:
     """pF1 of raw probabilities, best threshold and its pF1, AUC, PR-AUC, sensitivity/specificity."""
     y, p = breasts[label].to_numpy(), breasts[pred].to_numpy()

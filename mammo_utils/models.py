@@ -30,37 +30,48 @@ class MammoNet(nn.Module):
         return {"cancer": self.head(fmap.mean((2, 3))).squeeze(1)}
 
 
-def build_model(name: str = "efficientnet_b4", pretrained: str | Path | None = None, drop_rate: float = 0.3,
-                **ignored) -> MammoNet:
+def build_model(name: str = "efficientnet_b4", pretrained: str | Path | None = None,
+                drop_rate: float = 0.3) -> MammoNet:
     """Any timm backbone with our head, on one input channel.
 
     ``pretrained``: a local weights file (.pth/.bin/.safetensors), as on Kaggle where weights come
-    from an attached dataset. A missing file gives random init with a clear warning; a file that
-    exists but does not load raises. Never touches the network. timm sums the RGB stem weights for
-    ``in_chans=1``, so ImageNet weights serve grayscale mammograms without a 3-channel copy.
-    ``ignored`` swallows model arguments of older checkpoints (head, in_chans, aux_classes).
+    from an attached dataset; ``None`` is the explicit choice of random initialization (logged). A
+    file that is missing or does not load raises: a run never trains from scratch by accident. Never
+    touches the network. timm sums the RGB stem weights for ``in_chans=1``, so ImageNet weights serve
+    grayscale mammograms without a 3-channel copy.
     """
     import timm
 
+    from .errors import UserError
+
     kwargs = dict(in_chans=1, num_classes=0, global_pool="", drop_rate=drop_rate)
-    if pretrained:
-        path = Path(pretrained)
-        if not path.is_file():
-            log.warning("pretrained weights %s not found: %s starts from RANDOM initialization. "
-                        "Attach the weights file (e.g. a Kaggle dataset) and pass its path.", path, name)
-            print(f"WARNING: pretrained weights {path} not found: {name} starts from random initialization")
-            backbone = timm.create_model(name, pretrained=False, **kwargs)
-        else:
-            try:
-                backbone = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                                             **kwargs)
-            except Exception as exc:
-                raise RuntimeError(f"could not load pretrained weights for {name} from {path}: {exc}") from exc
-            log.info("loaded pretrained %s weights from %s", name, path)
-    else:
-        log.info("%s: random initialization (no pretrained file given)", name)
-        backbone = timm.create_model(name, pretrained=False, **kwargs)
+    if pretrained is None:
+        log.info("%s: random initialization (pretrained=None)", name)
+        return MammoNet(timm.create_model(name, pretrained=False, **kwargs), drop_rate=drop_rate)
+    path = Path(pretrained)
+    if not path.is_file():
+        raise UserError(f"pretrained weights {path} not found: attach the weights file (e.g. a Kaggle dataset) "
+                        f"and pass its path, or pretrained=None for random initialization")
+    try:
+        backbone = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except Exception as exc:
+        raise UserError(f"could not load pretrained weights for {name} from {path}: {exc}") from exc
+    log.info("loaded pretrained %s weights from %s", name, path)
     return MammoNet(backbone, drop_rate=drop_rate)
 
 
-MODEL_ARGS = tuple(p for p in inspect.signature(build_model).parameters if p not in ("pretrained", "ignored"))
+MODEL_ARGS = tuple(p for p in inspect.signature(build_model).parameters if p != "pretrained")
+# model_args keys that checkpoints of earlier versions hold and that no longer change the model
+REMOVED_MODEL_ARGS = ("head", "in_chans", "aux_classes")
+
+
+def model_from_args(model_args: dict) -> MammoNet:
+    """The model a checkpoint's ``model_args`` describe (random weights, to be loaded over).
+
+    Keys of earlier versions that no longer matter are dropped; any other unknown key is an error."""
+    from .errors import CheckpointError
+
+    unknown = set(model_args) - set(MODEL_ARGS) - set(REMOVED_MODEL_ARGS)
+    if unknown:
+        raise CheckpointError(f"model_args has unknown key(s) {sorted(unknown)}; known: {list(MODEL_ARGS)}")
+    return build_model(pretrained=None, **{k: v for k, v in model_args.items() if k in MODEL_ARGS})

@@ -294,9 +294,9 @@ def comparison(table: pd.DataFrame):
     fig, axes = plt.subplots(1, 3, figsize=(16, 0.6 * len(table) + 2.5), sharey=True)
     y = np.arange(len(table))
     colors = ["#999999" if c else "#1f77b4" for c in table.control]
-    for ax, col, title in ((axes[0], "test_auc", "Held-out test AUC (untouched)"),
-                           (axes[1], "test_pf1", "Held-out test pF1 at each run's threshold"),
-                           (axes[2], "val_auc", "Validation AUC (selection: optimistic)")):
+    for ax, col, title in ((axes[0], "test_auc_seed_mean", "Held-out test AUC (untouched)"),
+                           (axes[1], "test_pf1_seed_mean", "Held-out test pF1 at each run's threshold"),
+                           (axes[2], "val_auc_seed_mean", "Validation AUC (selection: optimistic)")):
         lo, hi = table[f"{col}_ci_low"], table[f"{col}_ci_high"]
         ax.errorbar(table[col], y, xerr=[table[col] - lo, hi - table[col]], fmt="none", ecolor="black", capsize=3)
         ax.scatter(table[col], y, c=colors, zorder=3)

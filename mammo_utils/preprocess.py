@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -112,17 +113,17 @@ def locate_breast(s: StoredImage, path=None) -> tuple[crop_ops.Box, crop_ops.Seg
     return crop_ops.box_from_mask(seg.breast, seg.scale * k, s.stored.shape), seg
 
 
-def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | None = None, path=None):
+def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | None = None, path=None, found=None):
     """Segment -> crop -> resize -> display -> orient -> pad. Returns (uint8/uint16 image of ``cfg.size``,
     box in ``s.stored`` pixels, flipped).
 
-    Segmentation runs on a work-size copy; the output pixels come from :func:`output_pixels`. No
-    full-size float image is ever made.
+    Segmentation runs on a work-size copy (``found``: a :func:`locate_breast` result already at hand);
+    the output pixels come from :func:`output_pixels`. No full-size float image is ever made.
     """
     h, w = s.stored.shape
     box, remove = (0, 0, h, w), None
     if cfg.crop or cfg.mask_outside:
-        found_box, seg = locate_breast(s, path)
+        found_box, seg = found or locate_breast(s, path)
         box = found_box if cfg.crop else box
         if cfg.mask_outside and seg.remove.any():
             remove = seg.remove
@@ -139,15 +140,52 @@ def preprocess_stored(s: StoredImage, cfg: PreprocessConfig, laterality: str | N
     return crop_ops.pad_to(out, cfg.size), box, flipped
 
 
-def preprocess_file(path, cfg: PreprocessConfig, laterality: str | None = None):
-    """DICOM file -> (uint8/uint16 image of cfg.size, info dict for the manifest)."""
+def crop_is_upsampled(box: crop_ops.Box, cfg: PreprocessConfig) -> bool:
+    """Whether resizing the crop ``box`` to its output shape would enlarge it along either axis."""
+    bh, bw = box[2] - box[0], box[3] - box[1]
+    oh, ow = crop_ops.fit_shape((bh, bw), cfg.size, cfg.keep_aspect)
+    return oh > bh or ow > bw
+
+
+def finer_min_size(box: crop_ops.Box, s: StoredImage, cfg: PreprocessConfig) -> tuple[int, int]:
+    """The whole-image size (HxW) a reread must cover so that ``box``'s crop reaches its output shape:
+    the reduction level is then chosen for the crop, not for the whole image. Always asks for at
+    least one level finer than ``s``, so rereading ends."""
+    rows, cols = s.source_shape
+    bh, bw = max(1.0, (box[2] - box[0]) * s.scale), max(1.0, (box[3] - box[1]) * s.scale)  # source pixels
+    oh, ow = crop_ops.fit_shape((round(bh), round(bw)), cfg.size, cfg.keep_aspect)
+    need = (math.ceil(oh * rows / bh) + 1, math.ceil(ow * cols / bw) + 1)  # +1: the box's edges round down
+    one_finer = math.ceil(rows / (s.scale / 2))
+    return max(need[0], one_finer), need[1]
+
+
+def read_for_crop(path, cfg: PreprocessConfig):
+    """(stored image, locate_breast result or None): read at the coarsest level that keeps the breast
+    crop at or above the output resolution.
+
+    The first read is reduced for the whole image; a small breast in a large file would then be
+    upsampled, losing the detail where calcifications live. Its box says which level it needs, and
+    the file is read again at that level (a finer J2K level, or a smaller area reduction)."""
     from .dicom import read_stored_image
 
-    d = read_stored_image(path, backend=cfg.backend, min_size=cfg.size if cfg.reduced_decode else None,
-                          window_index=cfg.window_index, voi=cfg.voi)
+    def read(min_size):
+        return read_stored_image(path, backend=cfg.backend, min_size=min_size, window_index=cfg.window_index,
+                                 voi=cfg.voi)
+
+    s = read(cfg.size if cfg.reduced_decode else None)
+    found = locate_breast(s, path) if cfg.crop or cfg.mask_outside else None
+    while cfg.crop and s.scale > 1 and crop_is_upsampled(found[0], cfg):
+        s = read(finer_min_size(found[0], s, cfg))
+        found = locate_breast(s, path)
+    return s, found
+
+
+def preprocess_file(path, cfg: PreprocessConfig, laterality: str | None = None):
+    """DICOM file -> (uint8/uint16 image of cfg.size, info dict for the manifest)."""
+    d, found = read_for_crop(path, cfg)
     if d.frames > 1:
         log.warning("%s has %d frames; only the first is used", path, d.frames)
-    img, box, flipped = preprocess_stored(d, cfg, laterality, path)
+    img, box, flipped = preprocess_stored(d, cfg, laterality, path, found)
     rows, cols = d.source_shape
     src_box = source_box(box, d.scale, d.source_shape)
     info = dict(source_rows=rows, source_cols=cols, photometric=d.photometric,

@@ -89,11 +89,14 @@ def shuffle_breast_labels(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def make_folds(df: pd.DataFrame, strategy: str = "all", neg_per_pos: float = 1.0, n_splits: int = 5, seed: int = 0,
                label_control: str = "none") -> pd.DataFrame:
-    """The training table with a ``fold`` column: optional label control, the sampling strategy, then
-    patient-grouped stratified folds. Shared by notebook 03 and ``python -m mammo_utils folds``.
+    """Every image of the training table with its ``fold`` and a boolean ``sampled`` column: optional
+    label control, patient-grouped stratified folds on *every* image, then the sampling strategy.
+    Shared by notebook 03 and ``python -m mammo_utils folds``.
 
-    ``strategy``: ``all`` keeps every image (pair it with the balanced sampler in training);
-    ``paired`` keeps every cancer patient and ``neg_per_pos`` cancer-free patients per cancer patient.
+    The strategy picks training images only (``sampled``); a fold validates on all of its images, so
+    epoch selection and the threshold meet the prevalence of the data, not the undersampled one.
+    ``strategy``: ``all`` samples every image (pair it with the balanced sampler in training);
+    ``paired`` samples every cancer patient and ``neg_per_pos`` cancer-free patients per cancer patient.
     ``label_control``: ``none`` or ``shuffled`` (see :func:`shuffle_breast_labels`).
     """
     from .errors import UserError
@@ -104,19 +107,27 @@ def make_folds(df: pd.DataFrame, strategy: str = "all", neg_per_pos: float = 1.0
         raise UserError(f"label_control must be one of {LABEL_CONTROLS}, got {label_control!r}")
     if label_control == "shuffled":
         df = shuffle_breast_labels(df, seed)
+    out = patient_folds(df, n_splits=n_splits, seed=seed)
     if strategy == "paired":
-        df = paired_breast_undersample(df, neg_per_pos, seed=seed)
-    return patient_folds(df, n_splits=n_splits, seed=seed)
+        kept = set(paired_breast_undersample(out, neg_per_pos, seed=seed).patient_id)
+        out["sampled"] = out.patient_id.isin(kept)
+    else:
+        out["sampled"] = True
+    return out
 
 
 def folds_summary(folds: pd.DataFrame) -> pd.DataFrame:
-    """Images, patients, cancer images and cancer breasts per fold."""
+    """Per fold: images, patients, cancer images and cancer breasts (what it validates on), and the
+    images the strategy sampled for training (the fold's share of the others' training set)."""
     from .tables import with_prediction_id
 
     f = with_prediction_id(folds)
+    if "sampled" not in f:
+        f = f.assign(sampled=True)
     out = f.groupby("fold").agg(images=("image_id", "size"), patients=("patient_id", "nunique"),
-                                cancer_images=("cancer", "sum"))
+                                cancer_images=("cancer", "sum"), sampled_images=("sampled", "sum"))
     out["cancer_breasts"] = f.groupby(["fold", "prediction_id"]).cancer.max().groupby("fold").sum()
+    out["breast_prevalence"] = out.cancer_breasts / f.groupby("fold").prediction_id.nunique()
     return out
 
 

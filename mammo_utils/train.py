@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from . import metrics, paths
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .config import TrainConfig, resolve_model
-from .data import AugmentConfig, MammoDataset, create_loader, read_split
-from .distributed import DistInfo, all_gather_objects, barrier, broadcast_buffers, init_distributed, mean_across_ranks
+from .data import AugmentConfig, MammoDataset, create_loader, read_split, train_batches
+from .distributed import (DistInfo, all_gather_objects, any_across_ranks, barrier, broadcast_buffers, broadcast_module,
+                          init_distributed, mean_across_ranks)
 from .engine import autocast, create_grad_scaler, predict_loader, resolve_amp
 from .errors import CheckpointError
 from .models import build_model
 from .provenance import provenance
-from .sampling import BalancedBatchSampler, pos_weight as compute_pos_weight
+from .sampling import pos_weight as compute_pos_weight
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,11 @@ def optimizer_step(model, opt, scaler, clip_grad: float, state: StepState) -> bo
 
 
 def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device, amp_dtype, pos_weight: float,
-                    state: StepState, ema=None, progress: bool = True) -> dict:
-    """One pass over ``loader`` with accumulation, clipping and the non-finite-loss guard."""
+                    state: StepState, ema=None, progress: bool = True, info: DistInfo = DistInfo()) -> dict:
+    """One pass over ``loader`` with accumulation, clipping and the non-finite-loss guard.
+
+    Under DDP the ranks agree on a skip: a non-finite loss on any rank skips the batch on every rank
+    (before any backward, so the gradient all-reduce stays in step), and it is counted once."""
     from tqdm.auto import tqdm
 
     model.train()
@@ -144,11 +148,11 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
         with autocast(device, amp_dtype):
             out = model(x)
         loss = compute_loss(out["cancer"], y, cfg.loss, pos_weight, cfg.focal_gamma)
-        if not torch.isfinite(loss):
+        if any_across_ranks(not torch.isfinite(loss), info):
             state.nonfinite_in_a_row += 1
             state.nonfinite_total += 1
-            log.warning("non-finite loss (%s) at step %d: batch skipped (%d in a row)", loss.item(), state.step,
-                        state.nonfinite_in_a_row)
+            log.warning("non-finite loss (%s on this rank) at step %d: batch skipped on every rank (%d in a row)",
+                        loss.item(), state.step, state.nonfinite_in_a_row)
             opt.zero_grad(set_to_none=True)
             micro = 0
             if state.nonfinite_in_a_row >= MAX_NONFINITE:
@@ -176,23 +180,45 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
             "img_per_s": n_images / seconds if seconds > 0 else float("nan"), "train_seconds": seconds}
 
 
-def validate(model, val_ds: MammoDataset, val_df: pd.DataFrame, device, amp_dtype, cfg: TrainConfig,
-             info: DistInfo = DistInfo()) -> tuple[dict, pd.DataFrame]:
-    """Per-breast metrics and the image-level predictions. Under DDP each rank predicts every
-    ``world_size``-th image and the predictions are gathered: every image is scored exactly once."""
+def validation_loader(val_ds: MammoDataset, cfg: TrainConfig, info: DistInfo = DistInfo()):
+    """This rank's share of the validation images (every ``world_size``-th), built once per run: its
+    persistent workers then serve every epoch instead of starting anew each time."""
     from torch.utils.data import Subset
 
     shard = list(range(info.rank, len(val_ds), info.world_size))
-    loader = create_loader(Subset(val_ds, shard), cfg.batch_size * 2, False, cfg.workers)
-    preds = predict_loader([model], loader, len(val_ds), device, amp_dtype, channels_last=device.type == "cuda")
+    return create_loader(Subset(val_ds, shard), cfg.batch_size * 2, cfg.workers)
+
+
+def validate(model, loader, val_df: pd.DataFrame, device, amp_dtype, cfg: TrainConfig,
+             info: DistInfo = DistInfo()) -> tuple[dict, pd.DataFrame]:
+    """Per-breast metrics and the image-level predictions. Under DDP each rank predicts its shard
+    (:func:`validation_loader`) and the predictions are gathered: every image is scored exactly once."""
+    shard = loader.dataset.indices
+    preds = predict_loader([model], loader, len(val_df), device, amp_dtype, channels_last=device.type == "cuda")
     parts = all_gather_objects({i: preds[i] for i in shard}, info)
-    merged = np.full(len(val_ds), np.nan)
+    merged = np.full(len(val_df), np.nan)
     for part in parts:
         for i, p in part.items():
             merged[i] = p
     df = val_df.assign(pred=merged)
     breasts = metrics.aggregate_breasts(df, how=cfg.aggregate)
     return metrics.summarize(breasts), df
+
+
+def ranks_agree(model: nn.Module, info: DistInfo) -> bool:
+    """Whether every rank holds the same weights and buffers (always true in one process). Logged per
+    epoch in metrics.csv: ranks that drift apart validate and save different models."""
+    if not info.enabled:
+        return True
+    import hashlib
+
+    digest = hashlib.sha1()
+    for t in unwrap(model).state_dict().values():
+        digest.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    digests = all_gather_objects(digest.hexdigest(), info)
+    if len(set(digests)) > 1:
+        log.error("ranks disagree on the model weights: %s", digests)
+    return len(set(digests)) == 1
 
 
 def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
@@ -241,16 +267,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     train_df, val_df = read_split(Path(cfg.preprocessed), cfg.folds, cfg.fold)
     train_ds = MammoDataset(train_df, train=True, augment_cfg=AugmentConfig(**cfg.augment), seed=cfg.seed)
     val_ds = MammoDataset(val_df, train=False)
-    if cfg.sampler == "balanced":
-        sampler = BalancedBatchSampler(train_ds.labels, cfg.batch_size, cfg.pos_fraction, seed=cfg.seed,
-                                       rank=info.rank, world_size=info.world_size)
-        train_loader = create_loader(train_ds, cfg.batch_size, True, cfg.workers, cfg.seed, batch_sampler=sampler)
-    else:
-        from torch.utils.data import DistributedSampler
-
-        sampler = DistributedSampler(train_ds, info.world_size, info.rank, shuffle=True, seed=cfg.seed,
-                                     drop_last=True) if info.enabled else None
-        train_loader = create_loader(train_ds, cfg.batch_size, True, cfg.workers, cfg.seed, sampler=sampler)
+    sampler = train_batches(train_ds.labels, cfg.batch_size, cfg.sampler, cfg.pos_fraction, cfg.seed, info.rank,
+                            info.world_size)
+    train_loader = create_loader(train_ds, cfg.batch_size, cfg.workers, batch_sampler=sampler)
+    val_loader = validation_loader(val_ds, cfg, info)
     if cfg.pos_weight == "auto":
         pw = 1.0 if cfg.sampler == "balanced" else compute_pos_weight(train_ds.labels)
     else:
@@ -305,17 +325,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed * 1000 + info.rank)
         for epoch in range(start_epoch, cfg.epochs):
-            train_ds.set_epoch(epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema, progress)
+            sampler.set_epoch(epoch)
+            tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema,
+                                 progress, info)
             tr["train_loss"] = mean_across_ranks(tr["train_loss"], info)
             broadcast_buffers(model, info)
+            if ema is not None:  # each rank averaged its own BatchNorm statistics: validate rank 0's EMA everywhere
+                broadcast_module(ema.module, info)
             eval_model = ema.module if ema is not None else model
-            val, val_pred = validate(eval_model, val_ds, val_df, device, amp_dtype, cfg, info)
+            agree = ranks_agree(eval_model, info)
+            val, val_pred = validate(eval_model, val_loader, val_df, device, amp_dtype, cfg, info)
             row = {"epoch": epoch, "step": state.step, "lr": opt.param_groups[0]["lr"], **tr,
                    "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.skipped_by_scaler,
                    "scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
+                   "ranks_agree": agree,
                    **{f"val_{k}": v for k, v in val.items()}}
             history.append(row)
             score = val[cfg.select_metric]
@@ -342,8 +365,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     if not best_path.exists():
         raise RuntimeError(f"no epoch was run (epochs={cfg.epochs}, resumed at {start_epoch})")
-    ckpt = load_checkpoint(best_path, device)
-    model.load_state_dict(ckpt["model"])  # the best weights, restored
+    ckpt = load_checkpoint(best_path, device)  # what this run reports is what best.pt holds
     return {"run_dir": str(run), "model": cfg.model, "best_epoch": ckpt["best_epoch"], "best_metric": ckpt["best_metric"],
             "select_metric": cfg.select_metric, "threshold": ckpt["threshold"],
             **{f"val_{k}": v for k, v in ckpt["val_metrics"].items()},

@@ -32,21 +32,6 @@ COLORS = {"box": (255, 60, 60), "mask": (60, 220, 60), "lesion": (255, 220, 0)} 
 
 
 @dataclass
-class StoredView:
-    """What one decode gives, kept in the cache: reduced stored values and the header's pixel semantics."""
-
-    stored: np.ndarray
-    scale: float
-    slope: float
-    intercept: float
-    modality_lut: object   # dicom.lut.LutData or None
-    photometric: str
-    windows: list          # header windows (presets), Window objects
-    pad_mask: np.ndarray | None
-    source_shape: tuple
-
-
-@dataclass
 class ViewState:
     """Display settings of one view: which pixels, which window, what is drawn on top."""
 
@@ -62,28 +47,26 @@ def in_widget_frontend() -> bool:
     return bool(os.environ.get("JPY_SESSION_NAME"))
 
 
-def read_stored_view(path, display_px: int) -> StoredView:
-    """Decode at the screen size and keep what windowing needs (not the windowed image)."""
-    from .dicom.read import header_windows, modality_from_header, read_stored, reduce_for
+def read_stored_view(path, display_px: int):
+    """Decode at the screen size through the read path training uses (:func:`read_stored_image`: VOI
+    LUT Sequence, windows, MONOCHROME1, padding), keeping the stored values whole so that a window
+    change is one table lookup."""
+    from .dicom.read import read_stored_image
 
-    min_size = (display_px, display_px // 2)
-    arr, scale, ds, _ = read_stored(path, min_size=min_size)
-    arr, scale, pad_mask = reduce_for(arr, scale, ds, min_size)
-    slope, intercept, modality_lut = modality_from_header(ds)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    return StoredView(np.ascontiguousarray(arr), float(scale), slope, intercept, modality_lut, photometric,
-                      header_windows(ds), pad_mask, (int(ds.Rows), int(ds.Columns)))
+    return read_stored_image(path, min_size=(display_px, display_px // 2), clamp=False)
 
 
-def display_image(v: StoredView, mode: str, window: Window | None) -> np.ndarray:
-    """float32 [0, 1] image of a cached view: as stored (min-max, no inversion) or as read (window, inverted)."""
+def display_image(v, mode: str, window: Window | None) -> np.ndarray:
+    """float32 [0, 1] image of a cached view: as stored (min-max, no inversion) or as read (the header's
+    display, exactly what preprocessing applies, or ``window`` in its place), padding as background."""
     from .dicom.lut import apply_display
 
     if mode == "stored":
         return apply_display(v.stored)[0]
-    win = window or (v.windows[0] if v.windows else None)
-    return apply_display(v.stored, v.pad_mask, v.slope, v.intercept, v.modality_lut, win,
-                         invert=v.photometric == "MONOCHROME1")[0]
+    img = (v.display if window is None else v.with_window(window))(v.stored)
+    if v.pad_mask is not None:
+        img[v.pad_mask] = 0.0
+    return img
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:
@@ -222,7 +205,7 @@ class PatientViewer:
         r = self.views[view]
         return paths.dicom_path(self.data, self.split, r["patient_id"], r["image_id"])
 
-    def _stored(self, view: int) -> StoredView:
+    def _stored(self, view: int):
         key = (str(self._path(view)), self.display_px)
         if key in self._cache:
             self._cache.move_to_end(key)

@@ -1,9 +1,10 @@
 """Augmentation and the training dataset: what the network sees."""
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
-from mammo_utils.data import AugmentConfig, MammoDataset, augment
+from mammo_utils.data import AugmentConfig, MammoDataset, augment, train_batches
 from mammo_utils.png import load_png, to_uint, write_png_atomic
 
 OFF = dict(vflip=0.0, hflip=0.0, rotate_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, gamma=0.0,
@@ -40,7 +41,7 @@ def test_default_augmentation_changes_the_image_reproducibly():
     assert np.abs(a - img).mean() > 0.005 and np.abs(a - c).mean() > 0.005
 
 
-def test_dataset_augments_in_training_only_and_per_epoch(tmp_path):
+def test_dataset_augments_each_draw_key_and_never_in_validation(tmp_path):
     paths = []
     for i in range(3):
         p = tmp_path / f"{i}.png"
@@ -52,8 +53,32 @@ def test_dataset_augments_in_training_only_and_per_epoch(tmp_path):
     assert x.shape == (1, 64, 32) and target["cancer"] == 1 and target["index"] == 1
     torch.testing.assert_close(x[0], torch.from_numpy(load_png(paths[1])))
     train = MammoDataset(df, train=True, seed=0)
-    first = train[1][0]
-    torch.testing.assert_close(train[1][0], first)  # same epoch, same draw
-    train.set_epoch(1)
-    assert not torch.equal(train[1][0], first)       # a new epoch draws a new augmentation
+    first, info = train[(1, 0, 0, 5)]
+    assert info["index"] == 1 and info["cancer"] == 1
+    torch.testing.assert_close(train[(1, 0, 0, 5)][0], first)     # the same key, the same draw
+    for other in ((1, 1, 0, 5), (1, 0, 0, 6), (1, 0, 1, 5)):      # another epoch, draw or rank: another draw
+        assert not torch.equal(train[other][0], first), other
+    assert not torch.equal(MammoDataset(df, train=True, seed=1)[(1, 0, 0, 5)][0], first)  # another seed
     assert not torch.equal(first, val[1][0])
+    with pytest.raises(TypeError, match="KeyedDraws"):
+        train[1]  # a bare index would give every epoch the same draw
+
+
+def test_keyed_draws_number_every_sample_of_an_epoch():
+    labels = np.array([1] * 3 + [0] * 13)
+    draws = train_batches(labels, 4, "balanced", 0.5, seed=0)
+    draws.set_epoch(3)
+    keys = [k for batch in draws for k in batch]
+    assert [k[3] for k in keys] == list(range(len(keys)))           # draw numbers run through the epoch
+    assert {k[1] for k in keys} == {3} and {k[2] for k in keys} == {0}
+    assert len({k[0] for k in keys if labels[k[0]]}) < sum(labels[k[0]] for k in keys)  # positives repeat
+    again = train_batches(labels, 4, "balanced", 0.5, seed=0)
+    again.set_epoch(3)
+    assert [k for b in again for k in b] == keys                    # a function of (seed, epoch)
+    again.set_epoch(4)
+    assert [k[0] for b in again for k in b] != [k[0] for k in keys]  # the inner sampler moved on too
+    shuffled = train_batches(labels, 4, "random", seed=0)
+    shuffled.set_epoch(0)
+    order0 = [k[0] for b in shuffled for k in b]
+    shuffled.set_epoch(1)
+    assert sorted(order0) == list(range(16)) and [k[0] for b in shuffled for k in b] != order0

@@ -128,9 +128,28 @@ def test_aggregation_threshold_and_summary():
     assert metrics.binarize_quantile([0.1, 0.2, 0.3, 0.9], 0.75).tolist() == [0, 0, 0, 1]
     s = metrics.summarize(mean.reset_index())
     assert s["auc"] == 1.0 and s["pf1"] == 1.0 and s["sensitivity"] == 1.0 and s["specificity"] == 1.0
-    lo, hi = metrics.bootstrap_pfbeta(mean.cancer, mean.pred, n=200)
-    assert 0 <= lo <= hi <= 1
     assert np.isnan(metrics.auc([0, 0], [0.1, 0.2]))
+
+
+def test_bootstrap_interval_is_the_percentiles_of_the_resampled_statistic():
+    """Enumerate every resample of 4 breasts (4**4 = 256): the interval is exactly their 2.5th and
+    97.5th percentiles, undefined resamples (one class) left out; seeds average on the same resample."""
+    import itertools
+
+    from mammo_utils.bootstrap import interval, paired_difference
+
+    y = np.array([1, 0, 1, 0])
+    a, b = np.array([0.9, 0.2, 0.4, 0.6]), np.array([0.8, 0.1, 0.7, 0.3])
+    every = np.array(list(itertools.product(range(4), repeat=4)))
+    hand = [np.mean([metrics.auc(y[i], a[i]), metrics.auc(y[i], b[i])]) for i in every]
+    hand = np.array(hand)[np.isfinite(hand)]
+    assert len(hand) < len(every)
+    assert interval(metrics.auc, y, a, b, indices=every) == pytest.approx(tuple(np.percentile(hand, [2.5, 97.5])))
+    big_y, big_p = np.tile(y, 25), np.tile(a >= 0.5, 25)  # 100 breasts, pF1 0.5
+    lo, hi = interval(metrics.pfbeta, big_y, big_p, n=300, seed=1)
+    assert 0.25 < lo < metrics.pfbeta(big_y, big_p) < hi < 0.75  # a real spread around the point estimate
+    d = paired_difference(metrics.auc, y, [a, b], [b], indices=every)
+    assert d["diff"] == pytest.approx(np.mean([metrics.auc(y, a), metrics.auc(y, b)]) - metrics.auc(y, b))
 
 
 def test_cli_folds(tmp_path):
@@ -141,8 +160,9 @@ def test_cli_folds(tmp_path):
     assert main(["folds", "--data", str(tmp_path), "--out", str(out), "--neg-per-pos", "2", "--n-splits", "3"]) == 0
     folds = pd.read_csv(out)
     assert set(folds.fold) == {0, 1, 2} and (folds.groupby("patient_id").fold.nunique() == 1).all()
+    assert folds.patient_id.nunique() == 60  # every patient keeps a fold; the strategy marks training images
     n_pos = folds.groupby("patient_id").cancer.max().sum()
-    assert folds.patient_id.nunique() == n_pos + min(2 * n_pos, 60 - n_pos)
+    assert folds[folds.sampled].patient_id.nunique() == n_pos + min(2 * n_pos, 60 - n_pos)
 
 
 def test_shuffled_label_control_keeps_prevalence_and_breasts(table):
@@ -160,3 +180,45 @@ def test_shuffled_label_control_keeps_prevalence_and_breasts(table):
     folds = make_folds(df, "all", n_splits=3, label_control="shuffled")
     assert folds.groupby("prediction_id").cancer.max().sum() == before.sum()
     assert not folds.cancer.equals(make_folds(df, "all", n_splits=3).cancer)
+
+
+def test_paired_folds_validate_every_image_at_full_prevalence(table):
+    """Paired undersampling picks training images only: folds.csv keeps every image with its fold, a
+    fold validates on all of its images (the data's prevalence), and trains on the others' sampled ones."""
+    from mammo_utils.sampling import make_folds
+    from mammo_utils.tables import with_prediction_id
+
+    folds = make_folds(table, "paired", neg_per_pos=1.0, n_splits=4, seed=0)
+    assert len(folds) == len(table) and set(folds.image_id) == set(table.image_id)
+    assert folds.sampled.dtype == bool and 0 < folds.sampled.mean() < 0.5
+    assert (folds.groupby("patient_id").sampled.nunique() == 1).all()  # whole patients are sampled
+    cancer_patients = set(folds[folds.cancer == 1].patient_id)
+    assert cancer_patients <= set(folds[folds.sampled].patient_id)
+    breasts = with_prediction_id(folds).groupby("prediction_id").agg(cancer=("cancer", "max"), fold=("fold", "first"),
+                                                                      sampled=("sampled", "first"))
+    full = breasts.cancer.mean()
+    for k in range(4):
+        val = breasts[breasts.fold == k]
+        assert val.cancer.mean() == pytest.approx(full, rel=0.35)  # validation at the data's prevalence
+    assert breasts[breasts.sampled].cancer.mean() > 4 * full         # training at the undersampled one
+    assert make_folds(table, "all", n_splits=4).sampled.all()
+    assert make_folds(table, "paired", neg_per_pos=1.0, n_splits=4).fold.equals(folds.fold)  # folds don't depend on it
+
+
+def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
+    from mammo_utils.data import read_split
+    from mammo_utils.sampling import make_folds
+
+    t = rsna_table(200, seed=4)
+    folds = make_folds(t, "paired", neg_per_pos=1.0, n_splits=3, seed=0)
+    folds.to_csv(tmp_path / "folds.csv", index=False)
+    manifest = t[["patient_id", "image_id", "laterality", "view"]].assign(path=[f"{i}.png" for i in t.image_id])
+    (tmp_path / "png").mkdir()
+    manifest.to_csv(tmp_path / "png" / "manifest.csv", index=False)
+    train, val = read_split(tmp_path / "png", tmp_path / "folds.csv", 1)
+    assert set(val.image_id) == set(folds[folds.fold == 1].image_id)
+    assert set(train.image_id) == set(folds[(folds.fold != 1) & folds.sampled].image_id)
+    legacy = folds.drop(columns="sampled")  # a folds.csv of earlier versions: every listed image trains
+    legacy.to_csv(tmp_path / "legacy.csv", index=False)
+    train, _ = read_split(tmp_path / "png", tmp_path / "legacy.csv", 1)
+    assert set(train.image_id) == set(folds[folds.fold != 1].image_id)

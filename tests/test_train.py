@@ -99,7 +99,7 @@ def test_nonfinite_guard_skips_then_stops(monkeypatch):
                           progress=False)
 
 
-def test_train_checkpoints_best_restored_and_resume(prepared, tmp_path):
+def test_train_checkpoints_best_and_resume(prepared, tmp_path):
     cfg = small_cfg(prepared, tmp_path / "run", epochs=2)
     result = T.train(cfg, progress=False)
     run = tmp_path / "run"
@@ -114,9 +114,17 @@ def test_train_checkpoints_best_restored_and_resume(prepared, tmp_path):
     assert best["world_size"] == 1 and "git_commit" in best["provenance"] and best["provenance"]["versions"]["torch"]
     saved = json.loads((run / "config.json").read_text())
     assert saved["world_size"] == 1 and saved["provenance"]["versions"]["timm"]
+    # best.pt holds the weights that made val_predictions.csv: scoring it again gives the same numbers
+    from mammo_utils.data import MammoDataset, create_loader, read_split
+    from mammo_utils.engine import predict_loader
+
     model, _ = load_model(run / "best.pt")
     preds = pd.read_csv(run / "val_predictions.csv")
     assert preds.pred.between(0, 1).all() and "prediction_id" in preds
+    _, val_df = read_split(prepared / "png", prepared / "folds.csv", 0)
+    again = predict_loader([model], create_loader(MammoDataset(val_df), 8, 0), len(val_df), torch.device("cpu"))
+    np.testing.assert_allclose(preds.pred, again, atol=1e-5)
+    assert result["val_auc"] == pytest.approx(best["val_metrics"]["auc"], nan_ok=True)
 
     # resume continues from the saved epoch
     cfg2 = cfg.replace(epochs=3, resume=True)
@@ -130,7 +138,7 @@ def test_train_checkpoints_best_restored_and_resume(prepared, tmp_path):
 def test_best_checkpoint_is_the_best_epoch(prepared, tmp_path, monkeypatch):
     scores = iter([0.9, 0.3, 0.5])
 
-    def fake_validate(model, val_ds, val_df, device, amp_dtype, cfg, info=None):
+    def fake_validate(model, loader, val_df, device, amp_dtype, cfg, info=None):
         s = next(scores)
         return ({"pf1": s, "auc": s, "threshold": 0.5, "pf1_raw": s, "pr_auc": s, "sensitivity": 1.0,
                  "specificity": 1.0, "breasts": 1, "positives": 1}, val_df.assign(pred=s))
@@ -156,13 +164,22 @@ def test_pretrained_from_local_file(tmp_path, caplog):
     model = build_model("resnet10t", pretrained=path)
     w = model.backbone.conv1[0].weight
     assert w.shape[1] == 1 and torch.allclose(w, torch.full_like(w, 1.5))  # RGB stem summed to one channel
-    caplog.clear()
-    build_model("resnet10t", pretrained=tmp_path / "missing.pth")
-    assert "RANDOM initialization" in caplog.text
+    # a missing file is an error, never a silent random start; None is the explicit random choice
+    with pytest.raises(UserError, match=r"pretrained weights .*missing.pth not found"):
+        build_model("resnet10t", pretrained=tmp_path / "missing.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not weights")
-    with pytest.raises(RuntimeError, match="could not load pretrained"):
+    with pytest.raises(UserError, match="could not load pretrained"):
         build_model("resnet10t", pretrained=bad)
+    assert not torch.allclose(build_model("resnet10t", pretrained=None).backbone.conv1[0].weight, w)
+    # misspelled arguments are refused, by the builder and when a checkpoint names them
+    with pytest.raises(TypeError):
+        build_model("resnet10t", drop_rat=0.1)
+    from mammo_utils.models import model_from_args
+
+    with pytest.raises(CheckpointError, match="unknown key"):
+        model_from_args({"name": "resnet10t", "drop_rat": 0.1})
+    assert model_from_args({"name": "resnet10t", "drop_rate": 0.2, "head": "timm"}).head[0].p == 0.2  # old key dropped
 
 
 @pytest.mark.slow
@@ -294,7 +311,7 @@ def test_ema_weights_are_validated_and_saved(prepared, tmp_path):
     torch.testing.assert_close(last["ema"][w], best["model"][w])
     assert (best["model"][w] - init[w]).norm() < 0.5 * (last["model"][w] - init[w]).norm()
     _, val_df = read_split(prepared / "png", prepared / "folds.csv", 0)
-    loader = create_loader(MammoDataset(val_df), 8, False, 0)
+    loader = create_loader(MammoDataset(val_df), 8, 0)
     ema_model, _ = load_model(run / "best.pt")
     expect = predict_loader([ema_model], loader, len(val_df), torch.device("cpu"))
     np.testing.assert_allclose(pd.read_csv(run / "val_predictions.csv").pred, expect, atol=1e-5)
@@ -358,7 +375,7 @@ def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypa
     # select_metric: the epoch with the best AUC wins when asked, even with a worse pF1
     scores = iter([(0.9, 0.6), (0.5, 0.8), (0.7, 0.7)])
 
-    def fake_validate(model, val_ds, val_df, device, amp_dtype, cfg, info=None):
+    def fake_validate(model, loader, val_df, device, amp_dtype, cfg, info=None):
         pf1, auc = next(scores)
         return ({"pf1": pf1, "auc": auc, "threshold": 0.5, "pf1_raw": pf1, "pr_auc": auc, "sensitivity": 1.0,
                  "specificity": 1.0, "breasts": 1, "positives": 1}, val_df.assign(pred=auc))
@@ -375,10 +392,13 @@ def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypa
         T.train(small_cfg(prepared, tmp_path / "rnd", epochs=1, max_steps_per_epoch=1, sampler="random"), progress=False)
     assert any("pos_weight" in r and not r.endswith("pos_weight 1.00") for r in records)
     # seed: same seed, same run; another seed, another run
-    for name, seed in (("s1", 3), ("s2", 3), ("s3", 4)):
-        T.train(small_cfg(prepared, tmp_path / name, epochs=1, max_steps_per_epoch=2, seed=seed), progress=False)
-    la, lb, lc = (pd.read_csv(tmp_path / s / "metrics.csv").train_loss[0] for s in ("s1", "s2", "s3"))
-    assert la == lb and la != lc
+    # augment: the overrides reach the training images (all off is another run than the default)
+    off = dict(vflip=0.0, rotate_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, gamma=0.0, dropout_boxes=0)
+    for name, seed, augment in (("s1", 3, {}), ("s2", 3, {}), ("s3", 4, {}), ("off", 3, off)):
+        T.train(small_cfg(prepared, tmp_path / name, epochs=1, max_steps_per_epoch=2, seed=seed, augment=augment),
+                progress=False)
+    la, lb, lc, loff = (pd.read_csv(tmp_path / s / "metrics.csv").train_loss[0] for s in ("s1", "s2", "s3", "off"))
+    assert la == lb and la != lc and la != loff
 
 
 class caplog_at:
@@ -404,3 +424,47 @@ class caplog_at:
     def __exit__(self, *exc):
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.old)
+
+
+def record_augmentations(monkeypatch, log_file):
+    """Wrap data.augment so every draw appends (input digest, output digest) to ``log_file``: the
+    DataLoader's worker processes are forked, so they inherit the wrapper and write to the same file."""
+    import hashlib
+
+    from mammo_utils import data as D
+
+    real = D.augment
+
+    def recording(img, cfg, rng):
+        out = real(img, cfg, rng)
+        line = f"{hashlib.sha1(img.tobytes()).hexdigest()} {hashlib.sha1(out.tobytes()).hexdigest()}\n"
+        with open(log_file, "a") as f:
+            f.write(line)
+        return out
+
+    monkeypatch.setattr(D, "augment", recording)
+
+
+def test_workers_draw_new_augmentations_and_reproduce(prepared, tmp_path, monkeypatch):
+    """With 2 persistent workers over 2 full epochs, every draw of an image (repeats of a positive
+    within an epoch included) gets its own augmentation, and the run equals a run without workers."""
+    runs = {}
+    for workers in (2, 0):
+        log_file = tmp_path / f"draws_{workers}.txt"
+        record_augmentations(monkeypatch, log_file)
+        run = tmp_path / f"w{workers}"
+        T.train(small_cfg(prepared, run, epochs=2, workers=workers, max_steps_per_epoch=None, pos_fraction=0.75),
+                progress=False)
+        monkeypatch.undo()
+        draws = pd.read_csv(log_file, sep=" ", names=["image", "augmented"])
+        runs[workers] = (draws, pd.read_csv(run / "metrics.csv"))
+    draws, history = runs[2]
+    per_image = draws.groupby("image").augmented.agg(["size", "nunique"])
+    repeated = per_image[per_image["size"] >= 2]
+    print(f"{len(draws)} draws of {len(per_image)} images; {len(repeated)} drawn 2+ times, "
+          f"max {per_image['size'].max()} times")
+    assert len(repeated) >= 10 and per_image["size"].max() >= 3  # the balanced sampler repeats positives
+    assert (repeated["size"] == repeated["nunique"]).all(), "a repeated draw reused an augmentation"
+    # the same seed gives the same run whatever the number of workers
+    assert sorted(map(tuple, draws.to_numpy())) == sorted(map(tuple, runs[0][0].to_numpy()))
+    np.testing.assert_allclose(history.train_loss, runs[0][1].train_loss, rtol=1e-6)

@@ -205,6 +205,8 @@ class StoredImage:
     backend: str
     frames: int = 1
     meta: dict = field(default_factory=dict)
+    modality: tuple = (1.0, 0.0, None)  # (RescaleSlope, RescaleIntercept, Modality LUT) of the header
+    windows: list = field(default_factory=list)  # every window the header offers (viewer presets)
 
     @classmethod
     def from_display(cls, img: np.ndarray) -> "StoredImage":
@@ -212,12 +214,22 @@ class StoredImage:
         img = np.asarray(img, dtype=np.float32)
         return cls(img, Display("identity", minmax=(0.0, 1.0)), None, img.shape, 1.0, "MONOCHROME2", "array")
 
+    def with_window(self, window: Window) -> Display:
+        """The display of these stored values under another window (a viewer's slider): the same
+        Modality LUT and MONOCHROME1 inversion as the header's display, only the VOI stage differs."""
+        slope, intercept, modality_lut = self.modality
+        return make_display(self.stored, self.pad_mask, slope, intercept, modality_lut, window, None,
+                            self.photometric == "MONOCHROME1")
+
 
 def read_stored_image(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
-                      invert_monochrome1: bool = True, window: Window | None = None) -> StoredImage:
+                      invert_monochrome1: bool = True, window: Window | None = None,
+                      clamp: bool = True) -> StoredImage:
     """Decode one file to stored values at the size the caller needs, plus its :class:`Display`.
 
     Arguments as in :func:`read_dicom`, which is this followed by the display of the whole image.
+    ``clamp``: clip stored values to the display's saturation points (cheaper resampling); a viewer
+    that changes the window later keeps them whole with ``clamp=False``.
     """
     arr, scale, ds, used = read_stored(path, backend, min_size)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -235,13 +247,13 @@ def read_stored_image(path, backend: str = "auto", min_size=None, window_index: 
         display = make_display(arr, pad_mask, slope, intercept, modality_lut, header_window, voi_lut, invert)
     except (ValueError, NotImplementedError) as exc:
         raise DicomReadError(path, f"invalid VOI LUT: {exc}") from exc
-    clamp = display.saturation_range() if display.linear else None
-    if clamp is not None and arr.flags.writeable:
-        arr = np.clip(arr, *clamp, out=arr if arr.flags.owndata else None)
+    saturation = display.saturation_range() if clamp and display.linear else None
+    if saturation is not None and arr.flags.writeable:
+        arr = np.clip(arr, *saturation, out=arr if arr.flags.owndata else None)
     meta = {kw: plain_value(ds.get(kw)) for kw in ("BitsStored", "PhotometricInterpretation", "Rows", "Columns")}
     meta["TransferSyntaxUID"] = transfer_syntax(ds)
     return StoredImage(arr, display, pad_mask, (int(ds.Rows), int(ds.Columns)), float(scale), photometric, used,
-                       int(ds.get("NumberOfFrames", 1) or 1), meta)
+                       int(ds.get("NumberOfFrames", 1) or 1), meta, (slope, intercept, modality_lut), header_windows(ds))
 
 
 def read_dicom(path, backend: str = "auto", min_size=None, window_index: int = 0, voi: bool = True,
