@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_utils import crop_quality as cq
+from mammo_utils.synthetic import phantoms
 from mammo_utils.synthetic import write_dataset
 
 
@@ -32,9 +33,9 @@ def main():
             print(f"{anatomy:8s} anatomy: {cq.summary_line(report)}")
     rows = []
     for seed in range(7):
-        for kind in cq.PHANTOM_KINDS:
+        for kind in phantoms.PHANTOM_KINDS:
             for noise in (0.004, 0.02):
-                img, mask, lesion = cq.phantom(kind, seed, noise=noise)
+                img, mask, lesion = phantoms.phantom(kind, seed, noise=noise)
                 y0, x0, y1, x1 = cq.legacy_bbox(img)
                 rows.append({"kind": kind, **cq.score(img, mask, lesion),
                              "legacy_kept": mask[y0:y1, x0:x1].sum() / mask.sum()})

@@ -12,7 +12,7 @@ _PUBLIC = {
     "write_dicom": "dicom",
     "segment_breast": "crop", "breast_bbox": "crop", "orient": "crop", "resize_pad": "crop",
     "PreprocessConfig": "preprocess", "run_preprocess": "preprocess", "preprocess_file": "preprocess",
-    "read_manifest": "preprocess",
+    "read_manifest": "tables",
     "read_table": "tables", "UserError": "errors",
     "make_folds": "sampling", "BalancedBatchSampler": "sampling",
     "TrainConfig": "config", "train": "train", "build_model": "models", "load_model": "checkpoint",

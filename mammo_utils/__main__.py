@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from . import paths
+
 
 def _synth(a) -> int:
     from .synthetic import write_dataset
@@ -239,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="the CSV to predict; its breasts make the submission")
     s.add_argument("--run-dirs", "--runs", dest="run_dirs", nargs="+", required=True,
                    help="folders holding best.pt (a fold, or a folder of folds), or checkpoint files")
-    s.add_argument("--out-path", "--out", dest="out_path", default="submission.csv", help="submission CSV to write")
+    s.add_argument("--out-path", "--out", dest="out_path", default=paths.SUBMISSION, help="submission CSV to write")
     s.add_argument("--jobs", type=_jobs, default=2, help="decoding processes (-1: all CPUs)")
     s.add_argument("--scheduler", default=None, help="preprocess on Dask first: local:N or tcp://HOST:PORT")
     s.add_argument("--batch-size", type=_positive(int), default=16, help="images per forward pass")

@@ -12,13 +12,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 
+from . import paths
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 # decoders and the PNG deflater Kaggle's image lacks
 KAGGLE_EXTRA_WHEELS = ["imagecodecs", "isal", "dicomsdl", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg",
                        "python-gdcm", "pydicom"]
@@ -32,7 +34,14 @@ def build_wheels(out: Path, with_deps: bool = True, python_version: str = "3.11"
                  platform: str = "manylinux2014_x86_64") -> list[Path]:
     """mammo_utils' own wheel, plus (``with_deps``) binary wheels of the decoders for Kaggle's Python."""
     out.mkdir(parents=True, exist_ok=True)
-    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT))
+    out = out.resolve()
+    with tempfile.TemporaryDirectory() as tmp:  # setuptools writes build/ and egg-info beside what it builds
+        src = Path(tmp) / "src"
+        shutil.copytree(paths.PROJECT_ROOT / "mammo_utils", src / "mammo_utils",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md", "LICENSE.txt"):
+            shutil.copy2(paths.PROJECT_ROOT / name, src / name)
+        _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(src))
     if with_deps:
         _pip("download", "--only-binary=:all:", "--python-version", python_version, "--platform", platform,
              "-d", str(out), *KAGGLE_EXTRA_WHEELS)
@@ -43,15 +52,15 @@ def build_wheels(out: Path, with_deps: bool = True, python_version: str = "3.11"
 
 def copy_run(run: Path, out: Path) -> list[Path]:
     """best.pt, threshold.json and config.json of every fold under ``run/train`` (or ``run``)."""
-    src = run / "train" if (run / "train").is_dir() else run
-    ckpts = sorted(src.rglob("best.pt"))
+    src = paths.train_root(run) if paths.train_root(run).is_dir() else run
+    ckpts = sorted(src.rglob(paths.BEST))
     if not ckpts:
         raise FileNotFoundError(f"no best.pt under {src}: train a model first (notebook 04)")
     copied = []
     for ckpt in ckpts:
-        dest = out / "train" / ckpt.parent.relative_to(src)
+        dest = paths.train_root(out) / ckpt.parent.relative_to(src)
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("best.pt", "threshold.json", "config.json"):
+        for name in (paths.BEST, paths.THRESHOLD, paths.CONFIG):
             if (ckpt.parent / name).exists():
                 shutil.copy2(ckpt.parent / name, dest / name)
                 copied.append(dest / name)
@@ -60,7 +69,7 @@ def copy_run(run: Path, out: Path) -> list[Path]:
 
 def write_submission_notebook(out: Path, dataset_name: str) -> Path:
     """Notebook 06 with its parameters pointing at this bundle as an attached Kaggle dataset."""
-    nb = nbformat.read(ROOT / "notebooks" / "06_submission.ipynb", as_version=4)
+    nb = nbformat.read(paths.SOURCE_NOTEBOOKS / "06_submission.ipynb", as_version=4)
     base = f"/kaggle/input/{dataset_name}"
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):
@@ -74,8 +83,8 @@ def write_submission_notebook(out: Path, dataset_name: str) -> Path:
 def build_bundle(run, out, with_deps: bool = True, dataset_name: str = "mammo-workbook-bundle") -> Path:
     run, out = Path(run), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    wheels = build_wheels(out / "wheels", with_deps)
-    copied = copy_run(run, out / "run")
+    wheels = build_wheels(paths.bundle_wheels(out), with_deps)
+    copied = copy_run(run, paths.bundle_run(out))
     nb = write_submission_notebook(out, dataset_name)
     (out / "dataset-metadata.json").write_text(json.dumps(
         {"title": dataset_name, "id": f"YOUR_KAGGLE_USERNAME/{dataset_name}", "licenses": [{"name": "apache-2.0"}]},

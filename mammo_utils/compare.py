@@ -47,7 +47,7 @@ def read_run(run_dir) -> dict:
     """One finished run: its summary, its parameters and its per-breast test predictions."""
     run = Path(run_dir)
     summary = json.loads(paths.summary_json(run).read_text())
-    sweep = json.loads((run / "sweep_params.json").read_text()) if (run / "sweep_params.json").exists() else {}
+    sweep = json.loads(paths.sweep_params(run).read_text()) if paths.sweep_params(run).exists() else {}
     return {"run": run.name, **sweep, "summary": summary}
 
 
@@ -165,6 +165,6 @@ def learning_curves(runs: pd.DataFrame, sweep_dir) -> pd.DataFrame:
 
 def write_comparison(sweep_dir, table: pd.DataFrame) -> Path:
     """``<sweep>/comparison.csv``: one row per combination with interval columns."""
-    path = Path(sweep_dir) / "comparison.csv"
+    path = paths.comparison_csv(sweep_dir)
     table.to_csv(path, index=False)
     return path

@@ -27,6 +27,22 @@ CHOICES = {"schedule": ("cosine", "constant"), "amp": ("auto", "bf16", "fp16", "
 
 
 @dataclass
+class AugmentConfig:
+    """Train-time augmentation strengths; zeros disable a transform."""
+
+    vflip: float = 0.5          # the chest wall stays on the left, so only vertical flips are anatomical
+    hflip: float = 0.0
+    rotate_deg: float = 10.0
+    scale: float = 0.10
+    shift: float = 0.05
+    brightness: float = 0.10
+    contrast: float = 0.15
+    gamma: float = 0.20
+    dropout_boxes: int = 2      # coarse dropout
+    dropout_size: float = 0.10
+
+
+@dataclass
 class TrainConfig:
     """All knobs of one training run (one fold)."""
 
@@ -40,10 +56,10 @@ class TrainConfig:
     pretrained: str | None = None      # local weights file (a missing one is an error); None: random init
     drop_rate: float = 0.3             # dropout before the classifier
     # optimization
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 16               # per process; the global batch is batch_size * accum_steps * world_size
     accum_steps: int = 1               # gradient accumulation: a bigger effective batch in the same memory
-    lr: float = 3e-4                   # for the global batch (scale linearly when it grows)
+    lr: float = 1e-3                   # for the global batch (scale linearly when it grows)
     weight_decay: float = 1e-2         # AdamW; not applied to biases and norm weights
     schedule: str = "cosine"           # cosine: linear warmup then cosine to 0 | constant: warmup then flat
     warmup_epochs: float = 1.0         # linear warmup keeps AdamW's early steps from diverging
@@ -80,8 +96,6 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
-        from .data import AugmentConfig
-
         unknown = set(self.augment) - set(AugmentConfig.__dataclass_fields__)
         if unknown:
             raise UserError(f"augment has unknown key(s) {sorted(unknown)}; known: {sorted(AugmentConfig.__dataclass_fields__)}")

@@ -1,7 +1,7 @@
 """How good is the crop? Scores the breast box and the masking against exact tissue masks.
 
 Ground truth comes from the synthetic generator's side files (``synthetic_masks/``, one bi-level
-PNG per image) or from phantoms drawn here in memory. Three numbers per image:
+PNG per image) or from the phantoms of :mod:`.synthetic.phantoms`. Three numbers per image:
 
 * ``kept``: share of the true breast inside the box (must be >= 0.99);
 * ``zeroed``: share of the true breast that masking sets to 0 (must be <= 0.01);
@@ -11,7 +11,6 @@ plus ``lesion_inside`` for images with a lesion.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,9 +49,16 @@ def score(img: np.ndarray, truth: np.ndarray, lesion=None) -> dict:
     return score_stored(StoredImage.from_display(img), truth, lesion)
 
 
+def read_truth_mask(data, patient_id, image_id) -> np.ndarray:
+    """The exact tissue mask the generator wrote beside one of its images."""
+    m = cv2.imread(str(paths.synthetic_mask(data, patient_id, image_id)), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise FileNotFoundError(f"no tissue mask for image {image_id} under {paths.synthetic_masks_dir(data)}")
+    return m > 0
+
+
 def _score_file(data, split: str, row: dict, min_size=None) -> dict:
     from .dicom import read_stored_image
-    from .synthetic import read_truth_mask
 
     s = read_stored_image(paths.dicom_path(data, split, row["patient_id"], row["image_id"]), min_size=min_size)
     truth = read_truth_mask(data, row["patient_id"], row["image_id"])
@@ -81,7 +87,7 @@ def check_dataset(data, split: str = "train", image_ids=None, jobs: int = 2, min
 
 def report_for_manifest(data, split: str, manifest: pd.DataFrame, cfg=None, jobs: int = 2) -> pd.DataFrame | None:
     """Scores for the images of a preprocessing manifest, or None when the data has no synthetic truth."""
-    if not paths.synthetic_truth(data).exists() or not (Path(data) / "synthetic_masks").exists():
+    if not paths.synthetic_truth(data).exists() or not paths.synthetic_masks_dir(data).exists():
         return None
     min_size = cfg.size if cfg is not None and cfg.reduced_decode else None
     return check_dataset(data, split, manifest.image_id, jobs, min_size)
@@ -111,7 +117,6 @@ def summary_line(report: pd.DataFrame | None) -> str:
 def worst_crops(data, split: str, report: pd.DataFrame | None, cfg=None, n: int = 4):
     """(images, truth masks, boxes, titles) of the ``n`` images with the least breast kept (then most zeroed)."""
     from .dicom import read_image
-    from .synthetic import read_truth_mask
 
     if report is None or report.empty:
         return [], [], [], []
@@ -125,37 +130,6 @@ def worst_crops(data, split: str, report: pd.DataFrame | None, cfg=None, n: int 
         boxes.append(r.box)
         titles.append(f"{r.image_id} kept {r.kept:.3f} zeroed {r.zeroed:.3f}")
     return images, masks, boxes, titles
-
-
-# ---- phantoms: the hard cases, drawn in memory -----------------------------------------------------
-
-PHANTOM_KINDS = ("fatty", "fatty_lobular", "wide_pectoral", "dense", "touching", "labelled")
-
-
-def phantom(kind: str, seed: int = 0, shape=(520, 416), noise: float = 0.004):
-    """(image in the read_image convention, true tissue mask, lesion centre) for one hard case."""
-    from .synthetic import breast_params, draw_breast, lesion_position
-
-    rng = np.random.default_rng([seed, PHANTOM_KINDS.index(kind)])
-    b = breast_params(rng, 0.3, False)
-    view = "MLO" if kind in ("wide_pectoral", "touching") or rng.random() < 0.5 else "CC"
-    if kind in ("fatty", "fatty_lobular", "labelled"):
-        b.update(edge=0.07, density=0.02, lobular=0.8 if kind == "fatty_lobular" else 0.0, nipple=True, fold=True)
-    elif kind == "wide_pectoral":
-        b.update(pect_u=0.55, pect_v=0.85, pect_gain=0.5, edge=0.09, density=0.03)
-    elif kind == "dense":
-        b.update(density=0.95)
-    elif kind == "touching":
-        b.update(height=0.56, cy=0.42)
-    a, mask = draw_breast(rng, shape, view, b["density"], b)
-    img = np.clip(a - 0.04 + rng.normal(0, noise, a.shape), 0, 1).astype(np.float32)  # window: air at about 0
-    if kind == "labelled":
-        text = np.zeros(shape, np.uint8)
-        cv2.putText(text, "L-MLO", (shape[1] - 150, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 3)
-        img[text > 0] = 1.0
-        img[:4, :] = 1.0           # detector edge strip touching the breast
-        img[:, -5:] = 1.0
-    return img, mask, lesion_position(shape, view, b)
 
 
 def legacy_bbox(img: np.ndarray, work_px: int = 512):
@@ -175,29 +149,3 @@ def legacy_bbox(img: np.ndarray, work_px: int = 512):
     if n <= 1:
         return (0, 0, h, w)
     return crop_ops.box_from_mask(labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), s, img.shape)
-
-
-def hard_examples(seed: int = 0, kinds=PHANTOM_KINDS):
-    """(images, true masks, our boxes, legacy boxes, titles) on one phantom of each hard kind."""
-    images, masks, ours, legacy, titles = [], [], [], [], []
-    for kind in kinds:
-        img, mask, _ = phantom(kind, seed)
-        s_new = score(img, mask)
-        y0, x0, y1, x1 = legacy_bbox(img)
-        kept_old = mask[y0:y1, x0:x1].sum() / mask.sum()
-        images.append(img)
-        masks.append(mask)
-        ours.append(s_new["box"])
-        legacy.append((y0, x0, y1, x1))
-        titles.append(f"{kind}: kept {s_new['kept']:.3f} (old {kept_old:.3f})")
-    return images, masks, ours, legacy, titles
-
-
-def check_phantoms(seeds=range(7)) -> pd.DataFrame:
-    """Scores on every phantom kind for several seeds (the test and benchmark use it)."""
-    rows = []
-    for seed in seeds:
-        for kind in PHANTOM_KINDS:
-            img, mask, lesion = phantom(kind, seed)
-            rows.append({"kind": kind, "seed": seed, **score(img, mask, lesion)})
-    return pd.DataFrame(rows)

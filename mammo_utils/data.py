@@ -5,7 +5,6 @@ cheaper on 2 CPU cores than a chain of tensor transforms.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -14,24 +13,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import AugmentConfig
 from .png import load_png
 from .tables import with_prediction_id
-
-
-@dataclass
-class AugmentConfig:
-    """Train-time augmentation strengths; zeros disable a transform."""
-
-    vflip: float = 0.5          # the chest wall stays on the left, so only vertical flips are anatomical
-    hflip: float = 0.0
-    rotate_deg: float = 10.0
-    scale: float = 0.10
-    shift: float = 0.05
-    brightness: float = 0.10
-    contrast: float = 0.15
-    gamma: float = 0.20
-    dropout_boxes: int = 2      # coarse dropout
-    dropout_size: float = 0.10
 
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -192,7 +176,7 @@ def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, 
     Training takes the other folds' images that the sampling strategy picked (``sampled``);
     validation takes every image of the fold, so it meets the prevalence of the data itself."""
     from .errors import UserError
-    from .preprocess import read_manifest
+    from .tables import read_manifest
 
     df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
     if fold not in set(df.fold):

@@ -149,7 +149,8 @@ def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp_dtype = resolve_amp("auto", device)
     if scheduler or preprocessed_dir:
-        from .preprocess import read_manifest, run_preprocess
+        from .preprocess import run_preprocess
+        from .tables import read_manifest
 
         out = Path(preprocessed_dir) if preprocessed_dir else Path(work_dir) / f"preprocessed_{split}"
         run_preprocess(data, split, out, ens.preprocess, jobs=jobs, progress=progress, scheduler=scheduler)

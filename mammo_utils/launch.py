@@ -35,7 +35,7 @@ def train_fold(cfg: TrainConfig, gpus: int = 1, progress: bool = True) -> dict:
         print(f"no GPU: running {gpus} CPU processes with the gloo backend (slow; for testing the DDP path)")
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    config_path = run / "torchrun_config.json"
+    config_path = paths.torchrun_config(run)
     config_path.write_text(json.dumps(cfg.to_dict(), indent=2))
     returncode, stderr_tail = stream_epoch_lines(torchrun_command(config_path, gpus))
     if returncode != 0:

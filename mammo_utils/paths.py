@@ -11,6 +11,16 @@ A run folder::
     <run>/train/fold<k>/                config.json metrics.csv last.pt best.pt val_predictions.csv threshold.json
     <run>/notebooks/NN_name.ipynb       executed copies
     <run>/evaluation.json  <run>/submission.csv  <run>/summary.json
+
+A sweep folder::
+
+    <sweep>/_shared/preprocessed/<split>_<HxW>_<key>/   <sweep>/_shared/folds/folds_<key>.csv
+    <sweep>/<combination>_seed<s>/      a run folder plus sweep_params.json
+    <sweep>/comparison.csv
+
+A Kaggle bundle::
+
+    <bundle>/wheels/  <bundle>/run/train/fold<k>/  <bundle>/06_submission.ipynb
 """
 from __future__ import annotations
 
@@ -25,6 +35,9 @@ THRESHOLD = "threshold.json"
 MANIFEST = "manifest.csv"
 ERRORS = "errors.csv"
 PREPROCESS_CONFIG = "preprocess.json"
+SUBMISSION = "submission.csv"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the source tree (when installed editable)
+SOURCE_NOTEBOOKS = PROJECT_ROOT / "notebooks"         # the notebooks the pipeline executes
 MIN_SIDE_PX = 16
 
 
@@ -69,6 +82,15 @@ def synthetic_truth(data) -> Path:
     return Path(data) / "synthetic_truth.csv"
 
 
+def synthetic_masks_dir(data) -> Path:
+    return Path(data) / "synthetic_masks"
+
+
+def synthetic_mask(data, patient_id, image_id) -> Path:
+    """The generator's exact tissue mask of one image (a bi-level PNG)."""
+    return synthetic_masks_dir(data) / str(patient_id) / f"{image_id}.png"
+
+
 # ---- run folder ----------------------------------------------------------------------------------
 
 def preprocessed_dir(run, split: str, size) -> Path:
@@ -97,7 +119,7 @@ def evaluation_json(run) -> Path:
 
 
 def submission_csv(run) -> Path:
-    return Path(run) / "submission.csv"
+    return Path(run) / SUBMISSION
 
 
 def image_predictions_csv(submission) -> Path:
@@ -108,6 +130,40 @@ def image_predictions_csv(submission) -> Path:
 
 def summary_json(run) -> Path:
     return Path(run) / "summary.json"
+
+
+def torchrun_config(run) -> Path:
+    """The config a torchrun launch reads (written by notebook 04's ``gpus > 1``)."""
+    return Path(run) / "torchrun_config.json"
+
+
+def sweep_params(run) -> Path:
+    return Path(run) / "sweep_params.json"
+
+
+def comparison_csv(sweep) -> Path:
+    return Path(sweep) / "comparison.csv"
+
+
+def sweep_cache(sweep) -> Path:
+    """What the runs of a sweep share: preprocessed images and folds."""
+    return Path(sweep) / "_shared"
+
+
+def shared_preprocessed(sweep, split: str, size, key: str) -> Path:
+    return sweep_cache(sweep) / "preprocessed" / f"{split}_{format_size(size)}_{key}"
+
+
+def shared_folds(sweep, key: str) -> Path:
+    return sweep_cache(sweep) / "folds" / f"folds_{key}.csv"
+
+
+def bundle_wheels(bundle) -> Path:
+    return Path(bundle) / "wheels"
+
+
+def bundle_run(bundle) -> Path:
+    return Path(bundle) / "run"
 
 
 def notebooks_dir(run) -> Path:

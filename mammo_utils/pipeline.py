@@ -20,7 +20,7 @@ from .errors import UserError
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = paths.SOURCE_NOTEBOOKS
 NOTEBOOKS = ["01_eda", "02_preprocess", "03_sampling", "04_train", "05_evaluate", "06_submission"]
 COMPARE_NOTEBOOK = "07_compare"
 EPOCH_PREFIX = "epoch "  # lines train() prints; the pipeline echoes them while notebook 04 runs

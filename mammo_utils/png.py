@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .dicom.lut import from_uint, to_uint  # noqa: F401 - PNG pixels are display values
+
 try:
     from isal import isal_zlib
 except ImportError:  # optional: the OpenCV fallback writes the same pixels, slower
@@ -30,20 +32,6 @@ if hasattr(cv2, "IMWRITE_PNG_FILTER"):
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FILTER_UP = 2
-
-
-def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
-    """[0, 1] float -> uint8 (bits=8) or uint16 (bits=16), rounded."""
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits}")
-    top = 255.0 if bits == 8 else 65535.0
-    return np.rint(np.clip(img, 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
-
-
-def from_uint(img: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 -> float32 in [0, 1]: the inverse of :func:`to_uint`."""
-    top = 65535.0 if img.dtype == np.uint16 else 255.0
-    return img.astype(np.float32) / np.float32(top)
 
 
 def load_png(path) -> np.ndarray:

@@ -380,17 +380,6 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     return summary
 
 
-def read_manifest(out) -> pd.DataFrame:
-    """The manifest of a preprocessing output folder (absolute PNG paths in ``abs_path``)."""
-    out = Path(out)
-    path = out / paths.MANIFEST
-    if not path.exists():
-        raise UserError(f"{path} not found: preprocess first (notebook 02 or `python -m mammo_utils preprocess`)")
-    df = pd.read_csv(path, dtype={"path": str})
-    df["abs_path"] = [str(out / p) for p in df.path]
-    return df
-
-
 def read_errors(out) -> pd.DataFrame:
     """The files that failed in the last run of a preprocessing folder, with their reasons."""
     path = Path(out) / paths.ERRORS

@@ -31,7 +31,6 @@ from . import paths
 from .errors import UserError
 from .pipeline import COMPARE_NOTEBOOK, NOTEBOOKS, execute_notebook, notebook_defaults, plan_parameters, run_pipeline
 
-CACHE = "_shared"
 PREPROCESS_KEYS = ("data_dir", "split", "image_size", "bits", "backend", "limit")
 FOLDS_KEYS = ("data_dir", "strategy", "neg_per_pos", "label_control", "n_splits", "seed")
 
@@ -84,7 +83,7 @@ def key_of(params: dict, keys) -> str:
 
 
 def finished(run: Path, params: dict) -> bool:
-    s, p = paths.summary_json(run), run / "sweep_params.json"
+    s, p = paths.summary_json(run), paths.sweep_params(run)
     if not (s.exists() and p.exists()):
         return False
     summary = json.loads(s.read_text())
@@ -104,7 +103,6 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
         plan_parameters(data, sweep / "check", {**base, **{k: str(v) for k, v in c["params"].items()}, "seed": "0"})
     prepare_data(data, synth_patients, progress, preset)
     sweep.mkdir(parents=True, exist_ok=True)
-    shared = sweep / CACHE
     t_start = time.perf_counter()
     runs = [(c, s) for c in combos for s in seeds]
     for i, (combo, seed) in enumerate(runs, 1):
@@ -118,10 +116,10 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
         plan = plan_parameters(data, run, overrides)
         pre_key = key_of({**plan["02_preprocess"], **{"split": "train"}}, PREPROCESS_KEYS)
         size = plan["02_preprocess"].get("image_size", notebook_defaults("02_preprocess")["image_size"])
-        train_pre = shared / "preprocessed" / f"train_{size}_{pre_key}"
-        test_pre = shared / "preprocessed" / f"test_{size}_{pre_key}"
+        train_pre = paths.shared_preprocessed(sweep, "train", size, pre_key)
+        test_pre = paths.shared_preprocessed(sweep, "test", size, pre_key)
         folds_key = key_of({**notebook_defaults("03_sampling"), **plan["03_sampling"]}, FOLDS_KEYS)
-        folds_cache = shared / "folds" / f"folds_{folds_key}.csv"
+        folds_cache = paths.shared_folds(sweep, folds_key)
         overrides.update({"02.preprocessed_dir": str(train_pre), "04.preprocessed_dir": str(train_pre),
                           "06.test_preprocessed_dir": str(test_pre)})
         notebooks = ["04_train", "05_evaluate", "06_submission"]
@@ -132,7 +130,7 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
             shutil.copy(folds_cache, paths.folds_csv(run))
         else:
             notebooks.insert(notebooks.index("04_train"), "03_sampling")
-        (run / "sweep_params.json").write_text(json.dumps(record, indent=2))
+        paths.sweep_params(run).write_text(json.dumps(record, indent=2))
         print(f"[sweep] {i}/{len(runs)} {name}: {', '.join(n[:2] for n in notebooks)} "
               f"{json.dumps(combo['params'])}", flush=True)
         status = run_pipeline(data, run, params=overrides, notebooks=notebooks, progress=progress,

@@ -103,3 +103,14 @@ def with_prediction_id(df: pd.DataFrame) -> pd.DataFrame:
     if "prediction_id" in df:
         return df
     return df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
+
+
+def read_manifest(out) -> pd.DataFrame:
+    """The manifest of a preprocessing output folder (absolute PNG paths in ``abs_path``)."""
+    out = Path(out)
+    path = out / paths.MANIFEST
+    if not path.exists():
+        raise UserError(f"{path} not found: preprocess first (notebook 02 or `python -m mammo_utils preprocess`)")
+    df = pd.read_csv(path, dtype={"path": str})
+    df["abs_path"] = [str(out / p) for p in df.path]
+    return df

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from . import metrics, paths
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .config import TrainConfig, resolve_model
-from .data import AugmentConfig, MammoDataset, create_loader, read_split, train_batches
+from .config import AugmentConfig, TrainConfig, resolve_model
+from .data import MammoDataset, create_loader, read_split, train_batches
 from .distributed import (DistInfo, all_gather_objects, any_across_ranks, barrier, broadcast_buffers, broadcast_module,
                           init_distributed, mean_across_ranks)
 from .engine import autocast, create_grad_scaler, predict_loader, resolve_amp

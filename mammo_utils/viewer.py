@@ -87,6 +87,8 @@ def _fit(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
 class PatientViewer:
     """A patient browser over an RSNA-layout folder; see the module docstring for the surface."""
 
+    MODES, FUNCTIONS = MODES, FUNCTIONS  # what the widget front-end offers
+
     def __init__(self, data_dir, split: str = "train", run_dir=None, display_px: int = 512, cache_size: int = 48,
                  tile_px: tuple[int, int] = (360, 288), fold: int = 0):
         from .tables import read_table
@@ -379,12 +381,12 @@ class MistakeBrowser(PatientViewer):
     with the model's probability and Grad-CAM (on the preprocessed images).
     """
 
-    def __init__(self, run_dir, fold: int = 0, aggregate: str = "mean", threshold: float | None = None,
+    def __init__(self, run_dir, fold: int = 0, aggregate: str | None = None, threshold: float | None = None,
                  n: int = 10, data_dir=None, **kw):
         import json
 
         from . import metrics
-        from .evaluate import read_predictions
+        from .evaluate import read_predictions, trained_aggregation
 
         run = Path(run_dir)
         preds = read_predictions(paths.train_dir(run, fold))
@@ -392,7 +394,7 @@ class MistakeBrowser(PatientViewer):
             cfg = json.loads((paths.train_dir(run, fold) / paths.CONFIG).read_text())
             pre = json.loads((Path(cfg["preprocessed"]) / paths.PREPROCESS_CONFIG).read_text())
             data_dir = pre["data"]
-        breasts = metrics.aggregate_breasts(preds, how=aggregate)
+        breasts = metrics.aggregate_breasts(preds, how=trained_aggregation(paths.train_dir(run, fold), aggregate))
         fn = breasts[breasts.cancer == 1].nsmallest(n, "pred").assign(kind="false negative")
         fp = breasts[breasts.cancer == 0].nlargest(n, "pred").assign(kind="false positive")
         if threshold is not None:

@@ -6,10 +6,14 @@ through that surface is what a person sees.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 
 from .dicom.lut import Window
-from .viewer import FUNCTIONS, MODES, PatientViewer
+
+if TYPE_CHECKING:  # the viewer imports this module; this one needs only its surface
+    from .viewer import PatientViewer
 
 
 class ViewerWidget:
@@ -29,9 +33,9 @@ class ViewerWidget:
         machines = ["all"] + sorted(viewer.table.machine_id.dropna().unique().tolist()) if "machine_id" in viewer.table else ["all"]
         self.machine = W.Dropdown(options=machines, value="all", description="machine")
         self.view_pick = W.Dropdown(description="view")
-        self.mode = W.ToggleButtons(options=[m for m in MODES if m != "preprocessed" or viewer._preprocessed_dir()],
+        self.mode = W.ToggleButtons(options=[m for m in viewer.MODES if m != "preprocessed" or viewer._preprocessed_dir()],
                                     value="read", description="show")
-        self.function = W.Dropdown(options=FUNCTIONS, value="LINEAR", description="VOI")
+        self.function = W.Dropdown(options=viewer.FUNCTIONS, value="LINEAR", description="VOI")
         self.preset = W.Dropdown(description="preset")
         self.center = W.FloatSlider(description="center")
         self.width = W.FloatSlider(description="width")
@@ -100,15 +104,16 @@ class ViewerWidget:
                 self.view_pick.value = 0
             i = self.view_pick.value or 0
             sv = self.v._stored(i)
-            lo = float(sv.stored.min()) * sv.slope + sv.intercept
-            hi = float(sv.stored.max()) * sv.slope + sv.intercept
+            slope, intercept, _ = sv.modality
+            lo = float(sv.stored.min()) * slope + intercept
+            hi = float(sv.stored.max()) * slope + intercept
             lo, hi = min(lo, hi), max(lo, hi) + 1
             win = self.v.view_states[i].window or (sv.windows[0] if sv.windows else Window((lo + hi) / 2, hi - lo))
             self.center.min, self.center.max = lo - (hi - lo), hi + (hi - lo)
             self.width.min, self.width.max = 1.0, 2 * (hi - lo)
             self.center.step = self.width.step = max(1.0, (hi - lo) / 100)
             self.center.value, self.width.value = win.center, win.width
-            self.function.value = win.function if win.function in FUNCTIONS else "LINEAR"
+            self.function.value = win.function if win.function in self.v.FUNCTIONS else "LINEAR"
             self.preset.options = [("header", None)] + [(str(w), k) for k, w in enumerate(sv.windows)]
             self.preset.value = None
             self.mode.value = self.v.view_states[i].mode

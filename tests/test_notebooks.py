@@ -14,6 +14,9 @@ LOGIC = (ast.For, ast.AsyncFor, ast.While, ast.Try, ast.FunctionDef, ast.AsyncFu
          ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.IfExp)
 
 
+SELF_EVIDENT = {"data_dir", "run_dir", "seed", "fold", "split"}
+
+
 def control_flow(source: str, params: set[str]) -> list[str]:
     """Constructs a notebook cell must not hold: loops, try, definitions, comprehensions, and any `if`
     other than a trivial one on a parameter (``if name:`` / ``if not name:`` around plain statements)."""
@@ -51,7 +54,21 @@ def test_notebook_structure(name):
             assert c.outputs == [] and c.execution_count is None, f"{name}: outputs must be cleared in git"
             assert not control_flow(c.source, declared), f"{name}: logic belongs in mammo_utils: {c.source[:80]}"
     for line in params.splitlines():  # every parameter says what it is for, or is self-evident
-        assert "=" in line or not line.strip()
+        if line.strip() and not line.startswith((" ", "#")):
+            name = line.split("=")[0].strip()
+            assert "=" in line and ("# " in line or name in SELF_EVIDENT), f"{name}: say what it is for"
+
+
+def test_notebook_04_defaults_are_the_train_config_defaults():
+    """One source: a parameter of notebook 04 named like a TrainConfig field has that field's default."""
+    from dataclasses import fields
+
+    from mammo_utils.config import TrainConfig
+
+    declared = notebook_defaults("04_train")
+    shared = {f.name: f.default for f in fields(TrainConfig) if f.name in declared and f.name != "run_dir"}
+    assert {"epochs", "lr", "batch_size", "amp", "ema_decay", "workers", "seed"} <= set(shared)
+    assert {k: declared[k] for k in shared} == shared
 
 
 def test_parse_value():

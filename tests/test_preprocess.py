@@ -11,6 +11,7 @@ import pytest
 
 from mammo_utils import crop as cr
 from mammo_utils import crop_quality as cq
+from mammo_utils.synthetic import phantoms
 from mammo_utils import preprocess as pp
 from mammo_utils.dicom import read_dicom, read_image
 from mammo_utils.paths import parse_size
@@ -274,18 +275,18 @@ def test_crop_keeps_every_breast_on_hard_anatomy(hard_data):
 
 def test_crop_keeps_every_breast_on_hard_phantoms():
     """Phantoms drawn in memory at three noise levels; the previous method failed several of them."""
-    rows = [dict(kind=k, noise=n, **cq.score(*cq.phantom(k, seed, noise=n)[:2]))
-            for k in cq.PHANTOM_KINDS for seed in range(3) for n in (0.004, 0.02)]
+    rows = [dict(kind=k, noise=n, **cq.score(*phantoms.phantom(k, seed, noise=n)[:2]))
+            for k in phantoms.PHANTOM_KINDS for seed in range(3) for n in (0.004, 0.02)]
     report = pd.DataFrame(rows)
     assert report.found.all() and report.kept.min() >= 0.99 and report.zeroed.max() <= 0.01
     assert report.area_ratio.max() <= 1.25
     legacy = [m[b[0]:b[2], b[1]:b[3]].sum() / m.sum() for m, b in
-              ((cq.phantom(k, s)[1], cq.legacy_bbox(cq.phantom(k, s)[0])) for k in cq.PHANTOM_KINDS for s in range(7))]
+              ((phantoms.phantom(k, s)[1], cq.legacy_bbox(phantoms.phantom(k, s)[0])) for k in phantoms.PHANTOM_KINDS for s in range(7))]
     assert min(legacy) < 0.99, "the phantoms must be hard enough to fail the previous method"
 
 
 def test_masking_removes_isolated_labels_but_never_tissue():
-    img, mask, _ = cq.phantom("labelled", 0)
+    img, mask, _ = phantoms.phantom("labelled", 0)
     text = np.zeros(img.shape, np.uint8)
     cv2.putText(text, "L-MLO", (img.shape[1] - 150, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 3)
     out = cr.apply_mask(img, cr.segment_breast(img))
@@ -376,3 +377,56 @@ def test_area_shrink_is_the_block_mean(f):
     assert got.dtype == np.uint16 and got.shape == (8, 5)
     assert np.abs(got - blocks).max() <= 1.0  # rounded once per halving
     np.testing.assert_allclose(cr.area_shrink(img.astype(np.float32), f), blocks, rtol=1e-5)
+
+
+@pytest.mark.parametrize("syntax,tolerance", [("explicit", 0.5), ("j2k", 3.0)])
+def test_small_breast_in_large_file_is_never_upsampled(tmp_path, syntax, tolerance):
+    """A reduction level chosen for the whole 1600x1280 image (x8 for 128x64) leaves this breast's crop
+    at ~45x17 pixels, upsampled x2.8. The level must be chosen for the crop: the manifest's decode_scale
+    and box show a crop at or above the output resolution, and the output equals a full-resolution read
+    cropped at the same box and resized. Stated tolerance, mean |diff| in levels of 255: 0.5 for area
+    reductions (exact in practice), 3 for J2K, whose wavelet low-pass is not an area mean on detail this
+    fine. The whole-image level misses both by far (6.3 and 10.0 measured)."""
+    from mammo_utils.dicom import read_stored_image
+    from mammo_utils.dicom.write import write_dicom
+
+    img = np.zeros((1600, 1280), np.float32)
+    small, mask = phantom(400, 180, seed=3)  # a 400x180 breast on the chest wall, in the middle rows
+    yy, xx = np.indices(small.shape)
+    img[600:1000, :180] = np.clip(small + 0.15 * mask * np.sin(yy / 3.0) * np.cos(xx / 4.0), 0, 1)  # fine detail
+    path = tmp_path / "small.dcm"
+    write_dicom(path, np.rint(img * 4095).astype(np.uint16), {"BitsStored": 12, "WindowCenter": 2048,
+                                                              "WindowWidth": 4096}, syntax=syntax)
+    cfg = pp.PreprocessConfig(size=(128, 64), orient=False, mask_outside=False)
+
+    def versus_full_resolution(out, src_box):
+        shape = cr.fit_shape((src_box[2] - src_box[0], src_box[3] - src_box[1]), cfg.size)
+        ref = pp.output_pixels(read_stored_image(path), src_box, shape, cfg.bits)
+        return np.abs(out[:shape[0], :shape[1]].astype(float) - ref.astype(float)).mean()
+
+    out, info = pp.preprocess_file(path, cfg, "L")
+    src_box = tuple(info[k] for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"))
+    assert info["decode_scale"] == 2, "the coarsest level that keeps the crop above 128x64"
+    reduced_box = [v / info["decode_scale"] for v in src_box]
+    assert not pp.crop_is_upsampled(tuple(int(v) for v in reduced_box), cfg)
+    error = versus_full_resolution(out, src_box)
+    print(f"{syntax}: mean |diff| {error:.2f} levels against a full-resolution crop")
+    assert error <= tolerance
+    # the level chosen for the whole image alone upsamples this crop and misses the tolerance
+    coarse = read_stored_image(path, min_size=cfg.size)
+    box, _ = pp.locate_breast(coarse)
+    assert coarse.scale == 8 and pp.crop_is_upsampled(box, cfg)
+    old, old_box, _ = pp.preprocess_stored(coarse, cfg, "L", path)
+    assert versus_full_resolution(old, pp.source_box(old_box, coarse.scale, coarse.source_shape)) > 2 * tolerance
+
+
+def test_no_crop_of_a_dataset_is_upsampled(tiny_data, tmp_path):
+    """Every manifest row: the crop box, in the pixels it was resized from, covers its output shape."""
+    cfg = pp.PreprocessConfig(size=(80, 40))
+    pp.run_preprocess(tiny_data, "train", tmp_path / "png", cfg, jobs=2, progress=False)
+    m = pd.read_csv(tmp_path / "png" / "manifest.csv")
+    assert (m.decode_scale > 1).any(), "the check needs reduced reads"
+    h = (m.bbox_y1 - m.bbox_y0) / m.decode_scale
+    w = (m.bbox_x1 - m.bbox_x0) / m.decode_scale
+    out = [cr.fit_shape((round(a), round(b)), cfg.size) for a, b in zip(h, w)]
+    assert all(a + 1 >= o[0] and b + 1 >= o[1] for a, b, o in zip(h, w, out)), "a crop was upsampled"

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils import compare
+from mammo_utils import compare, metrics
 from mammo_utils.errors import UserError
 from mammo_utils.sweep import read_grid, run_sweep
 
@@ -69,7 +69,8 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False) == 0
     table = pd.read_csv(sweep / "comparison.csv")
     assert list(table.combination) == ["loss-bce", "loss-focal"]
-    assert {"test_auc", "test_auc_ci_low", "test_auc_ci_high", "val_auc_ci_low", "test_pf1_ci_high"} <= set(table.columns)
+    assert {"test_auc_seed_mean", "test_auc_seed_mean_ci_low", "test_auc_seed_mean_ci_high",
+            "val_auc_seed_mean_ci_low", "test_pf1_seed_mean_ci_high"} <= set(table.columns)
     runs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
     assert runs == ["loss-bce_seed0", "loss-focal_seed0"]
     # the second combination reused the preprocessing and the folds of the first
@@ -104,3 +105,63 @@ def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
     # breast means 0.7, 0.8, 0.1, 0.2: the cancer breast ranks below one negative -> AUC 2/3
     assert got["test_auc"] == pytest.approx(2 / 3) and got["test_breasts"] == 4 and got["test_positives"] == 1
     assert got["test_pf1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # binary submission: precision 1/2, recall 1
+
+
+def fake_sweep_run(sweep, name, combination, seed, probs, binary, aggregate="mean"):
+    """A finished sweep run as compare reads it: params, summary, submission, image predictions, config."""
+    from mammo_utils import paths
+
+    run = sweep / name
+    paths.train_dir(run, 0).mkdir(parents=True)
+    (run / "sweep_params.json").write_text(json.dumps({"combination": combination, "seed": seed, "params": {}}))
+    (run / "summary.json").write_text(json.dumps({"val_auc": 0.7, "val_pf1": 0.3, "val_pr_auc": 0.4,
+                                                  "test_breasts": 6, "test_positives": 2}))
+    (paths.train_dir(run, 0) / "config.json").write_text(json.dumps({"aggregate": aggregate}))
+    breasts = [f"{p}_{s}" for p in (1, 2, 3) for s in "LR"]
+    pd.DataFrame({"prediction_id": breasts, "cancer": binary}).to_csv(run / "submission.csv", index=False)
+    rows = [(b, p) for b, pair in zip(breasts, probs) for p in pair]  # two images a breast
+    pd.DataFrame(rows, columns=["prediction_id", "pred"]).to_csv(run / "submission_images.csv", index=False)
+    return run
+
+
+@pytest.fixture
+def sweep_folder(tmp_path):
+    data, sweep = tmp_path / "data", tmp_path / "sweep"
+    data.mkdir()
+    sweep.mkdir()
+    pd.DataFrame({"split": "test", "patient_id": [1, 1, 2, 2, 3, 3], "laterality": list("LRLRLR"),
+                  "cancer": [1, 0, 0, 0, 0, 1]}).to_csv(data / "synthetic_truth.csv", index=False)
+    rng = np.random.default_rng(0)
+    for combo in ("a", "b"):
+        for seed in (0, 1):
+            probs = rng.random((6, 2))
+            fake_sweep_run(sweep, f"{combo}_seed{seed}", combo, seed, probs, (probs.mean(1) > 0.5).astype(float))
+    return data, sweep
+
+
+def test_comparison_statistics_agree_across_tables(sweep_folder):
+    """One statistic per name: the paired difference is the difference of the table's seed means,
+    for AUC (probabilities) and pF1 (each run's binarized submission) alike."""
+    data, sweep = sweep_folder
+    runs = compare.collect(sweep)
+    table = compare.combination_table(runs, sweep, data, n_boot=50).set_index("combination")
+    for metric in ("auc", "pf1", "pr_auc"):
+        paired = compare.paired_table(runs, sweep, data, "a", metric, n_boot=50)
+        col = f"test_{metric}_seed_mean"
+        assert paired.metric.tolist() == [col]
+        assert paired["diff"].iloc[0] == pytest.approx(table.loc["b", col] - table.loc["a", col])
+    b = compare.test_breasts(data, sweep / "a_seed0")
+    assert table.loc["a", "test_pf1_seed_mean"] == pytest.approx(np.mean(
+        [metrics.pfbeta(b.cancer, compare.test_breasts(data, sweep / f"a_seed{s}").binary) for s in (0, 1)]))
+
+
+def test_held_out_breasts_follow_the_run_and_refuse_gaps(sweep_folder):
+    data, sweep = sweep_folder
+    images = pd.read_csv(sweep / "a_seed0" / "submission_images.csv")
+    expect = images.groupby("prediction_id").pred.max()
+    run = fake_sweep_run(sweep, "max_seed0", "max", 0, images.pred.to_numpy().reshape(6, 2), [0.0] * 6, "max")
+    got = compare.test_breasts(data, run)
+    np.testing.assert_allclose(got.pred, expect.reindex(got.index))  # aggregated as the run trained: max
+    images[images.prediction_id != "2_R"].to_csv(run / "submission_images.csv", index=False)
+    with pytest.raises(UserError, match="1 test breast.*no prediction: 2_R"):
+        compare.test_breasts(data, run)

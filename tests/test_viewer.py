@@ -163,5 +163,35 @@ def test_mistake_browser_steps_through_the_worst_breasts(small_run):
     assert all(s.mode == "preprocessed" for s in m.view_states.values())
     img = m.render()
     assert img.ndim == 3 and "breast p=" in m.title()
-    if len(m.patients) > 1:
-        assert m.next().patient_id == m.patients[1]
+    assert len(m.patients) >= 2  # ten worst of each kind, from a fold of several patients
+    assert m.next().patient_id == m.patients[1] and m.previous().patient_id == first
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_viewer_reads_exactly_what_training_reads(tmp_path, photometric):
+    """"As read" in the viewer is read_image's output (VOI LUT Sequence, inversion, padding), at the
+    viewer's size; a window from the slider is what read_dicom gives with that window."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from mammo_utils.dicom import read_dicom, read_image
+    from mammo_utils.dicom.lut import Window
+    from mammo_utils.dicom.write import write_dicom
+
+    rng = np.random.default_rng(0)
+    sv = rng.integers(100, 4000, (512, 384)).astype(np.uint16)
+    sv[:40] = 0  # padding rows
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "US", [int(65535 * (i / 4095) ** 2) for i in range(4096)])  # a curved VOI LUT
+    path = tmp_path / "lut.dcm"
+    write_dicom(path, sv, dict(BitsStored=12, VOILUTSequence=Sequence([item]), WindowCenter=2000, WindowWidth=400,
+                               PhotometricInterpretation=photometric, PixelPaddingValue=0), "explicit")
+    view = V.read_stored_view(path, 256)
+    as_read = V.display_image(view, "read", None)
+    np.testing.assert_allclose(as_read, read_image(path, min_size=(256, 128)), atol=1e-6)
+    assert view.display.used_voi == "VOILUTSequence"
+    window = Window(1500.0, 800.0, "LINEAR")
+    np.testing.assert_allclose(V.display_image(view, "read", window),
+                               read_dicom(path, min_size=(256, 128), window=window).image, atol=1e-6)
+    assert not np.allclose(V.display_image(view, "read", window), as_read, atol=0.05)

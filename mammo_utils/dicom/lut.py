@@ -163,6 +163,20 @@ def usable_mask(mask: np.ndarray | None) -> np.ndarray | None:
     return mask if mask is not None and mask.any() and not mask.all() else None
 
 
+def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
+    """[0, 1] float -> uint8 (bits=8) or uint16 (bits=16), rounded."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    top = 255.0 if bits == 8 else 65535.0
+    return np.rint(np.clip(img, 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def from_uint(img: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 -> float32 in [0, 1]: the inverse of :func:`to_uint`."""
+    top = 65535.0 if img.dtype == np.uint16 else 255.0
+    return img.astype(np.float32) / np.float32(top)
+
+
 @dataclass
 class Display:
     """Stored values -> display values in [0, 1] for one image (Modality LUT, VOI, inversion).
@@ -229,7 +243,6 @@ class Display:
     def to_uint(self, arr: np.ndarray, bits: int = 8) -> np.ndarray:
         """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.png.to_uint` of ``self(arr)``);
         integer data takes one lookup in a quantized table, with no float image in between."""
-        from ..png import to_uint
 
         if self.table is not None and arr.dtype.kind in "ui":
             return apply_display_lut(arr, to_uint(self.table, bits), self.lo)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from .. import paths
 from ..paths import parse_size
 from ..tables import TEST_COLUMNS, TRAIN_COLUMNS
 from .anatomy import (MACHINE_WEIGHTS, MACHINES, breast_params, burn_in, draw_breast, draw_lesion,
@@ -187,7 +188,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     specs = plan_dataset(patients, test_patients, seed, size, **knobs)
     for s in specs:
         s["path"] = str(out / f"{s['split']}_images" / str(s["patient_id"]) / f"{s['image_id']}.dcm")
-        s["mask_path"] = str(truth_mask_path(out, s["patient_id"], s["image_id"]))
+        s["mask_path"] = str(paths.synthetic_mask(out, s["patient_id"], s["image_id"]))
     it = tqdm(specs, desc="synth", unit="img", disable=not progress)
     from ..parallel import resolve_jobs, shutdown_local_pool
 
@@ -200,27 +201,15 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
                                                                     "study_uid", "series_uid", "contrast", "seed")}
                           for s in specs])
     train = table[table.split == "train"][TRAIN_COLUMNS]
-    _write_new_csv(train, out / "train.csv")
+    _write_new_csv(train, paths.split_csv(out, "train"))
     test = with_prediction_id(table[table.split == "test"])
-    _write_new_csv(test[TEST_COLUMNS], out / "test.csv")
+    _write_new_csv(test[TEST_COLUMNS], paths.split_csv(out, "test"))
     sub = pd.DataFrame({"prediction_id": test.prediction_id.drop_duplicates(), "cancer": 0.0})
-    _write_new_csv(sub, out / "sample_submission.csv")
+    _write_new_csv(sub, paths.sample_submission(out))
     truth = table[["split", "patient_id", "image_id", "laterality", "view", "machine_id", "cancer"]].merge(
         pd.DataFrame(truth), on="image_id")
-    _write_new_csv(truth, out / "synthetic_truth.csv")
+    _write_new_csv(truth, paths.synthetic_truth(out))
     return truth
-
-
-def truth_mask_path(data, patient_id, image_id) -> Path:
-    """The generator's side file: the exact tissue mask of one image (bi-level PNG, 255 = breast)."""
-    return Path(data) / "synthetic_masks" / str(patient_id) / f"{image_id}.png"
-
-
-def read_truth_mask(data, patient_id, image_id) -> np.ndarray:
-    m = cv2.imread(str(truth_mask_path(data, patient_id, image_id)), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise FileNotFoundError(f"no tissue mask for image {image_id} under {data}/synthetic_masks")
-    return m > 0
 
 
 def check_synthetic_target(out: Path) -> None:
