@@ -445,13 +445,33 @@ def record_augmentations(monkeypatch, log_file):
     monkeypatch.setattr(D, "augment", recording)
 
 
+def record_validation_loads(monkeypatch, log_file):
+    """Wrap the PNG reader of the dataset so every load appends (process id, path) to ``log_file``."""
+    import os
+
+    from mammo_utils import data as D
+
+    real = D.load_png
+
+    def recording(path):
+        with open(log_file, "a") as f:
+            f.write(f"{os.getpid()} {path}\n")
+        return real(path)
+
+    monkeypatch.setattr(D, "load_png", recording)
+
+
 def test_workers_draw_new_augmentations_and_reproduce(prepared, tmp_path, monkeypatch):
     """With 2 persistent workers over 2 full epochs, every draw of an image (repeats of a positive
-    within an epoch included) gets its own augmentation, and the run equals a run without workers."""
+    within an epoch included) gets its own augmentation, and the run equals a run without workers.
+    Validation reads its images in the same 2 worker processes every epoch: its loader is built once."""
+    from mammo_utils.data import read_split
+
     runs = {}
     for workers in (2, 0):
         log_file = tmp_path / f"draws_{workers}.txt"
         record_augmentations(monkeypatch, log_file)
+        record_validation_loads(monkeypatch, tmp_path / f"loads_{workers}.txt")
         run = tmp_path / f"w{workers}"
         T.train(small_cfg(prepared, run, epochs=2, workers=workers, max_steps_per_epoch=None, pos_fraction=0.75),
                 progress=False)
@@ -468,3 +488,8 @@ def test_workers_draw_new_augmentations_and_reproduce(prepared, tmp_path, monkey
     # the same seed gives the same run whatever the number of workers
     assert sorted(map(tuple, draws.to_numpy())) == sorted(map(tuple, runs[0][0].to_numpy()))
     np.testing.assert_allclose(history.train_loss, runs[0][1].train_loss, rtol=1e-6)
+    _, val_df = read_split(prepared / "png", prepared / "folds.csv", 0)
+    loads = pd.read_csv(tmp_path / "loads_2.txt", sep=" ", names=["pid", "path"])
+    val_loads = loads[loads.path.isin(set(val_df.abs_path))]
+    assert len(val_loads) == 2 * len(val_df)  # every validation image, once per epoch
+    assert val_loads.pid.nunique() == 2, "validation started new worker processes"
