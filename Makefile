@@ -1,6 +1,7 @@
 # mammo-workbook: every command does its own (idempotent) set-up first.  `make help` lists targets.
 PY := .venv/bin/python
 DATA ?= data/synthetic
+RUN_GIVEN := $(RUN)
 RUN ?= runs/demo
 
 .PHONY: help setup demo sweep test bench lab hooks clean
@@ -34,8 +35,8 @@ bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, infer
 hooks: setup  ## contributors: strip notebook outputs on commit (nbstripout git filter)
 	.venv/bin/nbstripout --install --attributes .gitattributes
 
-lab: setup  ## open JupyterLab on the notebooks
-	.venv/bin/jupyter lab notebooks/
+lab: setup  ## open JupyterLab on the notebooks; RUN=runs/demo opens that run's executed notebooks and figures
+	.venv/bin/jupyter lab $(if $(RUN_GIVEN),$(RUN)/notebooks/,notebooks/)
 
 clean:  ## remove generated data and runs (keeps .venv)
 	rm -rf data runs

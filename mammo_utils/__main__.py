@@ -169,16 +169,59 @@ def _share(text: str) -> float:
     return v
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option with its default; descriptions and epilogs keep their line breaks."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog is made only when help is shown (``epilog_fn``)."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+
+def notebook_epilog() -> str:
+    """Every notebook parameter with its default, for ``pipeline --help`` and ``sweep --help``."""
+    from .pipeline import COMPARE_NOTEBOOK, NOTEBOOKS, notebook_defaults, notebook_help
+
+    lines = ["Notebook parameters (-p NAME VALUE sets it in every notebook that declares it, -p NN.NAME VALUE in "
+             "notebook NN only; `none` is None):"]
+    for name in NOTEBOOKS + [COMPARE_NOTEBOOK]:
+        lines.append(f"  {name}:")
+        meaning = notebook_help(name)
+        lines += [f"    {k:22s} {json.dumps(v, default=str):28s} {meaning.get(k, '')}"
+                  for k, v in notebook_defaults(name).items()]
+    return "\n".join(lines)
+
+
+def train_epilog() -> str:
+    """Every TrainConfig field with its default and meaning, for ``train --help``."""
+    from .config import field_help
+
+    rows = [f"  {name:20s} {json.dumps(default):30s} {meaning}" for name, default, meaning in field_help()]
+    return "TrainConfig fields (for --config JSON and --set KEY=VALUE):\n" + "\n".join(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mammo_utils", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mammo_utils", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help: str, epilog_fn=None):
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog_fn=epilog_fn,
+                              formatter_class=HelpFormatter)
 
     def data_arg(s, required=True, default=None):
         s.add_argument("--data-dir", "--data", dest="data_dir", required=required, default=default,
                        help="folder in the RSNA layout: <split>.csv + <split>_images/<patient_id>/<image_id>.dcm")
 
-    s = sub.add_parser("synth", help="write the synthetic RSNA-format dataset (into a missing or empty folder)")
+    s = command("synth", "write the synthetic RSNA-format dataset (into a missing or empty folder)")
     s.add_argument("--out", required=True, help="a missing or empty folder")
     s.add_argument("--patients", type=_positive(int), default=200, help="training patients (>= 2)")
     s.add_argument("--test-patients", type=_positive(int), default=None, help="test patients (default: as many as training patients, at most 200; the labelled held-out estimate)")
@@ -192,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_jobs, default=-1, help="worker processes (-1: all CPUs)")
     s.set_defaults(func=_synth)
 
-    s = sub.add_parser("preprocess", help="DICOM -> cropped PNGs + manifest (resumable, parallel)")
+    s = command("preprocess", "DICOM -> cropped PNGs + manifest (resumable, parallel)")
     data_arg(s)
     s.add_argument("--split", default="train", help="train or test: reads <split>.csv and <split>_images/")
     s.add_argument("--preprocessed-dir", "--out", dest="preprocessed_dir", default=None,
@@ -213,12 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--full-decode", action="store_true", help="never decode a reduced JPEG 2000 level")
     s.set_defaults(func=_preprocess)
 
-    s = sub.add_parser("check-read", help="decode every DICOM of a dataset once; list the files that fail")
+    s = command("check-read", "decode every DICOM of a dataset once; list the files that fail")
     data_arg(s)
     s.add_argument("--jobs", type=_jobs, default=2, help="worker processes (-1: all CPUs)")
     s.set_defaults(func=_check_read)
 
-    s = sub.add_parser("folds", help="sampling strategy + patient-grouped stratified folds -> folds.csv")
+    s = command("folds", "sampling strategy + patient-grouped stratified folds -> folds.csv")
     data_arg(s)
     s.add_argument("--out", required=True, help="folds.csv to write")
     s.add_argument("--strategy", default=None, choices=["all", "paired"],
@@ -231,12 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seeds the undersampling and the folds")
     s.set_defaults(func=_folds)
 
-    s = sub.add_parser("train", help="train one fold (under torchrun: one process per GPU, DDP)")
+    s = command("train", "train one fold (under torchrun: one process per GPU, DDP)", epilog_fn=train_epilog)
     s.add_argument("--config", default=None, help="JSON file of TrainConfig fields")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one TrainConfig field (repeatable)")
     s.set_defaults(func=_train)
 
-    s = sub.add_parser("predict", help="test DICOMs -> submission.csv")
+    s = command("predict", "test DICOMs -> submission.csv")
     data_arg(s)
     s.add_argument("--split", default="test", help="the CSV to predict; its breasts make the submission")
     s.add_argument("--run-dirs", "--runs", dest="run_dirs", nargs="+", required=True,
@@ -251,19 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 when more than this share of images fails (the submission is still written)")
     s.set_defaults(func=_predict)
 
-    s = sub.add_parser("pipeline", help="run notebooks 01-06 with papermill")
+    s = command("pipeline", "run notebooks 01-06 with papermill", epilog_fn=notebook_epilog)
     data_arg(s, required=False, default="data/synthetic")
     s.add_argument("--run-dir", "--run", dest="run_dir", default="runs/demo", help="run folder to write")
     s.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="notebook parameter: NAME (every notebook declaring it) or NN.NAME (notebook NN only)")
-    s.add_argument("--from", dest="from_", default=None, help="first notebook number, e.g. 04")
-    s.add_argument("--only", default=None, help="run only this notebook number")
+    s.add_argument("--from", dest="from_", metavar="NN", default=None, help="first notebook number, e.g. 04")
+    s.add_argument("--only", metavar="NN", default=None, help="run only this notebook number")
     s.add_argument("--patients", type=_positive(int), default=200,
                    help="synthetic patients when --data is a missing or empty folder")
     s.add_argument("--preset", default="default", choices=["default", "hard"], help="synthetic preset for an empty --data")
     s.set_defaults(func=_pipeline)
 
-    s = sub.add_parser("sweep", help="run the pipeline once per parameter combination and compare the runs")
+    s = command("sweep", "run the pipeline once per parameter combination and compare the runs",
+                epilog_fn=notebook_epilog)
     data_arg(s, required=False, default="data/synthetic")
     s.add_argument("--run-dir", "--run", dest="run_dir", required=True, help="sweep folder (one run folder per combination)")
     s.add_argument("--grid", required=True, help="YAML or JSON mapping NN.param -> list of values")
@@ -275,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="default", choices=["default", "hard"], help="synthetic preset for an empty --data")
     s.set_defaults(func=_sweep)
 
-    s = sub.add_parser("kaggle-bundle", help="folder to upload as a Kaggle dataset (wheels + run)")
+    s = command("kaggle-bundle", "folder to upload as a Kaggle dataset (wheels + run)")
     s.add_argument("--run-dir", "--run", dest="run_dir", required=True, help="the run whose checkpoints to ship")
     s.add_argument("--out", required=True, help="bundle folder to write")
     s.add_argument("--no-deps", action="store_true", help="skip downloading dependency wheels")

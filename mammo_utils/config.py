@@ -56,7 +56,7 @@ class TrainConfig:
     pretrained: str | None = None      # local weights file (a missing one is an error); None: random init
     drop_rate: float = 0.3             # dropout before the classifier
     # optimization
-    epochs: int = 8
+    epochs: int = 8                    # passes over the training images (counted from 1 everywhere)
     batch_size: int = 16               # per process; the global batch is batch_size * accum_steps * world_size
     accum_steps: int = 1               # gradient accumulation: a bigger effective batch in the same memory
     lr: float = 1e-3                   # for the global batch (scale linearly when it grows)
@@ -80,7 +80,7 @@ class TrainConfig:
     # bookkeeping
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     workers: int = 2                   # DataLoader processes
-    seed: int = 0
+    seed: int = 0                      # weights, sampling, augmentation and dropout: same seed, same run
     resume: bool = False               # continue from last.pt when it exists
 
     def __post_init__(self):
@@ -132,6 +132,21 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise UserError(f"config file {path} must hold a JSON object of TrainConfig fields")
         return cls.from_dict(d)
+
+
+def field_help() -> list[tuple[str, object, str]]:
+    """(name, default, meaning) of every TrainConfig field, the meaning taken from the comment beside
+    the field in this file: one source for the code, ``train --help`` and the docs."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s{4}(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2).strip()
+    defaults = asdict(TrainConfig())
+    return [(f.name, defaults[f.name], comments.get(f.name, "")) for f in dataclasses.fields(TrainConfig)]
 
 
 def coerce(name: str, value, hint):

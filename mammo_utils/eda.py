@@ -47,7 +47,7 @@ def scan_headers(data, split: str = "train", cache=None, jobs: int = 2, limit: i
     reused only if it covers the same image ids.
     """
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     df = read_table(data, split)
     if limit:
@@ -60,7 +60,7 @@ def scan_headers(data, split: str = "train", cache=None, jobs: int = 2, limit: i
     files = [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
     t0 = time.perf_counter()
     rows = Parallel(n_jobs=jobs, batch_size=64)(
-        delayed(_header_row)(p) for p in tqdm(files, desc="headers", unit="file", disable=not progress))
+        delayed(_header_row)(p) for p in bar(files, desc="headers", unit="file", disable=not progress))
     rate = len(files) / max(time.perf_counter() - t0, 1e-9)
     headers = pd.DataFrame(rows)
     headers["image_id"] = df.image_id.to_numpy()
@@ -121,7 +121,7 @@ def read_all_images(data, jobs: int = 2, progress: bool = True) -> tuple[pd.Data
     backend, and one row per file that failed with its reason.
     """
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     from .parallel import resolve_jobs, shutdown_local_pool
 
@@ -135,7 +135,7 @@ def read_all_images(data, jobs: int = 2, progress: bool = True) -> tuple[pd.Data
     t0 = time.perf_counter()
     try:
         rows = Parallel(n_jobs=resolve_jobs(jobs), batch_size=8)(
-            delayed(_read_one)(p) for p in tqdm(files, desc="decode", unit="img", disable=not progress))
+            delayed(_read_one)(p) for p in bar(files, desc="decode", unit="img", disable=not progress))
     finally:
         shutdown_local_pool()
     seconds = time.perf_counter() - t0

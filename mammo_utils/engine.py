@@ -62,12 +62,12 @@ def predict_loader(models, loader, n: int, device, amp_dtype=None, tta: bool = F
                    channels_last: bool = False, progress: bool = False, desc: str = "predict") -> np.ndarray:
     """Probabilities for ``n`` samples from batches ``(x, info)``; ``info["index"]`` places each sample,
     and ``info["ok"]`` (optional) marks samples that failed to load: they stay NaN."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     for m in models:
         m.eval()
     preds = np.full(n, np.nan, dtype=np.float64)
-    bar = tqdm(total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress)
+    bar = progress_bar(total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress)
     for x, info in loader:  # the bar is updated by hand: wrapping the loader would iterate it twice in some front-ends
         x = x.to(device, non_blocking=True)
         if channels_last and device.type == "cuda":

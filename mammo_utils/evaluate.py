@@ -81,12 +81,14 @@ def write_evaluation(run, summary: dict) -> Path:
 
 
 def breakdown(breasts: pd.DataFrame, by: str, threshold: float) -> pd.DataFrame:
-    """AUC and pF1 (at ``threshold``) per value of ``by`` (site_id, machine_id, ...)."""
+    """AUC and pF1 (at ``threshold``) per value of ``by`` (site_id, machine_id, ...). pF1 is undefined
+    (NaN, not 0) in a group without a cancer breast, as AUC is in a group of one class."""
     rows = []
     for key, g in breasts.groupby(by):
-        rows.append({by: key, "breasts": len(g), "positives": int(g.cancer.sum()),
+        positives = int(g.cancer.sum())
+        rows.append({by: key, "breasts": len(g), "positives": positives,
                      "auc": metrics.auc(g.cancer, g.pred),
-                     "pf1": metrics.pfbeta(g.cancer, g.pred >= threshold)})
+                     "pf1": metrics.pfbeta(g.cancer, g.pred >= threshold) if positives else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -112,15 +114,17 @@ def worst_gallery(images: pd.DataFrame, kind: str, n: int = 4) -> tuple[list, li
 
 
 def selection_info(train_run) -> dict:
-    """How the evaluated checkpoint was selected: its epoch, of how many, by which metric."""
-    path = Path(train_run) / paths.METRICS
-    if not path.exists():
+    """How the evaluated checkpoint was selected: its epoch (counted from 1, as best.pt records it), of
+    how many, by which metric."""
+    from .checkpoint import load_checkpoint
+
+    best, history = Path(train_run) / paths.BEST, Path(train_run) / paths.METRICS
+    if not best.exists():
         return {}
-    history = pd.read_csv(path)
-    cfg_path = Path(train_run) / paths.CONFIG
-    metric = json.loads(cfg_path.read_text()).get("select_metric", "pf1") if cfg_path.exists() else "pf1"
-    best = int(history[f"val_{metric}"].fillna(-np.inf).idxmax())
-    return {"best_epoch": int(history.epoch[best]), "epochs_run": len(history), "select_metric": metric,
+    ckpt = load_checkpoint(best)
+    return {"best_epoch": int(ckpt["best_epoch"]) + (0 if "epoch_base" in ckpt else 1),
+            "epochs_run": len(pd.read_csv(history)) if history.exists() else None,
+            "select_metric": ckpt["config"].get("select_metric", "pf1"),
             "estimate": "selection (best epoch and threshold chosen on these breasts)"}
 
 

@@ -10,7 +10,8 @@ A run folder::
     <run>/folds.csv
     <run>/train/fold<k>/                config.json metrics.csv last.pt best.pt val_predictions.csv threshold.json
     <run>/notebooks/NN_name.ipynb       executed copies
-    <run>/evaluation.json  <run>/submission.csv  <run>/summary.json
+    <run>/notebooks/NN_name_figK.png    every figure of the executed notebooks, as a file
+    <run>/evaluation.json  <run>/submission.csv  <run>/summary.json  <run>/report.html
 
 A sweep folder::
 
@@ -164,6 +165,11 @@ def bundle_wheels(bundle) -> Path:
 
 def bundle_run(bundle) -> Path:
     return Path(bundle) / "run"
+
+
+def report_html(run) -> Path:
+    """Every executed notebook of a run in one HTML file (readable without Jupyter)."""
+    return Path(run) / "report.html"
 
 
 def notebooks_dir(run) -> Path:

@@ -49,6 +49,15 @@ def notebook_defaults(name: str) -> dict:
     return {k: parse_value(v["default"]) for k, v in params.items()}
 
 
+@lru_cache(maxsize=None)
+def notebook_help(name: str) -> dict:
+    """{parameter: the comment beside it} of a notebook's ``parameters`` cell."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    return {k: v.get("help", "") for k, v in params.items()}
+
+
 def notebook_parameters(path: Path) -> set[str]:
     return set(notebook_defaults(Path(path).stem))
 
@@ -83,7 +92,9 @@ def plan_parameters(data: Path, run: Path, overrides: dict, names=None) -> dict[
             raise UserError(f"-p {key}: no notebook starts with {nb!r} (notebooks: {', '.join(names)})")
         if not any(pname in notebook_defaults(n) for n in targets):
             where = f"notebook {targets[0]}" if nb else "any notebook"
-            raise UserError(f"-p {key}: {where} has no parameter {pname!r}; see `papermill --help-notebook`")
+            shown = targets[0] if nb else "NN_name"
+            raise UserError(f"-p {key}: {where} has no parameter {pname!r}; `python -m mammo_utils pipeline --help` "
+                            f"lists them all, or `papermill --help-notebook {NOTEBOOK_DIR / shown}.ipynb`")
     per_nb = {}
     for name in names:
         declared = notebook_defaults(name)
@@ -139,7 +150,8 @@ def execute_notebook(name: str, out_nb: Path, params: dict, progress: bool = Tru
     import papermill
 
     papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out_nb), parameters=params,
-                               kernel_name="python3", cwd=str(NOTEBOOK_DIR.parent), progress_bar=progress,
+                               kernel_name="python3", cwd=str(Path.cwd()),  # relative parameters: the caller's
+                               progress_bar=progress and sys.stderr.isatty(),  # a log gets the per-notebook lines
                                log_output=True, request_save_on_cell_execute=True)
 
 
@@ -149,6 +161,7 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
     from papermill.exceptions import PapermillExecutionError
 
     from .provenance import provenance
+    from .report import save_figures, write_report
 
     pm_log = logging.getLogger("papermill")
     pm_log.setLevel(logging.INFO)
@@ -186,14 +199,20 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
             print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
                   f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
             return 1
+        finally:
+            if out_nb.exists():
+                save_figures(out_nb)
         seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"[pipeline] {name} done in {seconds[name]:.1f} s", flush=True)
+        print(f"[pipeline] {name} done in {seconds[name]:.1f} s, {len(list(out_dir.glob(name + '_fig*.png')))} "
+              f"figure(s)", flush=True)
 
     summary = {"data_dir": str(data), "run_dir": str(run), "seconds": seconds,
                "total_seconds": round(sum(seconds.values()), 1), "provenance": provenance()}
     summary.update(read_results(data, run))
     summary_path.write_text(json.dumps(summary, indent=2))
+    report = write_report(run, notebook_names(notebooks) + [COMPARE_NOTEBOOK])
     print("[pipeline] summary\n" + json.dumps(summary, indent=2))
+    print(f"[pipeline] report: {report}; figures: {out_dir}/*_fig*.png; notebooks: make lab RUN={run}")
     return 0
 
 

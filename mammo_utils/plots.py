@@ -13,7 +13,10 @@ import pandas as pd
 
 
 def _grid(n: int, cols: int, size=(3.0, 3.6)):
-    rows = max(1, math.ceil(n / cols))
+    """``n`` axes in at most ``cols`` columns, as evenly filled as the rows allow (5 images in 2 rows
+    of 3, not 4 + 1); the few slots left over are switched off."""
+    rows = max(1, math.ceil(n / max(1, cols)))
+    cols = max(1, math.ceil(n / rows))
     fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
@@ -33,19 +36,20 @@ def _image_axis(ax, img, title: str, cmap="gray"):
 
 def class_balance(df: pd.DataFrame, by=("site_id", "machine_id", "view", "laterality")):
     """Cancer rate (bars) and image count (annotation) per value of each column in ``by``."""
-    fig, axes = plt.subplots(1, len(by) + 1, figsize=(4 * (len(by) + 1), 3.6))
+    fig, axes = plt.subplots(1, len(by) + 1, figsize=(4.4 * (len(by) + 1), 4.4), layout="constrained")
     counts = df.cancer.value_counts().reindex([0, 1], fill_value=0)
     axes[0].bar(["no cancer", "cancer"], counts.values, color=["#8da0cb", "#fc8d62"])
-    axes[0].set(title=f"Images by label ({counts[1] / len(df):.1%} cancer)", ylabel="images")
+    axes[0].set(title=f"Images by label\n({counts[1] / len(df):.1%} cancer)", ylabel="images")
     for ax, col in zip(axes[1:], by):
         g = df.groupby(col).cancer.agg(["mean", "size"])
         ax.bar(g.index.astype(str), g["mean"] * 100, color="#fc8d62")
         for i, n in enumerate(g["size"]):
-            ax.annotate(f"n={n}", (i, g["mean"].iloc[i] * 100), ha="center", va="bottom", fontsize=7)
-        ax.set(title=f"Cancer rate by {col}", xlabel=col, ylabel="cancer images (%)")
-        ax.tick_params(axis="x", rotation=45)
+            ax.annotate(f"{n}", (i, g["mean"].iloc[i] * 100), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8, rotation=90 if len(g) > 6 else 0)
+        ax.set_ylim(0, max(1e-9, g["mean"].max() * 100) * 1.35)  # headroom: the counts never touch the title
+        ax.set(title=f"Cancer rate by {col}\n(number above a bar: images)", xlabel=col, ylabel="cancer images (%)")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
     fig.suptitle("Class balance")
-    fig.tight_layout()
     return fig
 
 
@@ -155,16 +159,22 @@ def strategy_comparison(table: pd.DataFrame):
 
 # ---- training -------------------------------------------------------------------------------------
 
-def learning_curves(history: pd.DataFrame):
+def learning_curves(history: pd.DataFrame, best_epoch: int | None = None):
+    """Loss, validation pF1 and AUC per epoch (counted from 1, as the console and metrics.csv count);
+    ``best_epoch``, the one best.pt holds, is marked on every panel."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     axes[0].plot(history.epoch, history.train_loss, marker="o")
     axes[0].set(title="Training loss", xlabel="epoch", ylabel="loss")
     axes[1].plot(history.epoch, history.val_pf1, marker="o", label="pF1 (best threshold)")
     axes[1].plot(history.epoch, history.val_pf1_raw, marker=".", label="pF1 (probabilities)")
     axes[1].set(title="Validation pF1 per breast", xlabel="epoch", ylabel="pF1")
-    axes[1].legend()
     axes[2].plot(history.epoch, history.val_auc, marker="o", color="#fc8d62")
     axes[2].set(title="Validation AUC per breast", xlabel="epoch", ylabel="ROC AUC", ylim=(0, 1.02))
+    for ax in axes:
+        if best_epoch:
+            ax.axvline(best_epoch, color="gray", ls="--", lw=1, label=f"best epoch {best_epoch} (best.pt)")
+        ax.set_xticks(list(history.epoch))
+        ax.legend(fontsize=8)
     fig.suptitle("Learning curves")
     fig.tight_layout()
     return fig
@@ -181,19 +191,25 @@ def threshold_curve(curve: pd.DataFrame, chosen: float):
     return fig
 
 
-def roc_pr(labels, preds):
-    from sklearn.metrics import precision_recall_curve, roc_curve
+def roc_pr(labels, preds, split: str = "validation"):
+    """ROC and precision-recall curves per breast, with their areas, the split and its size."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    fpr, tpr, _ = roc_curve(labels, preds)
-    axes[0].plot(fpr, tpr)
-    axes[0].plot([0, 1], [0, 1], ls=":", color="gray")
-    axes[0].set(title="ROC curve (per breast)", xlabel="false positive rate", ylabel="true positive rate")
-    prec, rec, _ = precision_recall_curve(labels, preds)
-    axes[1].plot(rec, prec)
-    axes[1].axhline(np.mean(labels), ls=":", color="gray", label="prevalence")
-    axes[1].set(title="Precision-recall curve (per breast)", xlabel="recall", ylabel="precision")
-    axes[1].legend()
+    y = np.asarray(labels)
+    n, pos = len(y), int(np.sum(y))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fpr, tpr, _ = roc_curve(y, preds)
+    axes[0].plot(fpr, tpr, label=f"AUC {roc_auc_score(y, preds):.3f}")
+    axes[0].plot([0, 1], [0, 1], ls=":", color="gray", label="chance")
+    axes[0].set(title=f"ROC curve, {split}: {n} breasts, {pos} cancer", xlabel="false positive rate",
+                ylabel="true positive rate")
+    prec, rec, _ = precision_recall_curve(y, preds)
+    axes[1].plot(rec, prec, label=f"average precision {average_precision_score(y, preds):.3f}")
+    axes[1].axhline(np.mean(y), ls=":", color="gray", label=f"prevalence {np.mean(y):.3f}")
+    axes[1].set(title=f"Precision-recall curve, {split}: {n} breasts, {pos} cancer", xlabel="recall",
+                ylabel="precision")
+    for ax in axes:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -210,23 +226,35 @@ def confusion_calibration(labels, preds, threshold: float, bins: int = 8):
                 xticks=[0, 1], yticks=[0, 1], xticklabels=["no cancer", "cancer"], yticklabels=["no cancer", "cancer"])
     edges = np.quantile(preds, np.linspace(0, 1, bins + 1))
     idx = np.clip(np.searchsorted(edges, preds, side="right") - 1, 0, bins - 1)
-    df = pd.DataFrame({"y": labels, "p": preds, "b": idx}).groupby("b").mean()
-    axes[1].plot(df.p, df.y, marker="o")
-    axes[1].plot([0, 1], [0, 1], ls=":", color="gray")
-    axes[1].set(title="Calibration (quantile bins)", xlabel="mean predicted probability", ylabel="observed cancer rate")
+    df = pd.DataFrame({"y": labels, "p": preds, "b": idx}).groupby("b").agg(p=("p", "mean"), y=("y", "mean"),
+                                                                              n=("y", "size"))
+    axes[1].plot(df.p, df.y, marker="o", label="quantile bins")
+    for r in df.itertuples():
+        axes[1].annotate(f"n={r.n}", (r.p, r.y), xytext=(3, 3), textcoords="offset points", fontsize=7)
+    axes[1].plot([0, 1], [0, 1], ls=":", color="gray", label="perfect calibration")
+    axes[1].set(title=f"Calibration ({len(df)} quantile bins, n = breasts per bin)", xlabel="mean predicted probability",
+                ylabel="observed cancer rate")
+    axes[1].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def breakdown(table: pd.DataFrame, by: str):
-    """Bar chart of AUC and pF1 per group (a table from evaluate.breakdown)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    """Bar chart of AUC and pF1 per group (a table from evaluate.breakdown). A group where a metric is
+    undefined (no cancer breast, or no negative) shows "n/a" instead of a bar: undefined is not zero."""
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(table) + 3), 4))
     x = np.arange(len(table))
-    ax.bar(x - 0.2, table.auc, width=0.4, label="AUC")
-    ax.bar(x + 0.2, table.pf1, width=0.4, label="pF1 at threshold")
-    ax.set_xticks(x, table[by].astype(str))
-    ax.set(title=f"Validation metrics by {by}", xlabel=by, ylabel="score", ylim=(0, 1.05))
-    ax.legend()
+    for offset, col, label in ((-0.2, "auc", "AUC"), (0.2, "pf1", "pF1 at threshold")):
+        values = table[col].astype(float)
+        ax.bar(x + offset, values.fillna(0), width=0.4, label=label)
+        for xi, v in zip(x, values):
+            if v != v:
+                ax.text(xi + offset, 0.02, "n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="gray")
+    ax.set_xticks(x, [f"{k}\n({p}/{n})" for k, p, n in zip(table[by].astype(str), table.positives, table.breasts)])
+    ax.set(title=f"Validation metrics by {by} (n/a: no cancer breast, or no negative, in the group)",
+           xlabel=f"{by} (cancer breasts / breasts)", ylabel="score", ylim=(0, 1.25))
+    ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)  # above the bars, in the headroom
+    fig.tight_layout()
     return fig
 
 

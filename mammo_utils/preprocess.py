@@ -315,7 +315,7 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     regenerates missing PNGs. ``scheduler``: None (local processes), ``local:N`` or ``tcp://host:port``
     (a Dask cluster). Returns a summary dict (counts, seconds, images/s).
     """
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     from .tables import read_table, unknown_views
 
@@ -360,7 +360,7 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     n_ok = 0
     try:
         results = _run_tasks(tasks, str(out), cfg, jobs, scheduler)
-        for res in tqdm(results, total=len(tasks), desc=f"preprocess {split}", unit="img", disable=not progress):
+        for res in bar(results, total=len(tasks), desc=f"preprocess {split}", unit="img", disable=not progress):
             if res.pop("ok"):
                 rows.add(res)
                 n_ok += 1

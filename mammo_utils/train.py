@@ -30,7 +30,7 @@ from .data import MammoDataset, create_loader, read_split, train_batches
 from .distributed import (DistInfo, all_gather_objects, any_across_ranks, barrier, broadcast_buffers, broadcast_module,
                           init_distributed, mean_across_ranks)
 from .engine import autocast, create_grad_scaler, predict_loader, resolve_amp
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 from .models import build_model
 from .provenance import provenance
 from .sampling import pos_weight as compute_pos_weight
@@ -130,13 +130,13 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
 
     Under DDP the ranks agree on a skip: a non-finite loss on any rank skips the batch on every rank
     (before any backward, so the gradient all-reduce stays in step), and it is counted once."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     model.train()
     opt.zero_grad(set_to_none=True)
     losses, n_images, t0 = [], 0, time.perf_counter()
     n_batches = batches_per_epoch(len(loader), cfg)
-    bar = tqdm(total=n_batches, desc="train", unit="batch", leave=False, disable=not progress)
+    bar = progress_bar(total=n_batches, desc="train", unit="batch", leave=False, disable=not progress)
     micro = 0
     for i, (x, target) in enumerate(loader):
         if i >= n_batches:
@@ -173,7 +173,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
             state.step += 1
             micro = 0
         bar.update()
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
     bar.close()
     seconds = time.perf_counter() - t0
     return {"train_loss": float(np.mean(losses)) if losses else float("nan"), "images": n_images,
@@ -221,6 +221,25 @@ def ranks_agree(model: nn.Module, info: DistInfo) -> bool:
     return len(set(digests)) == 1
 
 
+RUN_OUTPUTS = (paths.BEST, paths.LAST, paths.METRICS, paths.VAL_PREDICTIONS, paths.THRESHOLD, paths.CONFIG)
+
+
+def move_aside_previous(run: Path) -> Path | None:
+    """A new (not resumed) run in a folder that holds another run's outputs moves them into
+    ``previous/<time>/``: nothing is lost, and nothing of the old run is reported as this one's."""
+    old = [run / name for name in RUN_OUTPUTS if (run / name).exists()]
+    if not old:
+        return None
+    dest = run / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    while dest.exists():
+        dest = dest.with_name(dest.name + "_")
+    dest.mkdir(parents=True)
+    for path in old:
+        path.replace(dest / path.name)
+    log.warning("%s held the outputs of an earlier run: moved to %s", run, dest)
+    return dest
+
+
 def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     """A resume must continue the same model on the same data; refuse before anything is written."""
     if ckpt.get("model_args") != model_args(cfg):
@@ -232,9 +251,15 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
             raise CheckpointError(f"cannot resume from {path}: {key} was {saved!r}, now {getattr(cfg, key)!r}")
 
 
-def _epoch_line(epoch: int, cfg: TrainConfig, row: dict, improved: bool, seconds_so_far: float, epochs_done: int) -> str:
-    eta = seconds_so_far / max(1, epochs_done) * (cfg.epochs - epoch - 1)
-    return (f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val pF1 {row['val_pf1']:.3f} "
+def epochs_done(ckpt: dict) -> int:
+    """Epochs a checkpoint has finished (checkpoints of earlier versions counted from 0)."""
+    return ckpt["epoch"] if "epoch_base" in ckpt else ckpt["epoch"] + 1
+
+
+def _epoch_line(number: int, cfg: TrainConfig, row: dict, improved: bool, seconds_so_far: float, epochs_now: int) -> str:
+    """The console line of epoch ``number`` (1-based, like metrics.csv and summary.json)."""
+    eta = seconds_so_far / max(1, epochs_now) * (cfg.epochs - number)
+    return (f"epoch {number}/{cfg.epochs}  loss {row['train_loss']:.4f}  val pF1 {row['val_pf1']:.3f} "
             f"(thr {row['val_threshold']:.2f})  AUC {row['val_auc']:.3f}  {row['img_per_s']:.1f} img/s  "
             f"ETA {eta / 60:.1f} min{'  *best*' if improved else ''}")
 
@@ -259,6 +284,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     amp_dtype = resolve_amp(cfg.amp, device)
     record = {**cfg.to_dict(), "world_size": info.world_size, "provenance": provenance()}
     if info.is_main:
+        if resume_ckpt is None:
+            move_aside_previous(run)
         run.mkdir(parents=True, exist_ok=True)
         (run / paths.CONFIG).write_text(json.dumps(record, indent=2))
     log.info("device %s, autocast %s, world size %d", device, amp_dtype, info.world_size)
@@ -305,7 +332,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     sched = build_scheduler(opt, cfg, steps_per_epoch)
     scaler = create_grad_scaler(device, amp_dtype)
 
-    state, start_epoch, best, best_epoch, history = StepState(), 0, -float("inf"), -1, []
+    # Epochs are counted from 1 everywhere a person reads them (console, metrics.csv, checkpoints, summary);
+    # ``done`` is the number of epochs finished, the loop's ``epoch`` the 0-based index that seeds the sampler.
+    state, done, best, best_epoch, history = StepState(), 0, -float("inf"), 0, []
     if resume_ckpt is not None:
         model.load_state_dict(resume_ckpt["model"])
         opt.load_state_dict(resume_ckpt["optimizer"])
@@ -313,10 +342,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         scaler.load_state_dict(resume_ckpt["scaler"])
         if ema is not None and resume_ckpt.get("ema"):
             ema.module.load_state_dict(resume_ckpt["ema"])
-        start_epoch, state.step = resume_ckpt["epoch"] + 1, resume_ckpt["step"]
-        best, best_epoch = resume_ckpt["best_metric"], resume_ckpt["best_epoch"]
+        done, state.step = epochs_done(resume_ckpt), resume_ckpt["step"]
+        best, best_epoch = resume_ckpt["best_metric"], resume_ckpt["best_epoch"] + (0 if "epoch_base" in resume_ckpt else 1)
         history = resume_ckpt.get("history", [])
-        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+        log.info("resumed from %s after epoch %d", last_path, done)
 
     prevalence = float(metrics.aggregate_breasts(train_df.assign(pred=0.0)).cancer.mean())
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}
@@ -324,7 +353,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     # dropout and the rest of torch's global stream: seeded per run (and rank), restored afterwards
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed * 1000 + info.rank)
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(done, cfg.epochs):
+            number = epoch + 1
             sampler.set_epoch(epoch)
             tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema,
                                  progress, info)
@@ -335,36 +365,41 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             eval_model = ema.module if ema is not None else model
             agree = ranks_agree(eval_model, info)
             val, val_pred = validate(eval_model, val_loader, val_df, device, amp_dtype, cfg, info)
-            row = {"epoch": epoch, "step": state.step, "lr": opt.param_groups[0]["lr"], **tr,
+            row = {"epoch": number, "step": state.step, "lr": opt.param_groups[0]["lr"], **tr,
                    "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.skipped_by_scaler,
                    "scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
                    "ranks_agree": agree,
                    **{f"val_{k}": v for k, v in val.items()}}
             history.append(row)
             score = val[cfg.select_metric]
-            score = -float("inf") if score != score else score  # NaN never wins
-            improved = score > best
-            common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=epoch,
+            if score != score and info.is_main:
+                log.warning("epoch %d: validation %s is undefined (the fold's breasts are all of one class?): until an "
+                            "epoch has one, best.pt follows the latest epoch", number, cfg.select_metric)
+            score = -float("inf") if score != score else score  # NaN never beats a defined score
+            improved = score > best or best == -float("inf")
+            common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=number,
+                          epoch_base=1,
                           train_breast_prevalence=prevalence, step=state.step, history=history,
                           world_size=info.world_size, provenance=provenance())
             if improved:
-                best, best_epoch = score, epoch
+                best, best_epoch = score, number
             if info.is_main:
                 pd.DataFrame(history).to_csv(run / paths.METRICS, index=False)
                 if improved:
-                    save_checkpoint(best_path, model=unwrap(eval_model).state_dict(), best_metric=best, best_epoch=epoch,
+                    save_checkpoint(best_path, model=unwrap(eval_model).state_dict(), best_metric=best, best_epoch=number,
                                     threshold=val["threshold"], aggregate=cfg.aggregate, val_metrics=val, **common)
                     val_pred.to_csv(run / paths.VAL_PREDICTIONS, index=False)
                 save_checkpoint(last_path, model=unwrap(model).state_dict(), optimizer=opt.state_dict(),
                                 scheduler=sched.state_dict(), scaler=scaler.state_dict(),
                                 ema=ema.module.state_dict() if ema is not None else None, best_metric=best,
                                 best_epoch=best_epoch, **common)
-                line = _epoch_line(epoch, cfg, row, improved, time.perf_counter() - t_start, epoch - start_epoch + 1)
+                line = _epoch_line(number, cfg, row, improved, time.perf_counter() - t_start, number - done)
                 print(line, flush=True)
             barrier(info)
 
     if not best_path.exists():
-        raise RuntimeError(f"no epoch was run (epochs={cfg.epochs}, resumed at {start_epoch})")
+        raise UserError(f"{run}: no epoch to run: epochs={cfg.epochs} and {done} done already (raise epochs to "
+                        f"continue training)")
     ckpt = load_checkpoint(best_path, device)  # what this run reports is what best.pt holds
     return {"run_dir": str(run), "model": cfg.model, "best_epoch": ckpt["best_epoch"], "best_metric": ckpt["best_metric"],
             "select_metric": cfg.select_metric, "threshold": ckpt["threshold"],

@@ -30,8 +30,20 @@ quiet() { grep -v -e "is ignored: it is neither" -e "^WARNING: Location" || true
 "${PIP[@]}" install --upgrade pip wheel setuptools 2>&1 | quiet
 # torch first: this exact pair is a matched CUDA build that also runs on CPU.
 "${PIP[@]}" install "torch==2.14.1" "torchvision==0.29.1" 2>&1 | quiet
-"${PIP[@]}" install -e ".[lab,cluster,test]" 2>&1 | quiet
+# setuptools' boxed "Editable installation" notice is information, not a problem: silenced at its source.
+PYTHONWARNINGS="ignore::UserWarning" "${PIP[@]}" install -e ".[lab,cluster,test]" 2>&1 | quiet
 "$VENV/bin/python" -c "import torch, torchvision, timm, pydicom, dicomsdl, gdcm, cv2" || { echo "[setup] import check failed"; exit 1; }
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mammo-workbook)" >/dev/null
+# The kernel's log shows errors only: its "running over TCP without encryption" notice (a local kernel,
+# on the loopback interface) printed once per notebook of every pipeline run, and looked like a problem.
+"$VENV/bin/python" - <<'PY'
+import json, sys
+from pathlib import Path
+spec = Path(sys.prefix) / "share/jupyter/kernels/python3/kernel.json"
+k = json.loads(spec.read_text())
+if "--IPKernelApp.log_level=ERROR" not in k["argv"]:
+    k["argv"].append("--IPKernelApp.log_level=ERROR")
+spec.write_text(json.dumps(k, indent=1))
+PY
 echo "$want" > "$STAMP"
 echo "[setup] done"

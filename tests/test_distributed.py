@@ -149,7 +149,7 @@ def test_torchrun_resume(prepared, tmp_path):
     torchrun(config(prepared, run, batch_size=4, epochs=1), 2, tmp_path)
     torchrun(config(prepared, run, batch_size=4, epochs=2, resume=True), 2, tmp_path)
     history = pd.read_csv(run / "metrics.csv")
-    assert list(history.epoch) == [0, 1] and load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert list(history.epoch) == [1, 2] and load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 def _pngs(folder):
@@ -201,5 +201,5 @@ def test_notebook_launcher_runs_torchrun_and_returns_the_same_result(prepared, t
     from mammo_utils.launch import train_fold
 
     result = train_fold(config(prepared, tmp_path / "nb", batch_size=4, epochs=1), gpus=2)
-    assert result["world_size"] == 2 and result["best_epoch"] == 0 and 0 <= result["threshold"] <= 1
+    assert result["world_size"] == 2 and result["best_epoch"] == 1 and 0 <= result["threshold"] <= 1
     assert {"val_auc", "val_pf1", "model", "select_metric"} <= set(result)

@@ -57,6 +57,7 @@ def test_notebook_structure(name):
         if line.strip() and not line.startswith((" ", "#")):
             name = line.split("=")[0].strip()
             assert "=" in line and ("# " in line or name in SELF_EVIDENT), f"{name}: say what it is for"
+            assert name in declared, f"{name}: papermill cannot parse this line"
 
 
 def test_notebook_04_defaults_are_the_train_config_defaults():
@@ -77,16 +78,34 @@ def test_parse_value():
 
 
 @pytest.mark.slow
-def test_pipeline_runs_all_notebooks(tiny_data, tmp_path):
+def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
+    import re
     import shutil
+
+    from mammo_utils import plots
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     run = tmp_path / "run"
     params = {"image_size": "64x32", "epochs": "2", "max_steps_per_epoch": "3", "n_splits": "3", "workers": "0",
               "bootstrap": "50", "gallery_per_machine": "1", "05.n_examples": "2"}
-    assert run_pipeline(data, run, params=params, progress=False) == 0
+    assert run_pipeline(data, run, params=params) == 0
+    console = capfd.readouterr()
     summary = json.loads((run / "summary.json").read_text())
+    # one best epoch, counted from 1, in the console, metrics.csv, summary.json and the learning curves
+    best_lines = [int(m.group(1)) for m in re.finditer(r"epoch (\d+)/2 .*\*best\*", console.out)]
+    history = pd.read_csv(run / "train" / "fold0" / "metrics.csv")
+    assert history.epoch.tolist() == [1, 2] and best_lines and best_lines[-1] == summary["best_epoch"]
+    figure = plots.learning_curves(history, summary["best_epoch"])
+    marked = {line.get_xdata()[0] for ax in figure.axes for line in ax.lines if "best epoch" in str(line.get_label())}
+    assert marked == {summary["best_epoch"]}
+    # output sent to a file: progress comes as whole lines, never carriage-return redraws
+    assert "\r" not in console.out + console.err
+    # figures as files beside their notebooks, and one HTML report
+    figures = sorted(p.name for p in (run / "notebooks").glob("*_fig*.png"))
+    assert len(figures) >= len(NOTEBOOKS) and all((run / "notebooks" / f).stat().st_size > 1000 for f in figures)
+    report = (run / "report.html").read_text()
+    assert report.count("data:image/png;base64") >= len(figures) and "06_submission" in report
     assert set(NOTEBOOKS) <= set(summary["seconds"])
     for key in ("val_auc", "val_pf1", "threshold", "submission"):
         assert key in summary

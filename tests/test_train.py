@@ -106,7 +106,7 @@ def test_train_checkpoints_best_and_resume(prepared, tmp_path):
     for name in ("config.json", "metrics.csv", "last.pt", "best.pt", "val_predictions.csv"):
         assert (run / name).exists(), name
     history = pd.read_csv(run / "metrics.csv")
-    assert list(history.epoch) == [0, 1]
+    assert list(history.epoch) == [1, 2]  # counted from 1, as the console counts
     assert {"train_loss", "lr", "val_pf1", "val_auc", "val_threshold", "img_per_s"} <= set(history.columns)
     best = load_checkpoint(run / "best.pt")  # weights_only=True
     assert best["best_epoch"] == result["best_epoch"]
@@ -130,8 +130,8 @@ def test_train_checkpoints_best_and_resume(prepared, tmp_path):
     cfg2 = cfg.replace(epochs=3, resume=True)
     T.train(cfg2, progress=False)
     history2 = pd.read_csv(run / "metrics.csv")
-    assert list(history2.epoch) == [0, 1, 2]
-    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert list(history2.epoch) == [1, 2, 3]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
     assert history2.step.iloc[2] > history2.step.iloc[1]
 
 
@@ -146,9 +146,9 @@ def test_best_checkpoint_is_the_best_epoch(prepared, tmp_path, monkeypatch):
     monkeypatch.setattr(T, "validate", fake_validate)
     cfg = small_cfg(prepared, tmp_path / "run", epochs=3, max_steps_per_epoch=1)
     result = T.train(cfg, progress=False)
-    assert result["best_epoch"] == 0 and result["best_metric"] == 0.9
+    assert result["best_epoch"] == 1 and result["best_metric"] == 0.9
     best, last = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
-    assert best["epoch"] == 0 and last["epoch"] == 2
+    assert best["epoch"] == 1 and last["epoch"] == 3
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"] if best["model"][k].is_floating_point())
 
 
@@ -383,7 +383,7 @@ def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypa
     monkeypatch.setattr(T, "validate", fake_validate)
     result = T.train(small_cfg(prepared, tmp_path / "auc", epochs=3, max_steps_per_epoch=1, select_metric="auc"),
                      progress=False)
-    assert result["best_epoch"] == 1
+    assert result["best_epoch"] == 2
     monkeypatch.undo()
     # pos_weight "auto": 1 with balanced batches, n_neg/n_pos with random batches (logged)
     import logging
@@ -493,3 +493,25 @@ def test_workers_draw_new_augmentations_and_reproduce(prepared, tmp_path, monkey
     val_loads = loads[loads.path.isin(set(val_df.abs_path))]
     assert len(val_loads) == 2 * len(val_df)  # every validation image, once per epoch
     assert val_loads.pid.nunique() == 2, "validation started new worker processes"
+
+
+def test_a_run_reports_only_its_own_outputs(prepared, tmp_path, monkeypatch):
+    """An undefined selection metric (a validation fold of one class) keeps the latest epoch as best.pt,
+    in a fresh folder and in a folder holding an earlier run's best.pt, which is moved aside, not reported."""
+    run = tmp_path / "run"
+    T.train(small_cfg(prepared, run, epochs=1, max_steps_per_epoch=1), progress=False)
+    earlier = load_checkpoint(run / "best.pt")
+
+    def undefined(model, loader, val_df, device, amp_dtype, cfg, info=None):
+        nan = float("nan")
+        return ({"pf1": nan, "auc": nan, "threshold": 0.5, "pf1_raw": nan, "pr_auc": nan, "sensitivity": nan,
+                 "specificity": nan, "breasts": 3, "positives": 0}, val_df.assign(pred=0.1))
+
+    monkeypatch.setattr(T, "validate", undefined)
+    for folder in (tmp_path / "fresh", run):
+        result = T.train(small_cfg(prepared, folder, epochs=2, max_steps_per_epoch=1), progress=False)
+        best = load_checkpoint(folder / "best.pt")
+        assert result["best_epoch"] == best["best_epoch"] == 2 and np.isnan(result["val_auc"])
+        assert len(best["history"]) == 2 and pd.read_csv(folder / "metrics.csv").epoch.tolist() == [1, 2]
+    moved = list((run / "previous").glob("*/best.pt"))
+    assert len(moved) == 1 and load_checkpoint(moved[0])["val_metrics"] == earlier["val_metrics"]

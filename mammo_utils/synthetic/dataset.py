@@ -160,7 +160,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     Only into a folder that is missing or empty: the generator never overwrites a file.
     """
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from ..progress import bar
 
     from ..tables import with_prediction_id
 
@@ -189,7 +189,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     for s in specs:
         s["path"] = str(out / f"{s['split']}_images" / str(s["patient_id"]) / f"{s['image_id']}.dcm")
         s["mask_path"] = str(paths.synthetic_mask(out, s["patient_id"], s["image_id"]))
-    it = tqdm(specs, desc="synth", unit="img", disable=not progress)
+    it = bar(specs, desc="synth", unit="img", disable=not progress)
     from ..parallel import resolve_jobs, shutdown_local_pool
 
     try:
