@@ -83,7 +83,7 @@ def _train(a) -> int:
         key, sep, value = kv.partition("=")
         if not sep:
             raise UserError(f"--set {kv!r}: expected KEY=VALUE")
-        cfg = cfg.replace(**{key: parse_value(value)})
+        cfg = cfg.replace(**{key: parse_value(value, getattr(TrainConfig(), key, None))})
     try:
         result = train(cfg)
     finally:
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, DicomReadError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
-            IsADirectoryError) as exc:
+            IsADirectoryError, FloatingPointError) as exc:  # FloatingPointError: training diverged
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ scaler and EMA state for resuming.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -22,9 +24,12 @@ from .models import model_from_args
 def save_checkpoint(path, **payload) -> None:
     """Write via a temp file and rename: a killed run never leaves a torn checkpoint."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # never shared by two writers
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

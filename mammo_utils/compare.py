@@ -81,10 +81,19 @@ def test_breasts(data, run_dir) -> pd.DataFrame:
     return pd.DataFrame({"cancer": labels, "pred": probs.reindex(labels.index), "binary": sub.reindex(labels.index)})
 
 
-def collect(sweep_dir) -> pd.DataFrame:
-    """One row per finished run of a sweep folder: combination, seed, selection and held-out metrics."""
+def collect(sweep_dir, runs=None) -> pd.DataFrame:
+    """One row per finished run of a sweep folder: combination, seed, selection and held-out metrics.
+
+    ``runs``: the run folders of the current grid; finished runs of earlier grids in the same folder
+    are then left out and named in one line."""
     rows = []
-    for s in sorted(Path(sweep_dir).glob("*/summary.json")):
+    found = sorted(Path(sweep_dir).glob("*/summary.json"))
+    if runs is not None:
+        stale = [s.parent.name for s in found if s.parent.name not in set(runs)]
+        if stale:
+            print(f"left out {len(stale)} run(s) of earlier grids: {', '.join(stale)}")
+        found = [s for s in found if s.parent.name in set(runs)]
+    for s in found:
         r = read_run(s.parent)
         if not r.get("combination"):
             continue
@@ -163,8 +172,14 @@ def learning_curves(runs: pd.DataFrame, sweep_dir) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def write_comparison(sweep_dir, table: pd.DataFrame) -> Path:
-    """``<sweep>/comparison.csv``: one row per combination with interval columns."""
+def write_comparison(sweep_dir, table: pd.DataFrame, failed=()) -> Path:
+    """``<sweep>/comparison.csv``: one row per combination with interval columns (``status`` finished),
+    and one row per failed run (``status`` failed, no figures)."""
     path = paths.comparison_csv(sweep_dir)
-    table.to_csv(path, index=False)
+    out = table.assign(status="finished")
+    if failed:
+        out = pd.concat([out, pd.DataFrame({"runs": list(failed), "status": "failed",
+                                            "combination": [f.rsplit("_seed", 1)[0] for f in failed]})],
+                        ignore_index=True)
+    out.to_csv(path, index=False)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     workers: int = 2                   # DataLoader processes
     seed: int = 0                      # weights, sampling, augmentation and dropout: same seed, same run
-    resume: bool = False               # continue from last.pt when it exists
+    resume: bool | str = "auto"        # auto: continue from last.pt made with the same settings, else start afresh | true | false
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -90,12 +91,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accum_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resume not in (True, False, "auto"):
+            raise UserError(f"resume must be true, false or auto, got {self.resume!r}")
         if not 0 < self.pos_fraction < 1:
             raise UserError(f"pos_fraction must be in (0, 1), got {self.pos_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr <= 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"lr must be a finite number > 0, got {self.lr}")
         unknown = set(self.augment) - set(AugmentConfig.__dataclass_fields__)
         if unknown:
             raise UserError(f"augment has unknown key(s) {sorted(unknown)}; known: {sorted(AugmentConfig.__dataclass_fields__)}")

@@ -59,7 +59,9 @@ def scan_headers(data, split: str = "train", cache=None, jobs: int = 2, limit: i
             return cached, 0.0
     files = [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]
     t0 = time.perf_counter()
-    rows = Parallel(n_jobs=jobs, batch_size=64)(
+    from .parallel import resolve_jobs
+
+    rows = Parallel(n_jobs=resolve_jobs(jobs), batch_size=64)(
         delayed(_header_row)(p) for p in bar(files, desc="headers", unit="file", disable=not progress))
     rate = len(files) / max(time.perf_counter() - t0, 1e-9)
     headers = pd.DataFrame(rows)
@@ -162,15 +164,21 @@ def gallery_sample(df: pd.DataFrame, by=("machine_id",), per_group: int = 2, see
 
 def load_gallery(data, split: str, rows: pd.DataFrame, display_px: int = 384):
     """For each row: the stored values stretched min-max (what a naive reader shows) and the
-    ``read_image`` result, both decoded at a reduced size for display, with a title."""
-    from .dicom import read_dicom
+    ``read_image`` result, both decoded at a reduced size for display, with a title. A file that cannot
+    be read is left out and named (as preprocessing does), so one bad file never stops the notebook."""
+    from .dicom import DicomReadError, read_dicom
 
     raw, shown, titles = [], [], []
     for r in rows.itertuples():
         path = paths.dicom_path(data, split, r.patient_id, r.image_id)
-        naive = read_dicom(path, min_size=(display_px, display_px // 2), voi=False, invert_monochrome1=False,
-                           padding_to_background=False)
-        good = read_dicom(path, min_size=(display_px, display_px // 2))
+        try:
+            naive = read_dicom(path, min_size=(display_px, display_px // 2), voi=False, invert_monochrome1=False,
+                               padding_to_background=False)
+            good = read_dicom(path, min_size=(display_px, display_px // 2))
+        except (DicomReadError, OSError) as exc:
+            log.warning("gallery: left out %s: %s", path, exc)
+            print(f"left out of the gallery: {exc}")
+            continue
         raw.append(naive.image)
         shown.append(good.image)
         titles.append(f"machine {r.machine_id} {r.laterality}-{r.view} cancer={getattr(r, 'cancer', '?')}\n"

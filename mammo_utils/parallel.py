@@ -47,7 +47,9 @@ def dask_client(scheduler: str):
         try:
             n = int(scheduler.split(":", 1)[1])
         except ValueError:
-            raise UserError(f"scheduler {scheduler!r}: expected local:N with N workers") from None
+            n = 0
+        if n < 1:
+            raise UserError(f"scheduler {scheduler!r}: expected local:N with N >= 1 workers")
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None)
         client = Client(cluster)
@@ -57,13 +59,33 @@ def dask_client(scheduler: str):
             client.close()
             cluster.close()
     elif scheduler.startswith("tcp://"):
-        client = Client(scheduler, timeout="30s")
+        reachable(scheduler)
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
         try:
             yield client
         finally:
             client.close()
     else:
         raise UserError(f"scheduler must be local:N or tcp://HOST:PORT, got {scheduler!r}")
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at a ``tcp://HOST:PORT`` address (a Dask client
+    would retry for its whole timeout first)."""
+    import socket
+
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except ValueError:
+        raise UserError(f"scheduler {address!r}: expected tcp://HOST:PORT") from None
+    except OSError as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address} ({exc.strerror or exc})") from None
 
 
 def map_unordered(fn, arg_tuples, jobs: int, scheduler: str | None = None, batch_size: int = 4):

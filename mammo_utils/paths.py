@@ -40,6 +40,7 @@ SUBMISSION = "submission.csv"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the source tree (when installed editable)
 SOURCE_NOTEBOOKS = PROJECT_ROOT / "notebooks"         # the notebooks the pipeline executes
 MIN_SIDE_PX = 16
+MAX_SIDE_PX = 8192  # twice the largest side a training image needs (2048x1024 is the RSNA winners' size)
 
 
 def parse_size(text) -> tuple[int, int]:
@@ -53,6 +54,8 @@ def parse_size(text) -> tuple[int, int]:
         raise ValueError(f"size must look like HxW, e.g. 1024x512; got {text!r}") from None
     if h < MIN_SIDE_PX or w < MIN_SIDE_PX:
         raise ValueError(f"size {h}x{w} is too small: both sides must be at least {MIN_SIDE_PX} px")
+    if h > MAX_SIDE_PX or w > MAX_SIDE_PX:
+        raise ValueError(f"size {h}x{w} is too large: both sides must be at most {MAX_SIDE_PX} px")
     return h, w
 
 

@@ -26,10 +26,15 @@ COMPARE_NOTEBOOK = "07_compare"
 EPOCH_PREFIX = "epoch "  # lines train() prints; the pipeline echoes them while notebook 04 runs
 
 
-def parse_value(text: str):
-    """CLI strings to Python literals where they look like one ("3" -> 3, "[1,2]" -> list, "none" -> None)."""
+def parse_value(text: str, default=None):
+    """CLI strings to Python literals where they look like one ("3" -> 3, "[1,2]" -> list, "none" -> None).
+
+    Where the parameter's ``default`` is a string, "none" stays the string "none": a choice such as
+    ``label_control``, ``amp`` or ``aggregate`` takes the word, and None would be no choice at all."""
     if not isinstance(text, str):
         return text
+    if isinstance(default, str) and text.lower() == "none":
+        return "none"
     if text.lower() in ("none", "null"):
         return None
     if text.lower() in ("true", "false"):
@@ -106,7 +111,7 @@ def plan_parameters(data: Path, run: Path, overrides: dict, names=None) -> dict[
             nb, _, pname = key.rpartition(".")
             if (nb and not name.startswith(nb)) or pname not in declared:
                 continue
-            value = parse_value(value)
+            value = parse_value(value, declared[pname])
             check_type(name, pname, value, declared[pname])
             params[pname] = value
         per_nb[name] = params
@@ -161,6 +166,7 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
     from papermill.exceptions import PapermillExecutionError
 
     from .provenance import provenance
+    from .locks import folder_lock
     from .report import save_figures, write_report
 
     pm_log = logging.getLogger("papermill")
@@ -182,37 +188,38 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
         if paths.split_csv(data, split).exists():
             read_table(data, split)
     run.mkdir(parents=True, exist_ok=True)
-    summary_path = paths.summary_json(run)
-    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    seconds = dict(previous.get("seconds", {}))
-    if synth_seconds is not None:
-        seconds["synth"] = synth_seconds
-    out_dir = paths.notebooks_dir(run)
-    out_dir.mkdir(exist_ok=True)
-    for i, name in enumerate(names, 1):
-        out_nb = out_dir / f"{name}.ipynb"
-        print(f"[pipeline] {i}/{len(names)} {name} {json.dumps(plan[name], default=str)}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            execute_notebook(name, out_nb, plan[name], progress)
-        except PapermillExecutionError as exc:
-            print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
-                  f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
-            return 1
-        finally:
-            if out_nb.exists():
-                save_figures(out_nb)
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"[pipeline] {name} done in {seconds[name]:.1f} s, {len(list(out_dir.glob(name + '_fig*.png')))} "
-              f"figure(s)", flush=True)
+    with folder_lock(run, "a pipeline run"):  # two pipelines on one run folder would overwrite each other
+        summary_path = paths.summary_json(run)
+        previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        seconds = dict(previous.get("seconds", {}))
+        if synth_seconds is not None:
+            seconds["synth"] = synth_seconds
+        out_dir = paths.notebooks_dir(run)
+        out_dir.mkdir(exist_ok=True)
+        for i, name in enumerate(names, 1):
+            out_nb = out_dir / f"{name}.ipynb"
+            print(f"[pipeline] {i}/{len(names)} {name} {json.dumps(plan[name], default=str)}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                execute_notebook(name, out_nb, plan[name], progress)
+            except PapermillExecutionError as exc:
+                print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                      f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
+                return 1
+            finally:
+                if out_nb.exists():
+                    save_figures(out_nb)
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            print(f"[pipeline] {name} done in {seconds[name]:.1f} s, {len(list(out_dir.glob(name + '_fig*.png')))} "
+                  f"figure(s)", flush=True)
 
-    summary = {"data_dir": str(data), "run_dir": str(run), "seconds": seconds,
-               "total_seconds": round(sum(seconds.values()), 1), "provenance": provenance()}
-    summary.update(read_results(data, run))
-    summary_path.write_text(json.dumps(summary, indent=2))
-    report = write_report(run, notebook_names(notebooks) + [COMPARE_NOTEBOOK])
-    print("[pipeline] summary\n" + json.dumps(summary, indent=2))
-    print(f"[pipeline] report: {report}; figures: {out_dir}/*_fig*.png; notebooks: make lab RUN={run}")
+        summary = {"data_dir": str(data), "run_dir": str(run), "seconds": seconds,
+                   "total_seconds": round(sum(seconds.values()), 1), "provenance": provenance()}
+        summary.update(read_results(data, run))
+        summary_path.write_text(json.dumps(summary, indent=2))
+        report = write_report(run, notebook_names(notebooks) + [COMPARE_NOTEBOOK])
+        print("[pipeline] summary\n" + json.dumps(summary, indent=2))
+        print(f"[pipeline] report: {report}; figures: {out_dir}/*_fig*.png; notebooks: make lab RUN={run}")
     return 0
 
 

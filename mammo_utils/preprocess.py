@@ -203,12 +203,38 @@ def _job(row: dict, dcm_path: str, out_dir: str, cfg: PreprocessConfig) -> dict:
     t0 = time.perf_counter()
     rel = paths.png_relpath(row["patient_id"], row["image_id"])
     try:
+        source = source_key(dcm_path)  # taken before reading: a file changed meanwhile is redone next time
         img, info = preprocess_file(dcm_path, cfg, row.get("laterality"))
         write_png_atomic(Path(out_dir) / rel, img)
     except Exception as exc:  # noqa: BLE001 - a batch job logs bad files and goes on
         return {"ok": False, "image_id": row["image_id"], "file": dcm_path, "error_type": type(exc).__name__,
                 "message": str(exc)}
-    return {"ok": True, **row, **info, "path": rel, "seconds": round(time.perf_counter() - t0, 4)}
+    return {"ok": True, **row, **info, **source, "path": rel, "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def source_key(path) -> dict:
+    """What says a source file is the one an output was made from: its size and modification time."""
+    st = os.stat(path)
+    return {"source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def unchanged_sources(manifest: pd.DataFrame, data: Path, split: str) -> np.ndarray:
+    """Per manifest row: whether its source still has the size and time it was made from (rows of
+    earlier versions, which did not record them, count as unchanged; a missing source as changed)."""
+    if "source_bytes" not in manifest or "source_mtime_ns" not in manifest:
+        return np.ones(len(manifest), bool)
+    keep = []
+    for r in manifest.itertuples():
+        if r.source_bytes != r.source_bytes:  # NaN: not recorded
+            keep.append(True)
+            continue
+        try:
+            now = source_key(paths.dicom_path(data, split, r.patient_id, r.image_id))
+        except OSError:
+            keep.append(False)
+            continue
+        keep.append(now["source_bytes"] == r.source_bytes and now["source_mtime_ns"] == r.source_mtime_ns)
+    return np.array(keep, bool)
 
 
 def _job_isolated(row: dict, dcm_path: str, out_dir: str, cfg: PreprocessConfig) -> dict:
@@ -249,7 +275,8 @@ ID_COLUMNS = ["patient_id", "image_id", "laterality", "view"]
 CARRY_COLUMNS = ["site_id", "machine_id", "age", "cancer", "biopsy", "invasive", "BIRADS", "density", "implant",
                  "difficult_negative_case", "prediction_id"]
 INFO_COLUMNS = ["source_rows", "source_cols", "photometric", "bits_stored", "syntax", "voi", "backend", "decode_scale",
-                "frames", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "flipped", "path", "seconds"]
+                "frames", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "flipped", "source_bytes", "source_mtime_ns", "path",
+                "seconds"]
 ERROR_COLUMNS = ["image_id", "file", "error_type", "message"]
 
 
@@ -272,7 +299,8 @@ def read_rows(path: Path, key: str = "image_id") -> pd.DataFrame:
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write via a temporary file of this process's own and rename: readers never see half a table."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
 
@@ -315,8 +343,6 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     regenerates missing PNGs. ``scheduler``: None (local processes), ``local:N`` or ``tcp://host:port``
     (a Dask cluster). Returns a summary dict (counts, seconds, images/s).
     """
-    from .progress import bar
-
     from .tables import read_table, unknown_views
 
     cfg = cfg or PreprocessConfig()
@@ -333,6 +359,18 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
         table = table.head(int(limit))
     jobs = parallel.resolve_jobs(jobs) if scheduler is None else jobs
     check_writable(out)
+    from .locks import folder_lock
+
+    with folder_lock(out, f"preprocessing {split}"):
+        summary = _preprocess_locked(data, split, out, cfg, table, jobs, progress, scheduler)
+    log.info("preprocess summary: %s", summary)
+    return summary
+
+
+def _preprocess_locked(data: Path, split: str, out: Path, cfg: PreprocessConfig, table: pd.DataFrame, jobs: int,
+                       progress: bool, scheduler: str | None) -> dict:
+    """The body of :func:`run_preprocess`, run while this process holds the output folder's lock."""
+    from .progress import bar
 
     saved_cfg = out / paths.PREPROCESS_CONFIG
     if saved_cfg.exists():
@@ -349,18 +387,23 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     columns = keep + INFO_COLUMNS
     manifest = read_rows(manifest_path)
     if len(manifest):
-        manifest = manifest[[(out / p).exists() for p in manifest.path]].reindex(columns=columns)
+        exists = np.array([(out / p).exists() for p in manifest.path], bool)
+        changed = exists & ~unchanged_sources(manifest, data, split)
+        if changed.any():
+            log.warning("%d source file(s) changed since they were preprocessed: redone", int(changed.sum()))
+        manifest = manifest[exists & ~changed].reindex(columns=columns)
         write_csv_atomic(manifest, manifest_path)
     done = set(manifest.image_id) if len(manifest) else set()
     todo = table[~table.image_id.isin(done)]
     tasks = [(r, str(paths.dicom_path(data, split, r["patient_id"], r["image_id"])))
              for r in todo[keep].to_dict("records")]
     t0 = time.perf_counter()
-    rows, errors = RowAppender(manifest_path, columns), []
+    rows, errors, attempted = RowAppender(manifest_path, columns), [], set()
     n_ok = 0
     try:
         results = _run_tasks(tasks, str(out), cfg, jobs, scheduler)
         for res in bar(results, total=len(tasks), desc=f"preprocess {split}", unit="img", disable=not progress):
+            attempted.add(res["image_id"])
             if res.pop("ok"):
                 rows.add(res)
                 n_ok += 1
@@ -369,19 +412,22 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
                 errors.append(res)
     finally:
         rows.close()
-        write_csv_atomic(pd.DataFrame(errors, columns=ERROR_COLUMNS), errors_path)
         write_csv_atomic(read_rows(manifest_path), manifest_path)
+        # errors.csv lists every image that is still failing: an earlier run's rows stay for the images this
+        # run did not reach (a bad scheduler, a full disk, an interrupt never wipes them).
+        earlier = read_errors(out)
+        earlier = earlier[~earlier.image_id.isin(attempted | done)] if len(earlier) else earlier
+        write_csv_atomic(pd.concat([earlier, pd.DataFrame(errors, columns=ERROR_COLUMNS)], ignore_index=True),
+                         errors_path)
         parallel.shutdown_local_pool()
     seconds = time.perf_counter() - t0
-    summary = dict(split=split, out=str(out), total=len(table), skipped=len(table) - len(tasks), processed=n_ok,
-                   failed=len(errors), seconds=round(seconds, 2),
-                   images_per_second=round(len(tasks) / seconds, 2) if tasks and seconds > 0 else None)
-    log.info("preprocess summary: %s", summary)
-    return summary
+    return dict(split=split, out=str(out), total=len(table), skipped=len(table) - len(tasks), processed=n_ok,
+                failed=len(errors), seconds=round(seconds, 2),
+                images_per_second=round(len(tasks) / seconds, 2) if tasks and seconds > 0 else None)
 
 
 def read_errors(out) -> pd.DataFrame:
-    """The files that failed in the last run of a preprocessing folder, with their reasons."""
+    """The files of a preprocessing folder that are still failing, with their reasons."""
     path = Path(out) / paths.ERRORS
     return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame(columns=ERROR_COLUMNS)
 

@@ -47,6 +47,10 @@ def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.Data
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
+    from .errors import UserError
+
+    if n_splits < 2:
+        raise UserError(f"n_splits must be at least 2 (one fold validates while the others train), got {n_splits}")
     n_patients = df.patient_id.nunique()
     if n_patients < n_splits:
         from .errors import UserError

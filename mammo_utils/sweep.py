@@ -53,13 +53,17 @@ def read_grid(path) -> list[dict]:
     if not isinstance(grid, dict) or not grid:
         raise UserError(f"grid file {path} must be a mapping of parameters to value lists, or hold 'combinations'")
     if "combinations" in grid:
+        combos = grid["combinations"]
+        if not isinstance(combos, list) or not combos or not all(isinstance(c, dict) for c in combos):
+            raise UserError(f"grid file {path}: combinations must be a non-empty list of mappings "
+                            f"(name: ..., NN.param: value), got {combos!r}")
         out = []
-        for i, c in enumerate(grid["combinations"]):
+        for i, c in enumerate(combos):
             c = dict(c)
             name = str(c.pop("name", f"c{i}"))
             control = bool(c.pop("control", False))
-            out.append({"name": slug(name), "params": c, "control": control})
-        return out
+            out.append({"name": name, "params": c, "control": control})
+        return unique_folders(out, path)
     keys = list(grid)
     for k in keys:
         if not isinstance(grid[k], list) or not grid[k]:
@@ -69,12 +73,34 @@ def read_grid(path) -> list[dict]:
         params = dict(zip(keys, values))
         name = "_".join(f"{k.rpartition('.')[2]}-{v}" for k, v in params.items())
         control = params.get("03.label_control", params.get("label_control")) == "shuffled"
-        out.append({"name": slug(name), "params": params, "control": control})
-    return out
+        out.append({"name": name, "params": params, "control": control})
+    return unique_folders(out, path)
+
+
+MAX_NAME = 80
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", str(text)).strip("-")[:80]
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", str(text)).strip("-")
+
+
+def unique_folders(combos: list[dict], path) -> list[dict]:
+    """Give each combination a folder name of its own: its slug, or, where slugs collide ("a/b" and
+    "a b") or a long name was cut, the slug plus a short hash of the full name and parameters. A
+    combination listed twice is refused before anything runs."""
+    seen = {}
+    for c in combos:
+        key = json.dumps([c["name"], c["params"]], sort_keys=True, default=str)
+        if key in seen:
+            raise UserError(f"grid file {path}: combination {c['name']!r} is listed twice")
+        seen[key] = c
+    slugs = [slug(c["name"]) for c in combos]
+    for c, s in zip(combos, slugs):
+        if slugs.count(s) > 1 or len(s) > MAX_NAME or not s:
+            digest = hashlib.sha1(json.dumps([c["name"], c["params"]], sort_keys=True, default=str).encode())
+            s = f"{s[:MAX_NAME - 9]}-{digest.hexdigest()[:8]}".lstrip("-")
+        c["name"] = s
+    return combos
 
 
 def key_of(params: dict, keys) -> str:
@@ -103,8 +129,18 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
         plan_parameters(data, sweep / "check", {**base, **{k: str(v) for k, v in c["params"].items()}, "seed": "0"})
     prepare_data(data, synth_patients, progress, preset)
     sweep.mkdir(parents=True, exist_ok=True)
+    from .locks import folder_lock
+
+    with folder_lock(sweep, "a sweep"):
+        return _sweep_locked(data, sweep, combos, seeds, base, synth_patients, compare, baseline, progress)
+
+
+def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict, synth_patients: int, compare: bool,
+                  baseline: str | None, progress: bool) -> int:
+    """The body of :func:`run_sweep`, run while this process holds the sweep folder's lock."""
     t_start = time.perf_counter()
     runs = [(c, s) for c in combos for s in seeds]
+    failed = []
     for i, (combo, seed) in enumerate(runs, 1):
         name = f"{combo['name']}_seed{seed}"
         run = sweep / name
@@ -136,26 +172,35 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
         status = run_pipeline(data, run, params=overrides, notebooks=notebooks, progress=progress,
                               synth_patients=synth_patients)
         if status != 0:
-            print(f"[sweep] {name} failed; fix it and rerun the same command (finished runs are skipped)")
-            return status
+            print(f"[sweep] {name} failed; going on with the others (rerun the same command once it is fixed: "
+                  f"finished runs are skipped)", flush=True)
+            failed.append(name)
+            continue
         if not folds_cache.exists():
             folds_cache.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(paths.folds_csv(run), folds_cache)
         summary = json.loads(paths.summary_json(run).read_text())
         summary.update(completed=True, combination=combo["name"], seed=seed)
         paths.summary_json(run).write_text(json.dumps(summary, indent=2))
-    print(f"[sweep] {len(runs)} runs in {(time.perf_counter() - t_start) / 60:.1f} min", flush=True)
+    print(f"[sweep] {len(runs)} runs in {(time.perf_counter() - t_start) / 60:.1f} min"
+          f"{f'; FAILED: {chr(44).join(failed)}' if failed else ''}", flush=True)
+    status = 1 if failed else 0
     if compare:
-        return compare_sweep(data, sweep, baseline, progress)
-    return 0
+        names = [f"{c['name']}_seed{s}" for c, s in runs]
+        status = max(status, compare_sweep(data, sweep, baseline, progress, names, failed))
+    return status
 
 
-def compare_sweep(data, sweep: Path, baseline: str | None = None, progress: bool = True) -> int:
-    """Execute notebook 07 on a sweep folder: comparison.csv, paired differences, curves."""
+def compare_sweep(data, sweep: Path, baseline: str | None = None, progress: bool = True, runs=None,
+                  failed=()) -> int:
+    """Execute notebook 07 on a sweep folder: comparison.csv, paired differences, curves. ``runs``: the
+    run folders of the current grid (others in the folder are stale and left out); ``failed``: those
+    of them that failed, listed as failed in the comparison."""
     from papermill.exceptions import PapermillExecutionError
 
     out = sweep / "07_compare.ipynb"
-    params = {"sweep_dir": str(sweep), "data_dir": str(data), "baseline": baseline}
+    params = {"sweep_dir": str(sweep), "data_dir": str(data), "baseline": baseline,
+              "run_names": list(runs) if runs is not None else None, "failed": list(failed)}
     try:
         execute_notebook(COMPARE_NOTEBOOK, out, params, progress)
     except PapermillExecutionError as exc:

@@ -39,6 +39,10 @@ def _as_int_ids(df: pd.DataFrame, col: str, path: Path) -> None:
         bad = numeric.isna() | (numeric % 1 != 0)
         raise UserError(f"{path}: {col} must be an integer; bad value(s) {text[bad].head(3).tolist()} "
                         f"in row(s) {_rows(bad)}")
+    too_big = numeric.abs() > 2 ** 53  # beyond this a float (and soon int64) no longer holds every integer
+    if too_big.any():
+        raise UserError(f"{path}: {col} value(s) {text[too_big].head(3).tolist()} in row(s) {_rows(too_big)} are too "
+                        f"long to be held exactly as 64-bit integers")
     df[col] = numeric.astype("int64")
 
 

@@ -240,6 +240,16 @@ def move_aside_previous(run: Path) -> Path | None:
     return dest
 
 
+RESUME_FREE = ("epochs", "workers", "resume", "run_dir")  # may change between an interrupted run and its resume
+
+
+def config_changes(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The settings (other than :data:`RESUME_FREE`) in which a checkpoint's config differs from ``cfg``."""
+    now = cfg.to_dict()
+    return sorted(k for k in now if k not in RESUME_FREE and k in saved
+                  and json.dumps(saved[k], sort_keys=True) != json.dumps(now[k], sort_keys=True))
+
+
 def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     """A resume must continue the same model on the same data; refuse before anything is written."""
     if ckpt.get("model_args") != model_args(cfg):
@@ -280,7 +290,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     resume_ckpt = None
     if cfg.resume and last_path.exists():
         resume_ckpt = load_checkpoint(last_path, device)
-        check_resumable(resume_ckpt, cfg, last_path)  # validate first, then write
+        changed = config_changes(resume_ckpt.get("config", {}), cfg)
+        if cfg.resume == "auto" and changed:
+            if info.is_main:
+                print(f"{last_path} was trained with other settings ({', '.join(changed)}): starting afresh, "
+                      f"its outputs moved aside", flush=True)
+            resume_ckpt = None
+        else:
+            check_resumable(resume_ckpt, cfg, last_path)  # validate first, then write
     amp_dtype = resolve_amp(cfg.amp, device)
     record = {**cfg.to_dict(), "world_size": info.world_size, "provenance": provenance()}
     if info.is_main:
@@ -345,7 +362,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         done, state.step = epochs_done(resume_ckpt), resume_ckpt["step"]
         best, best_epoch = resume_ckpt["best_metric"], resume_ckpt["best_epoch"] + (0 if "epoch_base" in resume_ckpt else 1)
         history = resume_ckpt.get("history", [])
-        log.info("resumed from %s after epoch %d", last_path, done)
+        if info.is_main:
+            print(f"resuming {run} after epoch {done}/{cfg.epochs}" if done < cfg.epochs else
+                  f"{run} has finished its {done} epochs with these settings: nothing to train", flush=True)
 
     prevalence = float(metrics.aggregate_breasts(train_df.assign(pred=0.0)).cancer.mean())
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}

@@ -69,6 +69,21 @@ def display_image(v, mode: str, window: Window | None) -> np.ndarray:
     return img
 
 
+class ViewUnavailable(Exception):
+    """A view that cannot be shown; its tile says why."""
+
+
+def placeholder(height: int, width: int, reason: str) -> np.ndarray:
+    """A dark tile that says why its view cannot be shown (the reason wrapped over a few lines)."""
+    import textwrap
+
+    tile = np.full((height, width, 3), 48, np.uint8)
+    cv2.putText(tile, "cannot show this view:", (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 120, 120), 1, cv2.LINE_AA)
+    for k, line in enumerate(textwrap.wrap(reason, max(10, width // 8))[:8]):
+        cv2.putText(tile, line, (6, 44 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (230, 230, 230), 1, cv2.LINE_AA)
+    return tile
+
+
 def _to_rgb(img: np.ndarray) -> np.ndarray:
     g = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=2)
@@ -219,10 +234,19 @@ class PatientViewer:
         return v
 
     def _preprocessed_dir(self) -> Path | None:
+        """The preprocessed folder the run's model was trained on, as its config.json records it (a sweep
+        keeps it in ``_shared/``); without a record, the run's only preprocessed folder of this split."""
         if self.run is None:
             return None
+        import json
+
+        cfg = paths.train_dir(self.run, self.fold) / paths.CONFIG
+        if cfg.exists() and self.split == "train":
+            recorded = Path(json.loads(cfg.read_text()).get("preprocessed", ""))
+            if (recorded / paths.MANIFEST).exists():
+                return recorded
         found = sorted((self.run / "preprocessed").glob(f"{self.split}_*/{paths.MANIFEST}"))
-        return found[0].parent if found else None
+        return found[0].parent if len(found) == 1 else None
 
     def _png(self, view: int) -> np.ndarray | None:
         from .png import load_png
@@ -265,7 +289,9 @@ class PatientViewer:
         state = self.view_states[view]
         if state.mode == "preprocessed":
             img = self._png(view)
-            return img if img is not None else np.zeros((8, 4), np.float32)
+            if img is None:
+                raise ViewUnavailable("no preprocessed image of this view in the run's preprocessed folder")
+            return img
         return display_image(self._stored(view), state.mode, state.window)
 
     def view_rgb(self, view: int) -> np.ndarray:
@@ -313,13 +339,19 @@ class PatientViewer:
         each in a tile with a caption strip. Returns HxWx3 uint8."""
         th, tw = self.tile
         tiles = []
+        from .dicom import DicomReadError
+
         for i, r in enumerate(self.views):
-            tile = _fit(self.view_rgb(i), th, tw)
+            prob = None
+            try:
+                tile = _fit(self.view_rgb(i), th, tw)
+                prob = self.probability(i) if self.overlays["cam"] or self.view_states[i].mode == "preprocessed" else None
+            except (ViewUnavailable, DicomReadError, OSError) as exc:  # one unreadable view never hides the others
+                tile = placeholder(th, tw, str(exc))
             caption = np.full((22, tw, 3), 32, np.uint8)
             text = f"{r['laterality']}-{r['view']}"
             if "cancer" in r:
                 text += f" cancer={r['cancer']}"
-            prob = self.probability(i) if self.overlays["cam"] or self.view_states[i].mode == "preprocessed" else None
             if prob is not None:
                 text += f" p={prob:.2f}"
             cv2.putText(caption, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)

@@ -509,9 +509,26 @@ def test_a_run_reports_only_its_own_outputs(prepared, tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "validate", undefined)
     for folder in (tmp_path / "fresh", run):
-        result = T.train(small_cfg(prepared, folder, epochs=2, max_steps_per_epoch=1), progress=False)
+        result = T.train(small_cfg(prepared, folder, epochs=2, max_steps_per_epoch=1, resume=False), progress=False)
         best = load_checkpoint(folder / "best.pt")
         assert result["best_epoch"] == best["best_epoch"] == 2 and np.isnan(result["val_auc"])
         assert len(best["history"]) == 2 and pd.read_csv(folder / "metrics.csv").epoch.tolist() == [1, 2]
     moved = list((run / "previous").glob("*/best.pt"))
     assert len(moved) == 1 and load_checkpoint(moved[0])["val_metrics"] == earlier["val_metrics"]
+
+
+def test_rerun_continues_an_interrupted_fold_and_restarts_a_changed_one(prepared, tmp_path, capsys):
+    """resume="auto" (the default, and notebook 04's): the same settings continue from last.pt (a rerun of
+    a finished fold trains nothing); other settings start afresh with the old outputs moved aside."""
+    run = tmp_path / "run"
+    T.train(small_cfg(prepared, run, epochs=1, max_steps_per_epoch=1), progress=False)  # "interrupted" after 1
+    T.train(small_cfg(prepared, run, epochs=2, max_steps_per_epoch=1), progress=False)
+    assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2] and not (run / "previous").exists()
+    assert "resuming" in capsys.readouterr().out
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    T.train(small_cfg(prepared, run, epochs=2, max_steps_per_epoch=1), progress=False)
+    assert (run / "last.pt").stat().st_mtime_ns == stamp and "nothing to train" in capsys.readouterr().out
+    T.train(small_cfg(prepared, run, epochs=2, max_steps_per_epoch=1, lr=5e-4), progress=False)
+    assert "other settings (lr)" in capsys.readouterr().out
+    assert len(list((run / "previous").glob("*/last.pt"))) == 1
+    assert load_checkpoint(run / "last.pt")["config"]["lr"] == 5e-4

@@ -112,8 +112,9 @@ def read_stored(path, backend: str = "auto", min_size=None):
         if "PixelData" not in ds:
             raise DicomReadError(path, "no Pixel Data (7FE0,0010) element")
     if syntax in NATIVE_SYNTAXES:  # a short buffer crashes some C++ decoders: check it here
-        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-                    * ((int(ds.get("BitsAllocated", 16)) + 7) // 8))
+        bits = int(ds.get("BitsAllocated", 16))
+        pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
+        expected = math.ceil(pixels / 8) if bits == 1 else pixels * ((bits + 7) // 8)  # 1 bit: packed (PS3.5 8.1.1)
         if len(ds.PixelData) < expected:
             raise DicomReadError(path, f"file is truncated: Pixel Data holds {len(ds.PixelData)} bytes, "
                                        f"{expected} expected")
