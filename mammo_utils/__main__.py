@@ -57,11 +57,16 @@ def _check_read(a) -> int:
 
 
 def _folds(a) -> int:
+    from .estimates import split_holdout, write_holdout
     from .sampling import folds_summary, make_folds
     from .tables import read_table
 
     strategy = a.strategy or ("paired" if a.neg_per_pos is not None else "all")
     df = read_table(a.data_dir, "train")
+    holdout, df, info = split_holdout(df, a.holdout_fraction, a.holdout_seed)
+    write_holdout(Path(a.out).parent, holdout, info)
+    print(f"holdout: {info['patients']} patients, {info['images']} images ({info['how']}), fingerprint "
+          f"{info['fingerprint']} -> {Path(a.out).parent / 'holdout.csv'}")
     folds = make_folds(df, strategy, a.neg_per_pos if a.neg_per_pos is not None else 1.0, a.n_splits, a.seed,
                        a.label_control)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-control", default="none", choices=["none", "shuffled"],
                    help="shuffled: permute cancer labels between breasts (a leakage control)")
     s.add_argument("--seed", type=int, default=0, help="seeds the undersampling and the folds")
+    s.add_argument("--holdout-fraction", type=float, default=0.15,
+                   help="patients locked away before the folds (holdout.csv beside --out; 0: none)")
+    s.add_argument("--holdout-seed", type=int, default=0, help="which patients the holdout takes")
     s.set_defaults(func=_folds)
 
     s = command("train", "train one fold (under torchrun: one process per GPU, DDP)", epilog_fn=train_epilog)

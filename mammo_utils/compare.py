@@ -1,15 +1,18 @@
 """Comparing runs of a sweep with honest statistics.
 
-Each run is scored on the labelled held-out test set (the synthetic generator's side file): those
-breasts took part in no training, epoch selection or threshold choice, and every run predicts the
-same ones, so differences between recipes can be bootstrapped *paired* over breasts. The validation
-figures (best epoch and threshold chosen on them) are shown beside, labelled as selection figures.
+Each run is scored on breasts that took part in no training, epoch selection or threshold choice,
+and every run predicts the same ones, so differences between recipes can be bootstrapped *paired*
+over breasts. The target is the run's locked **holdout** (any dataset: its patients are set by
+``holdout_fraction`` and ``holdout_seed``, and runs whose holdout fingerprints differ are refused),
+or the **synthetic test** set where the generator's labels exist; one code path serves both. The
+out-of-fold and validation (selection) figures are shown beside.
 
 One statistic per name, everywhere in this module, its tables and its figures:
 
 * ``auc``     ROC AUC of the per-breast probabilities, aggregated as each run trained (mean or max);
 * ``pr_auc``  average precision of the same probabilities;
 * ``pf1``     pF1 of the per-breast predictions binarized at the run's own threshold (its submission);
+* ``<target>_<stat>`` where target is ``holdout`` or ``test`` (the synthetic test set);
 * ``_seed_mean`` (combination tables): the mean of that statistic over the seeds of a combination.
   Its interval and the paired difference resample the same breasts for every seed, so the difference
   of two rows of the table is exactly the difference the paired table estimates.
@@ -61,6 +64,61 @@ def run_aggregation(run_dir) -> str:
     return "mean"
 
 
+TARGETS = {"holdout": "holdout", "synthetic_test": "test"}  # target -> the prefix of its columns
+
+
+def prefix(target: str) -> str:
+    if target not in TARGETS:
+        raise UserError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    return TARGETS[target]
+
+
+def run_threshold(run_dir) -> float:
+    """The threshold a run chose (out of fold, notebook 05) and its ensemble applies."""
+    for path in sorted(paths.train_root(Path(run_dir)).glob(f"*/{paths.THRESHOLD}")):
+        return float(json.loads(path.read_text())["threshold"])
+    raise UserError(f"{run_dir}: no {paths.THRESHOLD}: run notebook 05")
+
+
+def holdout_breasts(run_dir) -> pd.DataFrame:
+    """Per-breast holdout probabilities of the run's fold ensemble (aggregated as it trained), its
+    decisions at its own OOF threshold, and the true labels."""
+    path = paths.holdout_predictions_csv(run_dir)
+    if not path.exists():
+        raise UserError(f"{path} not found: the run has no holdout predictions (notebook 05 writes them)")
+    images = pd.read_csv(path)
+    missing = sorted(images[images.pred.isna()].image_id.astype(str))
+    breasts = metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=run_aggregation(run_dir))
+    lost = sorted(set(metrics.aggregate_breasts(images.assign(pred=0.0)).prediction_id) - set(breasts.prediction_id))
+    if lost:
+        raise UserError(f"{run_dir}: {len(lost)} holdout breast(s) have no prediction: {', '.join(lost[:10])} "
+                        f"(images {', '.join(missing[:10])})")
+    breasts = breasts.set_index("prediction_id")
+    return pd.DataFrame({"cancer": breasts.cancer, "pred": breasts.pred,
+                         "binary": (breasts.pred >= run_threshold(run_dir)).astype(float)})
+
+
+def target_breasts(data, run_dir, target: str = "holdout") -> pd.DataFrame:
+    """The breasts a comparison scores, for one run: its holdout or the synthetic test set."""
+    prefix(target)
+    return holdout_breasts(run_dir) if target == "holdout" else test_breasts(data, run_dir)
+
+
+def holdout_fingerprint(run_dir) -> str | None:
+    path = paths.holdout_json(run_dir)
+    return json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+
+
+def check_same_holdout(runs: pd.DataFrame) -> str:
+    """Runs are compared on one holdout only; returns its fingerprint or raises in one line."""
+    prints = sorted(set(runs.holdout_fingerprint.dropna()))
+    if len(prints) > 1 or runs.holdout_fingerprint.isna().any():
+        raise UserError(f"these runs were judged on different holdouts (fingerprints {prints}"
+                        f"{', and none' if runs.holdout_fingerprint.isna().any() else ''}): compare runs made with "
+                        f"the same holdout_fraction and holdout_seed")
+    return prints[0]
+
+
 def test_breasts(data, run_dir) -> pd.DataFrame:
     """Per-breast test probabilities (aggregated as the run trained) and the run's binarized
     predictions, with the true labels of the synthetic side file. A test breast without a
@@ -98,7 +156,14 @@ def collect(sweep_dir, runs=None) -> pd.DataFrame:
         if not r.get("combination"):
             continue
         summ = r["summary"]
+        est = summ.get("estimates", {})
         rows.append({"run": r["run"], "combination": r["combination"], "seed": r.get("seed"),
+                     "holdout_fingerprint": holdout_fingerprint(s.parent),
+                     "holdout_auc": est.get("holdout", {}).get("auc"), "holdout_pf1": est.get("holdout", {}).get("pf1"),
+                     "holdout_breasts": est.get("holdout", {}).get("breasts"),
+                     "holdout_positives": est.get("holdout", {}).get("cancer_breasts"),
+                     "oof_auc": est.get("oof", {}).get("auc"), "oof_pf1": est.get("oof", {}).get("pf1"),
+                     "oof_pr_auc": est.get("oof", {}).get("pr_auc"),
                      "control": bool(r.get("control")), "params": json.dumps(r.get("params", {}), sort_keys=True),
                      "val_auc": summ.get("val_auc"), "val_pf1": summ.get("val_pf1"), "val_pr_auc": summ.get("val_pr_auc"),
                      "test_auc": summ.get("test_auc"), "test_pf1": summ.get("test_pf1"),
@@ -110,45 +175,53 @@ def collect(sweep_dir, runs=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per combination, each statistic's mean over seeds (``test_<stat>_seed_mean``) with a 95 %
-    interval from a bootstrap over test breasts (one resample serves every seed) and the seed spread."""
+def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, seed: int = 0,
+                      target: str = "holdout") -> pd.DataFrame:
+    """Per combination, each statistic's mean over seeds (``<target>_<stat>_seed_mean``) with a 95 %
+    interval from a bootstrap over the target's breasts (one resample serves every seed) and the seed
+    spread; the out-of-fold and validation (selection) figures beside."""
+    pre = prefix(target)
+    if target == "holdout":
+        check_same_holdout(runs)
     rows = []
     for combo, g in runs.groupby("combination", sort=False):
-        breasts = [test_breasts(data, Path(sweep_dir) / r) for r in g.run]
+        breasts = [target_breasts(data, Path(sweep_dir) / r, target) for r in g.run]
         y = breasts[0].cancer.to_numpy()
         idx = resamples(len(y), n_boot, seed)
         row = {"combination": combo, "control": bool(g.control.any()), "seeds": len(g), "runs": ", ".join(g.run)}
         for name, (col, fn) in STATISTICS.items():
             per_seed = np.array([fn(y, b[col].to_numpy()) for b in breasts])
-            key = f"test_{name}_seed_mean"
+            key = f"{pre}_{name}_seed_mean"
             row[key] = float(np.mean(per_seed))
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = interval(fn, y, *[b[col] for b in breasts], indices=idx)
-            row[f"test_{name}_seed_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-        for name in ("auc", "pf1", "pr_auc"):
-            vals = g[f"val_{name}"].astype(float).to_numpy()
-            key = f"val_{name}_seed_mean"
+            row[f"{pre}_{name}_seed_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+        for name in ("val_auc", "val_pf1", "val_pr_auc", "oof_auc", "oof_pf1", "oof_pr_auc"):
+            vals = g[name].astype(float).to_numpy()
+            key = f"{name}_seed_mean"
             row[key] = float(np.mean(vals))
             half = 1.96 * np.std(vals, ddof=1) / np.sqrt(len(vals)) if len(vals) > 1 else float("nan")
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = row[key] - half, row[key] + half
-        row["test_breasts"], row["test_positives"] = int(g.test_breasts.iloc[0]), int(g.test_positives.iloc[0])
+        row[f"{pre}_breasts"], row[f"{pre}_positives"] = len(y), int(np.sum(y))
         row["minutes_per_run"] = float(g.minutes.mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def paired_table(runs: pd.DataFrame, sweep_dir, data, baseline: str | None = None, metric: str = "auc",
-                 n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Each combination against ``baseline``: the difference of ``test_<metric>_seed_mean`` (the
-    combination table's column), with a paired bootstrap over the same test breasts."""
+                 n_boot: int = 2000, seed: int = 0, target: str = "holdout") -> pd.DataFrame:
+    """Each combination against ``baseline``: the difference of ``<target>_<metric>_seed_mean`` (the
+    combination table's column), with a paired bootstrap over the same breasts."""
     col, fn = statistic(metric)
+    pre = prefix(target)
+    if target == "holdout":
+        check_same_holdout(runs)
     combos = list(dict.fromkeys(runs.combination))
     baseline = baseline or combos[0]
     if baseline not in combos:
         raise UserError(f"baseline {baseline!r} is not a combination of this sweep: {combos}")
 
     def per_seed(combo):
-        breasts = [test_breasts(data, Path(sweep_dir) / r) for r in runs[runs.combination == combo].run]
+        breasts = [target_breasts(data, Path(sweep_dir) / r, target) for r in runs[runs.combination == combo].run]
         return breasts[0].cancer.to_numpy(), [b[col].to_numpy() for b in breasts]
 
     y, base = per_seed(baseline)
@@ -157,7 +230,7 @@ def paired_table(runs: pd.DataFrame, sweep_dir, data, baseline: str | None = Non
         if combo == baseline:
             continue
         _, preds = per_seed(combo)
-        rows.append({"combination": combo, "baseline": baseline, "metric": f"test_{metric}_seed_mean",
+        rows.append({"combination": combo, "baseline": baseline, "metric": f"{pre}_{metric}_seed_mean",
                      **paired_difference(fn, y, preds, base, n_boot, seed)})
     return pd.DataFrame(rows)
 
@@ -183,3 +256,11 @@ def write_comparison(sweep_dir, table: pd.DataFrame, failed=()) -> Path:
                         ignore_index=True)
     out.to_csv(path, index=False)
     return path
+
+
+def headline_columns(target: str = "holdout") -> list[str]:
+    """The columns of a combination table a reader looks at first."""
+    pre = prefix(target)
+    return ["combination", "control", "seeds", f"{pre}_auc_seed_mean", f"{pre}_auc_seed_mean_ci_low",
+            f"{pre}_auc_seed_mean_ci_high", f"{pre}_pf1_seed_mean", f"{pre}_pr_auc_seed_mean", "oof_auc_seed_mean",
+            "val_auc_seed_mean", "minutes_per_run"]

@@ -170,6 +170,15 @@ def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
     return df
 
 
+def n_folds(folds_csv) -> int:
+    """How many folds a folds.csv has."""
+    from .errors import UserError
+
+    if not Path(folds_csv).exists():
+        raise UserError(f"{folds_csv} not found: make folds first (notebook 03 or `python -m mammo_utils folds`)")
+    return int(pd.read_csv(folds_csv, usecols=["fold"]).fold.max()) + 1
+
+
 def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train rows, validation rows) for one fold.
 

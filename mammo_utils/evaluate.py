@@ -162,6 +162,13 @@ def grad_cams(model, image_paths) -> tuple[list, list]:
     return pics, cams
 
 
+def save_decision_all(run, threshold: float, aggregate: str, extra: dict | None = None) -> list[Path]:
+    """The same decision rule (chosen out of fold) into every trained fold: the fold ensemble applies it."""
+    from .estimates import trained_folds
+
+    return [save_decision(paths.train_dir(run, k), threshold, aggregate, extra) for k in trained_folds(run)]
+
+
 def save_decision(train_run, threshold: float, aggregate: str, extra: dict | None = None) -> Path:
     """Record the threshold and aggregation chosen on validation data; inference reads it."""
     path = Path(train_run) / paths.THRESHOLD

@@ -1,6 +1,6 @@
 """Run training in this process, or under ``torchrun`` with one process per GPU (DDP).
 
-Notebook 04 calls :func:`train_fold`; with ``gpus > 1`` it writes the config next to the run and
+Notebook 04 calls :func:`train_folds`, which calls :func:`train_fold` per fold; with ``gpus > 1`` it writes the config next to the run and
 starts ``torchrun --standalone --nproc-per-node gpus -m mammo_utils train --config ...``, streaming
 its per-epoch lines, then returns the same result dict a single-process run returns.
 """
@@ -41,6 +41,25 @@ def train_fold(cfg: TrainConfig, gpus: int = 1, progress: bool = True) -> dict:
     if returncode != 0:
         raise RuntimeError(f"torchrun failed (exit {returncode}):\n{stderr_tail}")
     return result_from_run(run)
+
+
+def train_folds(cfg: TrainConfig, run, folds, gpus: int = 1, progress: bool = True) -> list[dict]:
+    """Train ``folds`` of a run one after another (each on every GPU under DDP), each in
+    ``<run>/train/fold<k>`` and resumable on its own (``resume="auto"``: a finished fold is not trained
+    again). Prints the expected time of the rest once the first fold has taken its time."""
+    import time
+
+    results = []
+    print(f"training {len(folds)} fold(s) {folds} one after another, {cfg.epochs} epochs each", flush=True)
+    for i, k in enumerate(folds):
+        t0 = time.perf_counter()
+        results.append(train_fold(cfg.replace(fold=k, run_dir=str(paths.train_dir(run, k))), gpus, progress))
+        left = len(folds) - i - 1
+        if left:
+            minutes = (time.perf_counter() - t0) / 60
+            print(f"fold {k} took {minutes:.1f} min: about {minutes * left:.1f} min more for folds {folds[i + 1:]}",
+                  flush=True)
+    return results
 
 
 def stream_epoch_lines(command: list[str]) -> tuple[int, str]:

@@ -7,7 +7,9 @@ Data (read-only; the RSNA layout)::
 A run folder::
 
     <run>/preprocessed/<split>_<HxW>/   manifest.csv errors.csv preprocess.json <patient>/<image>.png
-    <run>/folds.csv
+    <run>/holdout.csv holdout.json     the locked holdout (patients no fold ever sees)
+    <run>/folds.csv                     every other image with its fold and `sampled`
+    <run>/oof_predictions.csv holdout_predictions.csv
     <run>/train/fold<k>/                config.json metrics.csv last.pt best.pt val_predictions.csv threshold.json
     <run>/notebooks/NN_name.ipynb       executed copies
     <run>/notebooks/NN_name_figK.png    every figure of the executed notebooks, as a file
@@ -168,6 +170,25 @@ def bundle_wheels(bundle) -> Path:
 
 def bundle_run(bundle) -> Path:
     return Path(bundle) / "run"
+
+
+def holdout_csv(run) -> Path:
+    """The locked holdout's images (notebook 03): no fold, training step or threshold ever sees them."""
+    return Path(run) / "holdout.csv"
+
+
+def holdout_json(run) -> Path:
+    """How the holdout was drawn and its fingerprint."""
+    return Path(run) / "holdout.json"
+
+
+def oof_csv(run) -> Path:
+    """Every fold's validation predictions of its best epoch, pooled (out of fold)."""
+    return Path(run) / "oof_predictions.csv"
+
+
+def holdout_predictions_csv(run) -> Path:
+    return Path(run) / "holdout_predictions.csv"
 
 
 def report_html(run) -> Path:

@@ -231,7 +231,8 @@ def read_results(data: Path, run: Path) -> dict:
         ev = json.loads(evaluation.read_text())
         out.update(val_auc=ev.get("auc"), val_pf1=ev.get("pf1"), val_pr_auc=ev.get("pr_auc"),
                    threshold=ev.get("threshold"), aggregate=ev.get("aggregate"), val_breasts=ev.get("breasts"),
-                   val_positives=ev.get("positives"), best_epoch=ev.get("best_epoch"))
+                   val_positives=ev.get("positives"), best_epoch=ev.get("best_epoch"),
+                   estimates=ev.get("estimates", {}))
     sub = paths.submission_csv(run)
     if sub.exists():
         import pandas as pd
@@ -239,6 +240,11 @@ def read_results(data: Path, run: Path) -> dict:
         s = pd.read_csv(sub)
         out.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
         out.update(score_synthetic_test(data, run))
+    if "test_auc" in out and "estimates" in out:
+        out["estimates"]["synthetic_test"] = {
+            "auc": out["test_auc"], "pf1": out["test_pf1"], "pr_auc": out["test_pr_auc"], "breasts": out["test_breasts"],
+            "cancer_breasts": out["test_positives"], "threshold": out.get("threshold"),
+            "note": "the generator's labelled test set, predicted by the submission: an untouched estimate"}
     return out
 
 

@@ -198,15 +198,20 @@ def roc_pr(labels, preds, split: str = "validation"):
     y = np.asarray(labels)
     n, pos = len(y), int(np.sum(y))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    if len(np.unique(y)) < 2:  # no curve to draw: say why instead of failing
+        for ax, name in zip(axes, ("ROC curve", "Precision-recall curve")):
+            ax.text(0.5, 0.5, f"undefined: {n} breasts, {pos} cancer", ha="center", va="center")
+            ax.set(title=f"{name}, {split}", xlabel="", ylabel="")
+        return fig
     fpr, tpr, _ = roc_curve(y, preds)
     axes[0].plot(fpr, tpr, label=f"AUC {roc_auc_score(y, preds):.3f}")
     axes[0].plot([0, 1], [0, 1], ls=":", color="gray", label="chance")
-    axes[0].set(title=f"ROC curve, {split}: {n} breasts, {pos} cancer", xlabel="false positive rate",
+    axes[0].set(title=f"ROC curve\n{split}: {n} breasts, {pos} cancer", xlabel="false positive rate",
                 ylabel="true positive rate")
     prec, rec, _ = precision_recall_curve(y, preds)
     axes[1].plot(rec, prec, label=f"average precision {average_precision_score(y, preds):.3f}")
     axes[1].axhline(np.mean(y), ls=":", color="gray", label=f"prevalence {np.mean(y):.3f}")
-    axes[1].set(title=f"Precision-recall curve, {split}: {n} breasts, {pos} cancer", xlabel="recall",
+    axes[1].set(title=f"Precision-recall curve\n{split}: {n} breasts, {pos} cancer", xlabel="recall",
                 ylabel="precision")
     for ax in axes:
         ax.legend(loc="lower right", fontsize=8)
@@ -317,14 +322,16 @@ def worst_crops(images, masks, boxes, titles, cols: int = 4):
 
 # ---- sweeps ---------------------------------------------------------------------------------------
 
-def comparison(table: pd.DataFrame):
-    """Held-out test AUC and pF1 per combination with 95 % intervals, beside the validation (selection) AUC."""
+def comparison(table: pd.DataFrame, target: str = "holdout"):
+    """The target's AUC and pF1 per combination (locked holdout, or the synthetic test set) with 95 %
+    intervals, beside the out-of-fold AUC (its threshold was chosen there)."""
+    pre, name = ("holdout", "Locked holdout") if target == "holdout" else ("test", "Synthetic test set")
     fig, axes = plt.subplots(1, 3, figsize=(16, 0.6 * len(table) + 2.5), sharey=True)
     y = np.arange(len(table))
     colors = ["#999999" if c else "#1f77b4" for c in table.control]
-    for ax, col, title in ((axes[0], "test_auc_seed_mean", "Held-out test AUC (untouched)"),
-                           (axes[1], "test_pf1_seed_mean", "Held-out test pF1 at each run's threshold"),
-                           (axes[2], "val_auc_seed_mean", "Validation AUC (selection: optimistic)")):
+    for ax, col, title in ((axes[0], f"{pre}_auc_seed_mean", f"{name} AUC (untouched)"),
+                           (axes[1], f"{pre}_pf1_seed_mean", f"{name} pF1 at each run's OOF threshold"),
+                           (axes[2], "oof_auc_seed_mean", "Out-of-fold AUC (threshold chosen here)")):
         lo, hi = table[f"{col}_ci_low"], table[f"{col}_ci_high"]
         ax.errorbar(table[col], y, xerr=[table[col] - lo, hi - table[col]], fmt="none", ecolor="black", capsize=3)
         ax.scatter(table[col], y, c=colors, zorder=3)

@@ -47,9 +47,15 @@ def write_report(run, names) -> Path:
         nb = nbformat.read(executed, as_version=4)
         combined.cells.append(nbformat.v4.new_markdown_cell(f"<a id='{name}'></a>\n\n---\n*Notebook `{name}`, "
                                                             f"executed copy: `notebooks/{name}.ipynb`*"))
+        figure = 0
+        for cell in nb.cells:  # alt text: what each image is (the file it was also saved as)
+            for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                if "image/png" in out.get("data", {}):
+                    figure += 1
+                    out.setdefault("metadata", {}).setdefault("image/png", {})["alt"] = f"{name}_fig{figure}.png"
         combined.cells.extend(nb.cells)
         combined.metadata.setdefault("kernelspec", nb.metadata.get("kernelspec", {}))
-    html, _ = HTMLExporter().from_notebook_node(combined)
+    html, _ = HTMLExporter(template_name="classic").from_notebook_node(combined)  # classic: it writes alt text
     path = paths.report_html(run)
     path.write_text(html, encoding="utf-8")
     return path

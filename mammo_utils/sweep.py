@@ -32,7 +32,8 @@ from .errors import UserError
 from .pipeline import COMPARE_NOTEBOOK, NOTEBOOKS, execute_notebook, notebook_defaults, plan_parameters, run_pipeline
 
 PREPROCESS_KEYS = ("data_dir", "split", "image_size", "bits", "backend", "limit")
-FOLDS_KEYS = ("data_dir", "strategy", "neg_per_pos", "label_control", "n_splits", "seed")
+FOLDS_KEYS = ("data_dir", "strategy", "neg_per_pos", "label_control", "n_splits", "seed", "holdout_fraction",
+              "holdout_seed")
 
 
 def read_grid(path) -> list[dict]:
@@ -162,8 +163,10 @@ def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict
         if not (train_pre / paths.MANIFEST).exists():
             notebooks.insert(0, "02_preprocess")  # first use of this preprocessing: make it (resumable)
         run.mkdir(parents=True, exist_ok=True)
-        if folds_cache.exists():
+        if folds_cache.exists():  # the folds and the holdout they were made beside
             shutil.copy(folds_cache, paths.folds_csv(run))
+            for holdout_file in (paths.holdout_csv, paths.holdout_json):
+                shutil.copy(holdout_file(folds_cache.with_suffix("")), holdout_file(run))
         else:
             notebooks.insert(notebooks.index("04_train"), "03_sampling")
         paths.sweep_params(run).write_text(json.dumps(record, indent=2))
@@ -177,7 +180,9 @@ def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict
             failed.append(name)
             continue
         if not folds_cache.exists():
-            folds_cache.parent.mkdir(parents=True, exist_ok=True)
+            folds_cache.with_suffix("").mkdir(parents=True, exist_ok=True)
+            for holdout_file in (paths.holdout_csv, paths.holdout_json):
+                shutil.copy(holdout_file(run), holdout_file(folds_cache.with_suffix("")))
             shutil.copy(paths.folds_csv(run), folds_cache)
         summary = json.loads(paths.summary_json(run).read_text())
         summary.update(completed=True, combination=combo["name"], seed=seed)
@@ -199,6 +204,10 @@ def compare_sweep(data, sweep: Path, baseline: str | None = None, progress: bool
     from papermill.exceptions import PapermillExecutionError
 
     out = sweep / "07_compare.ipynb"
+    if runs is not None:
+        stale = sorted(p.parent.name for p in sweep.glob("*/summary.json") if p.parent.name not in set(runs))
+        if stale:
+            print(f"[sweep] left out {len(stale)} run(s) of earlier grids: {', '.join(stale)}", flush=True)
     params = {"sweep_dir": str(sweep), "data_dir": str(data), "baseline": baseline,
               "run_names": list(runs) if runs is not None else None, "failed": list(failed)}
     try:

@@ -67,7 +67,8 @@ def test_notebook_04_defaults_are_the_train_config_defaults():
     from mammo_utils.config import TrainConfig
 
     declared = notebook_defaults("04_train")
-    shared = {f.name: f.default for f in fields(TrainConfig) if f.name in declared and f.name != "run_dir"}
+    other_meaning = {"run_dir", "folds"}  # the pipeline's run folder; which folds to train (TrainConfig: folds.csv)
+    shared = {f.name: f.default for f in fields(TrainConfig) if f.name in declared and f.name not in other_meaning}
     assert {"epochs", "lr", "batch_size", "amp", "ema_decay", "workers", "seed"} <= set(shared)
     assert {k: declared[k] for k in shared} == shared
 
@@ -88,6 +89,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     shutil.copytree(tiny_data, data)
     run = tmp_path / "run"
     params = {"image_size": "64x32", "epochs": "2", "max_steps_per_epoch": "3", "n_splits": "3", "workers": "0",
+              "folds": "all",
               "bootstrap": "50", "gallery_per_machine": "1", "05.n_examples": "2"}
     assert run_pipeline(data, run, params=params) == 0
     console = capfd.readouterr()
@@ -126,6 +128,25 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
         assert figures >= 1, f"{name} shows no figure"
     assert (run / "folds.csv").exists() and (run / "train" / "fold0" / "best.pt").exists()
     assert (run / "train" / "fold0" / "threshold.json").exists()
+    # a locked holdout, every fold trained, out-of-fold predictions, estimates side by side
+    from mammo_utils.estimates import split_holdout
+    from mammo_utils.tables import read_table
+
+    holdout, folds = pd.read_csv(run / "holdout.csv"), pd.read_csv(run / "folds.csv")
+    locked = set(holdout.patient_id)
+    assert locked and not locked & set(folds.patient_id)
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    assert sorted(oof.fold.unique()) == [0, 1, 2] and oof.image_id.is_unique and not locked & set(oof.patient_id)
+    for k in range(3):
+        val = pd.read_csv(run / "train" / f"fold{k}" / "val_predictions.csv")
+        assert not locked & set(val.patient_id) and set(val.image_id) <= set(folds.image_id)
+    estimates = summary["estimates"]
+    assert {"selection", "oof", "holdout", "synthetic_test"} <= set(estimates)
+    assert {"auc", "auc_ci", "pf1", "pf1_ci", "pr_auc", "threshold", "breasts", "cancer_breasts",
+            "fingerprint"} <= set(estimates["holdout"])
+    assert estimates["holdout"]["threshold"] == estimates["oof"]["threshold"] == summary["threshold"]
+    again = split_holdout(read_table(data), 0.15, 0)[2]["fingerprint"]  # the same data, fraction, seed
+    assert estimates["holdout"]["fingerprint"] == again == json.loads((run / "holdout.json").read_text())["fingerprint"]
 
     # a failing notebook stops the pipeline with a non-zero status
     assert run_pipeline(data, tmp_path / "run2", params={**params, "03.strategy": "bogus"}, progress=False) == 1

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from mammo_utils import metrics
+from mammo_utils.errors import UserError
 from mammo_utils.sampling import BalancedBatchSampler, paired_breast_undersample, patient_folds, pos_weight
 
 
@@ -160,9 +161,11 @@ def test_cli_folds(tmp_path):
     assert main(["folds", "--data", str(tmp_path), "--out", str(out), "--neg-per-pos", "2", "--n-splits", "3"]) == 0
     folds = pd.read_csv(out)
     assert set(folds.fold) == {0, 1, 2} and (folds.groupby("patient_id").fold.nunique() == 1).all()
-    assert folds.patient_id.nunique() == 60  # every patient keeps a fold; the strategy marks training images
-    n_pos = folds.groupby("patient_id").cancer.max().sum()
-    assert folds[folds.sampled].patient_id.nunique() == n_pos + min(2 * n_pos, 60 - n_pos)
+    holdout = pd.read_csv(tmp_path / "holdout.csv")
+    assert not set(holdout.patient_id) & set(folds.patient_id)  # the holdout takes no part in the folds
+    assert folds.patient_id.nunique() + holdout.patient_id.nunique() == 60  # every other patient keeps a fold
+    n_pos, n = folds.groupby("patient_id").cancer.max().sum(), folds.patient_id.nunique()
+    assert folds[folds.sampled].patient_id.nunique() == n_pos + min(2 * n_pos, n - n_pos)
 
 
 def test_shuffled_label_control_keeps_prevalence_and_breasts(table):
@@ -222,3 +225,35 @@ def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
     legacy.to_csv(tmp_path / "legacy.csv", index=False)
     train, _ = read_split(tmp_path / "png", tmp_path / "legacy.csv", 1)
     assert set(train.image_id) == set(folds[folds.fold != 1].image_id)
+
+
+def test_holdout_is_grouped_stratified_deterministic_and_fingerprinted(table):
+    from mammo_utils.estimates import fingerprint, split_holdout
+
+    holdout, rest, info = split_holdout(table, 0.15, seed=0)
+    assert not set(holdout.patient_id) & set(rest.patient_id) and len(holdout) + len(rest) == len(table)
+    patients = table.groupby("patient_id").agg(cancer=("cancer", "max"), site=("site_id", "first"))
+    chosen = patients.loc[sorted(set(holdout.patient_id))]
+    for key, stratum in patients.groupby(["cancer", "site"]):  # the fraction within every stratum
+        took = ((chosen.cancer == key[0]) & (chosen.site == key[1])).sum()
+        assert took == round(0.15 * len(stratum))
+    again = split_holdout(table.sample(frac=1.0, random_state=3), 0.15, seed=0)  # row order does not matter
+    assert set(again[0].patient_id) == set(holdout.patient_id) and again[2]["fingerprint"] == info["fingerprint"]
+    other = split_holdout(table, 0.15, seed=1)
+    assert other[2]["fingerprint"] != info["fingerprint"] and set(other[0].patient_id) != set(holdout.patient_id)
+    assert info["fingerprint"] == fingerprint(holdout.patient_id, 0.15, 0) != fingerprint(holdout.patient_id, 0.2, 0)
+    # more patients: the holdout keeps its patients of each stratum where the stratum grows
+    grown = pd.concat([table, rsna_table(300, seed=9).assign(patient_id=lambda d: d.patient_id + 100_000)])
+    assert len(set(split_holdout(grown, 0.15, 0)[0].patient_id) & set(holdout.patient_id)) > 0.8 * len(chosen)
+    official = table.assign(official_split=np.where(table.patient_id.isin(list(patients.index[:50])), "test", "train"))
+    assert set(split_holdout(official, 0.15, 0)[0].patient_id) == set(patients.index[:50])
+    with pytest.raises(UserError, match="holdout_fraction"):
+        split_holdout(table, 1.0)
+
+
+def test_fold_list():
+    from mammo_utils.estimates import fold_list
+
+    assert fold_list("all", 3) == [0, 1, 2] and fold_list([2, 0, 2], 3) == [0, 2] and fold_list(1, 3) == [1]
+    with pytest.raises(UserError, match="folds must be"):
+        fold_list([3], 3)

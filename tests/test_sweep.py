@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils import compare, metrics
+from mammo_utils import compare, metrics, paths
 from mammo_utils.errors import UserError
 from mammo_utils.sweep import read_grid, run_sweep
 
@@ -69,8 +69,9 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False) == 0
     table = pd.read_csv(sweep / "comparison.csv")
     assert list(table.combination) == ["loss-bce", "loss-focal"]
-    assert {"test_auc_seed_mean", "test_auc_seed_mean_ci_low", "test_auc_seed_mean_ci_high",
-            "val_auc_seed_mean_ci_low", "test_pf1_seed_mean_ci_high"} <= set(table.columns)
+    assert {"holdout_auc_seed_mean", "holdout_auc_seed_mean_ci_low", "holdout_auc_seed_mean_ci_high",
+            "oof_auc_seed_mean", "val_auc_seed_mean_ci_low", "holdout_pf1_seed_mean_ci_high"} <= set(table.columns)
+    assert table.status.tolist() == ["finished", "finished"]
     runs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
     assert runs == ["loss-bce_seed0", "loss-focal_seed0"]
     # the second combination reused the preprocessing and the folds of the first
@@ -87,6 +88,16 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False, compare=False) == 0
     assert capsys.readouterr().out.count("skipped") == 2
     assert (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime == stamp
+    # a new grid in the same folder, with a recipe that fails: the sweep goes on, compares the current grid
+    # only (loss-focal is stale), lists the failed recipe, and exits 1
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"combinations": [{"name": "loss-bce", "04.loss": "bce"},
+                                                   {"name": "broken", "03.strategy": "bogus"}]}))
+    assert run_sweep(data, sweep, mixed, seeds=[0], params=fixed, progress=False) == 1
+    out = capsys.readouterr().out
+    assert "broken_seed0 failed; going on" in out and "left out 1 run(s) of earlier grids: loss-focal_seed0" in out
+    table = pd.read_csv(sweep / "comparison.csv")
+    assert table[["combination", "status"]].values.tolist() == [["loss-bce", "finished"], ["broken", "failed"]]
 
 
 def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
@@ -107,10 +118,9 @@ def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
     assert got["test_pf1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # binary submission: precision 1/2, recall 1
 
 
-def fake_sweep_run(sweep, name, combination, seed, probs, binary, aggregate="mean"):
-    """A finished sweep run as compare reads it: params, summary, submission, image predictions, config."""
-    from mammo_utils import paths
-
+def fake_sweep_run(sweep, name, combination, seed, probs, binary, aggregate="mean", fingerprint="abc"):
+    """A finished sweep run as compare reads it: params, summary, submission, image predictions, config,
+    and holdout predictions with their fingerprint and threshold."""
     run = sweep / name
     paths.train_dir(run, 0).mkdir(parents=True)
     (run / "sweep_params.json").write_text(json.dumps({"combination": combination, "seed": seed, "params": {}}))
@@ -121,6 +131,13 @@ def fake_sweep_run(sweep, name, combination, seed, probs, binary, aggregate="mea
     pd.DataFrame({"prediction_id": breasts, "cancer": binary}).to_csv(run / "submission.csv", index=False)
     rows = [(b, p) for b, pair in zip(breasts, probs) for p in pair]  # two images a breast
     pd.DataFrame(rows, columns=["prediction_id", "pred"]).to_csv(run / "submission_images.csv", index=False)
+    # the same breasts as a locked holdout, predicted by the fold ensemble, at the OOF threshold 0.5
+    labels = {"1_L": 1, "3_R": 1}
+    pd.DataFrame([{"prediction_id": b, "patient_id": int(b[0]), "laterality": b[2], "image_id": 10 * k + j,
+                   "cancer": labels.get(b, 0), "pred": p} for k, (b, pair) in enumerate(zip(breasts, probs))
+                  for j, p in enumerate(pair)]).to_csv(paths.holdout_predictions_csv(run), index=False)
+    paths.holdout_json(run).write_text(json.dumps({"fingerprint": fingerprint}))
+    (paths.train_dir(run, 0) / "threshold.json").write_text(json.dumps({"threshold": 0.5, "aggregate": aggregate}))
     return run
 
 
@@ -139,20 +156,32 @@ def sweep_folder(tmp_path):
     return data, sweep
 
 
-def test_comparison_statistics_agree_across_tables(sweep_folder):
+@pytest.mark.parametrize("target, pre", [("holdout", "holdout"), ("synthetic_test", "test")])
+def test_comparison_statistics_agree_across_tables(sweep_folder, target, pre):
     """One statistic per name: the paired difference is the difference of the table's seed means,
-    for AUC (probabilities) and pF1 (each run's binarized submission) alike."""
+    for AUC (probabilities) and pF1 (each run's binarized predictions) alike, on the holdout and on the
+    synthetic test set through the same code."""
     data, sweep = sweep_folder
     runs = compare.collect(sweep)
-    table = compare.combination_table(runs, sweep, data, n_boot=50).set_index("combination")
+    table = compare.combination_table(runs, sweep, data, n_boot=50, target=target).set_index("combination")
     for metric in ("auc", "pf1", "pr_auc"):
-        paired = compare.paired_table(runs, sweep, data, "a", metric, n_boot=50)
-        col = f"test_{metric}_seed_mean"
+        paired = compare.paired_table(runs, sweep, data, "a", metric, n_boot=50, target=target)
+        col = f"{pre}_{metric}_seed_mean"
         assert paired.metric.tolist() == [col]
         assert paired["diff"].iloc[0] == pytest.approx(table.loc["b", col] - table.loc["a", col])
-    b = compare.test_breasts(data, sweep / "a_seed0")
-    assert table.loc["a", "test_pf1_seed_mean"] == pytest.approx(np.mean(
-        [metrics.pfbeta(b.cancer, compare.test_breasts(data, sweep / f"a_seed{s}").binary) for s in (0, 1)]))
+    b = compare.target_breasts(data, sweep / "a_seed0", target)
+    assert table.loc["a", f"{pre}_pf1_seed_mean"] == pytest.approx(np.mean(
+        [metrics.pfbeta(b.cancer, compare.target_breasts(data, sweep / f"a_seed{s}", target).binary) for s in (0, 1)]))
+    assert table.loc["a", f"{pre}_breasts"] == 6 and table.loc["a", f"{pre}_positives"] == 2
+
+
+def test_comparison_refuses_runs_judged_on_different_holdouts(sweep_folder):
+    data, sweep = sweep_folder
+    paths.holdout_json(sweep / "b_seed1").write_text(json.dumps({"fingerprint": "other"}))
+    runs = compare.collect(sweep)
+    with pytest.raises(UserError, match=r"different holdouts \(fingerprints \['abc', 'other'\]\)"):
+        compare.combination_table(runs, sweep, data, n_boot=10)
+    compare.combination_table(runs, sweep, data, n_boot=10, target="synthetic_test")  # the same test set still
 
 
 def test_held_out_breasts_follow_the_run_and_refuse_gaps(sweep_folder):
