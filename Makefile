@@ -12,8 +12,11 @@ help:  ## list targets
 setup:  ## create/refresh .venv (seconds when requirements are unchanged)
 	@bash scripts/setup.sh
 
-demo: setup  ## the main job: notebooks 01-06 on the synthetic default via papermill
-	$(PY) -m mammo_utils pipeline --data $(DATA) --run $(RUN)
+DEMO_FOLDS ?= [0, 1]
+DEMO_EPOCHS ?= 5
+
+demo: setup  ## the main job: notebooks 01-06 on the synthetic default (2 of 5 folds, 5 epochs; DEMO_FOLDS=all for every fold)
+	$(PY) -m mammo_utils pipeline --data $(DATA) --run $(RUN) -p folds "$(DEMO_FOLDS)" -p epochs $(DEMO_EPOCHS)
 
 sweep: setup  ## the benchmark sweep: all data vs paired vs balanced sampler, 2 seeds, shuffled control (hard preset)
 	$(PY) -m mammo_utils sweep --data data/hard --preset hard --patients 400 --run runs/sweep_hard \
@@ -31,6 +34,7 @@ bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, infer
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/viewer.py
 	$(PY) benchmarks/gpu.py
+	$(PY) benchmarks/folds.py
 
 hooks: setup  ## contributors: strip notebook outputs on commit (nbstripout git filter)
 	.venv/bin/nbstripout --install --attributes .gitattributes

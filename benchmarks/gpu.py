@@ -61,7 +61,7 @@ def bench_loader(workers: int, n: int = 96, size=(1024, 512)) -> float:
     """Images/s of the training DataLoader (PNG decode + augmentation) on ``workers`` processes."""
     import pandas as pd
 
-    from mammo_utils.data import MammoDataset, create_loader
+    from mammo_utils.data import MammoDataset, create_loader, train_batches
     from mammo_utils.png import to_uint, write_png_atomic
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +72,8 @@ def bench_loader(workers: int, n: int = 96, size=(1024, 512)) -> float:
             write_png_atomic(p, to_uint(rng.random(size, dtype=np.float32)))
             paths.append(str(p))
         df = pd.DataFrame({"abs_path": (paths * (n // 16 + 1))[:n], "cancer": 0})
-        loader = create_loader(MammoDataset(df, train=True), 8, True, workers, pin_memory=False)
+        ds = MammoDataset(df, train=True)
+        loader = create_loader(ds, 8, workers, batch_sampler=train_batches(ds.labels, 8, "random"), pin_memory=False)
         it = iter(loader)
         next(it)
         t0 = time.perf_counter()

@@ -16,12 +16,12 @@ import torch
 
 from mammo_utils import train as T
 from mammo_utils.config import TrainConfig
-from mammo_utils.data import MammoDataset, create_loader, read_split
+from mammo_utils.data import MammoDataset, create_loader, read_split, train_batches
 from mammo_utils.engine import autocast, create_grad_scaler, resolve_amp
 from mammo_utils.models import build_model
 from mammo_utils.paths import parse_size
 from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.sampling import BalancedBatchSampler, patient_folds
+from mammo_utils.sampling import patient_folds
 
 DATA = Path(__file__).resolve().parent / "_data"
 
@@ -86,8 +86,8 @@ def main():
 
     # full loop: the real train_one_epoch over PNGs with augmentation and the balanced sampler
     ds = MammoDataset(train_df, train=True)
-    sampler = BalancedBatchSampler(ds.labels, args.batch_size, 0.25, seed=0)
-    loader = create_loader(ds, args.batch_size, True, args.workers, batch_sampler=sampler)
+    sampler = train_batches(ds.labels, args.batch_size, "balanced", 0.25, seed=0)
+    loader = create_loader(ds, args.batch_size, args.workers, batch_sampler=sampler)
     warm = cfg.replace(max_steps_per_epoch=args.warmup)
     T.train_one_epoch(model, loader, opt, sched, scaler, warm, device, amp_dtype, 1.0, T.StepState(), progress=False)
     sync()

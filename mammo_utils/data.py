@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import paths
 from .config import AugmentConfig
 from .png import load_png
 from .tables import with_prediction_id
@@ -188,6 +189,12 @@ def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, 
     from .tables import read_manifest
 
     df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
+    holdout_csv = Path(folds_csv).with_name(paths.holdout_csv(".").name)
+    if holdout_csv.exists():  # the locked holdout beside folds.csv takes no part in training or validation
+        leaked = set(df.patient_id) & set(pd.read_csv(holdout_csv, usecols=["patient_id"]).patient_id)
+        if leaked:
+            raise UserError(f"{folds_csv} holds {len(leaked)} patient(s) of the locked holdout {holdout_csv} "
+                            f"(e.g. {sorted(leaked)[:3]}): make the folds again (notebook 03)")
     if fold not in set(df.fold):
         raise UserError(f"fold {fold} is not in {folds_csv} (folds: {sorted(set(df.fold))})")
     return (df[(df.fold != fold) & df.sampled].reset_index(drop=True),

@@ -138,6 +138,19 @@ def per_fold(oof: pd.DataFrame, aggregate: str, threshold: float) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def check_fingerprints(run, folds, expected: str) -> None:
+    """Every fold must have been trained beside this very holdout (a later notebook 03 with another
+    seed or fraction would have put some of its patients into training)."""
+    from .checkpoint import load_checkpoint
+
+    for k in folds:
+        ckpt = load_checkpoint(paths.train_dir(run, k) / paths.BEST)
+        saved = ckpt.get("holdout_fingerprint")
+        if saved is not None and saved != expected:
+            raise UserError(f"fold {k} of {run} was trained beside another holdout ({saved}, now {expected}): train "
+                            f"the folds again (notebook 04) before judging them on this one")
+
+
 def predict_holdout(run, folds=None, batch_size: int = 16, workers: int = 0) -> pd.DataFrame:
     """Image probabilities of the holdout: the mean of the trained folds' probabilities, read from the
     PNGs the run trained on (preprocessing is reused, never repeated; an image that failed it stays
@@ -149,10 +162,11 @@ def predict_holdout(run, folds=None, batch_size: int = 16, workers: int = 0) -> 
     from .inference import PngDataset, load_ensemble
     from .tables import read_manifest
 
-    holdout, _ = read_holdout(run)
+    holdout, info = read_holdout(run)
     folds = trained_folds(run) if folds is None else folds
     if holdout.empty:
         raise UserError(f"{paths.holdout_csv(run)} is empty: holdout_fraction was 0")
+    check_fingerprints(run, folds, info["fingerprint"])
     if not folds:
         raise UserError(f"no trained fold under {paths.train_root(run)}: run notebook 04 first")
     config = json.loads((paths.train_dir(run, folds[0]) / paths.CONFIG).read_text())

@@ -367,6 +367,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                   f"{run} has finished its {done} epochs with these settings: nothing to train", flush=True)
 
     prevalence = float(metrics.aggregate_breasts(train_df.assign(pred=0.0)).cancer.mean())
+    holdout_json = Path(cfg.folds).with_name(paths.holdout_json(".").name)
+    holdout_print = json.loads(holdout_json.read_text()).get("fingerprint") if holdout_json.exists() else None
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}
     t_start = time.perf_counter()
     # dropout and the rest of torch's global stream: seeded per run (and rank), restored afterwards
@@ -398,7 +400,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             improved = score > best or best == -float("inf")
             common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=number,
                           epoch_base=1,
-                          train_breast_prevalence=prevalence, step=state.step, history=history,
+                          train_breast_prevalence=prevalence, holdout_fingerprint=holdout_print, step=state.step,
+                          history=history,
                           world_size=info.world_size, provenance=provenance())
             if improved:
                 best, best_epoch = score, number

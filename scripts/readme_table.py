@@ -35,21 +35,30 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpus} CPU cores, {gpu}"
 
 
+def ci(e: dict, key: str) -> str:
+    lo_hi = e.get(f"{key}_ci")
+    return f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi and None not in lo_hi else ""
+
+
 def rows(summary: dict, label: str) -> list[str]:
-    """Table rows for one run: its selection figures, and the untouched estimate where it has one."""
+    """Table rows for one run: time per notebook, then each estimate, the one to quote last."""
     seconds = summary.get("seconds", {})
     out = []
     if label == "demo":
         steps = ", ".join(f"{name[:2]} {s:.0f} s" for name, s in seconds.items())
-        out.append(f"| `make demo` (notebooks) | {summary.get('total_seconds', 0) / 60:.1f} min: {steps} |")
-    out.append(f"| {label} validation per breast (selection: best epoch {summary.get('best_epoch')} and the threshold "
-               f"chosen on these breasts) | AUC {fmt(summary.get('val_auc'))}, pF1 {fmt(summary.get('val_pf1'))} at "
-               f"threshold {fmt(summary.get('threshold'))} ({summary.get('val_breasts')} breasts, "
-               f"{summary.get('val_positives')} cancer) |")
-    if summary.get("test_auc") is not None:
-        out.append(f"| {label} held-out synthetic test set per breast (untouched) | AUC {fmt(summary.get('test_auc'))}, "
-                   f"pF1 {fmt(summary.get('test_pf1'))} ({summary.get('test_breasts')} breasts, "
-                   f"{summary.get('test_positives')} cancer) |")
+        out.append(f"| `make demo` | {summary.get('total_seconds', 0) / 60:.1f} min: {steps} |")
+    est = summary.get("estimates", {})
+    names = {"selection": "validation, one fold (selection: best epoch and threshold chosen on these breasts)",
+             "oof": "out of fold, every trained fold (the threshold is chosen here)",
+             "synthetic_test": "the generator's labelled test set (untouched)",
+             "holdout": "**locked holdout** (untouched; quote this one)"}
+    for key in ("selection", "oof", "synthetic_test", "holdout"):
+        e = est.get(key)
+        if not e:
+            continue
+        out.append(f"| {label}: {names[key]} | AUC {fmt(e.get('auc'))}{ci(e, 'auc')}, pF1 {fmt(e.get('pf1'))}"
+                   f"{ci(e, 'pf1')} at threshold {fmt(e.get('threshold'))} ({e.get('breasts')} breasts, "
+                   f"{e.get('cancer_breasts', e.get('positives'))} cancer) |")
     return out
 
 
@@ -60,7 +69,7 @@ def table(run: Path, control: Path | None = None) -> str:
              f"{machine()}).", "", "| step | measured |", "|---|---|"]
     lines += rows(summary, "demo")
     if control is not None:
-        lines += rows(json.loads((control / "summary.json").read_text()), "shuffled-label control")
+        lines += rows(json.loads((control / "summary.json").read_text()), "shuffled labels")
     return "\n".join(lines)
 
 

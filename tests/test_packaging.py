@@ -36,3 +36,18 @@ def test_core_dependencies_are_what_inference_needs():
     core = names(project["dependencies"])
     assert not core & {"jupyterlab", "papermill", "ipykernel", "pytest", "ipywidgets", "distributed", "mlflow"}
     assert {"lab", "test", "cluster"} <= set(project["optional-dependencies"])
+
+
+def test_readme_commands_work_as_written():
+    """One form for commands: `.venv/bin/mammo COMMAND` (the venv's console script) or make targets;
+    every command it names exists, and the console script is installed."""
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    assert not re.search(r"(^|[\s`])python -m mammo_utils", readme, flags=re.M), "use .venv/bin/mammo"
+    script = Path(sys.executable).parent / "mammo"
+    assert script.exists()
+    usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    for command in set(re.findall(r"\.venv/bin/mammo ([a-z-]+)", readme)):
+        assert command in usage, command

@@ -225,6 +225,10 @@ def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
     legacy.to_csv(tmp_path / "legacy.csv", index=False)
     train, _ = read_split(tmp_path / "png", tmp_path / "legacy.csv", 1)
     assert set(train.image_id) == set(folds[folds.fold != 1].image_id)
+    # a holdout beside folds.csv that shares a patient with the folds is refused: it would be trained on
+    t.head(4)[["patient_id", "image_id"]].to_csv(tmp_path / "holdout.csv", index=False)
+    with pytest.raises(UserError, match="patient.*of the locked holdout"):
+        read_split(tmp_path / "png", tmp_path / "folds.csv", 1)
 
 
 def test_holdout_is_grouped_stratified_deterministic_and_fingerprinted(table):
@@ -257,3 +261,16 @@ def test_fold_list():
     assert fold_list("all", 3) == [0, 1, 2] and fold_list([2, 0, 2], 3) == [0, 2] and fold_list(1, 3) == [1]
     with pytest.raises(UserError, match="folds must be"):
         fold_list([3], 3)
+
+
+def test_breakdown_says_undefined_not_zero():
+    """A machine without a cancer breast has no pF1 (nor AUC): NaN in the table, "n/a" in the figure."""
+    from mammo_utils import evaluate, plots
+
+    breasts = pd.DataFrame({"machine_id": [1, 1, 1, 2, 2], "cancer": [1, 0, 0, 0, 0],
+                            "pred": [0.9, 0.2, 0.6, 0.7, 0.1]})
+    table = evaluate.breakdown(breasts, "machine_id", 0.5).set_index("machine_id")
+    assert table.pf1[1] == pytest.approx(metrics.pfbeta([1, 0, 0], [1, 0, 1])) and np.isnan(table.pf1[2])
+    assert np.isnan(table.auc[2])
+    fig = plots.breakdown(table.reset_index(), "machine_id")
+    assert [t.get_text() for t in fig.axes[0].texts].count("n/a") == 2

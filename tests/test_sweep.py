@@ -61,6 +61,8 @@ def test_read_grid_product_and_named(tmp_path):
 def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
+    (data / "synthetic_truth.csv").unlink()  # a user's dataset: no synthetic truth, the holdout judges
+    shutil.rmtree(data / "synthetic_masks")
     grid = tmp_path / "grid.yaml"
     grid.write_text("04.loss: [bce, focal]\n")
     fixed = {"image_size": "64x32", "epochs": "1", "max_steps_per_epoch": "2", "workers": "0", "n_splits": "3",
@@ -81,7 +83,8 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     assert len(list((sweep / "_shared" / "preprocessed").glob("train_*"))) == 1
     for r in runs:
         s = json.loads((sweep / r / "summary.json").read_text())
-        assert s["completed"] and "val_auc" in s and "test_auc" in s
+        assert s["completed"] and "val_auc" in s and "test_auc" not in s
+        assert {"selection", "oof", "holdout"} <= set(s["estimates"]) and s["estimates"]["holdout"]["auc_ci"]
     # rerunning skips finished combinations
     stamp = (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime
     capsys.readouterr()

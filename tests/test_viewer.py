@@ -195,3 +195,29 @@ def test_viewer_reads_exactly_what_training_reads(tmp_path, photometric):
     np.testing.assert_allclose(V.display_image(view, "read", window),
                                read_dicom(path, min_size=(256, 128), window=window).image, atol=1e-6)
     assert not np.allclose(V.display_image(view, "read", window), as_read, atol=0.05)
+
+
+def test_viewers_use_the_preprocessed_folder_the_model_trained_on(small_run, tmp_path):
+    """A sweep run keeps its images in ``_shared/``, and a run may hold two preprocessed sizes: the
+    viewers read the folder the run's config.json records, never the first one alphabetically."""
+    import json
+    import shutil
+
+    from mammo_utils import paths
+
+    run = tmp_path / "sweep" / "combo_seed0"
+    shutil.copytree(small_run, run)
+    shared = tmp_path / "sweep" / "_shared" / "preprocessed" / "train_64x32_abc"
+    shutil.move(str(run / "preprocessed" / "train_64x32"), shared)
+    decoy = run / "preprocessed" / "train_32x16"  # sorts first; its images are black
+    decoy.mkdir(parents=True)
+    (decoy / paths.MANIFEST).write_text("image_id,path\n")
+    cfg_path = paths.train_dir(run, 0) / paths.CONFIG
+    cfg = json.loads(cfg_path.read_text())
+    cfg["preprocessed"] = str(shared)
+    cfg_path.write_text(json.dumps(cfg))
+    m = V.MistakeBrowser(run, display_px=256)
+    assert m._preprocessed_dir() == shared
+    screen = m.render()
+    assert screen[30:].max() > 100 and "breast p=" in m.title()  # real images, and the model's probabilities
+    assert all(m.probability(i) is not None for i in range(len(m.views)))
