@@ -4,7 +4,7 @@ DATA ?= data/synthetic
 RUN_GIVEN := $(RUN)
 RUN ?= runs/demo
 
-.PHONY: help setup demo sweep test bench lab hooks clean
+.PHONY: help setup demo sweep test bench lab ui hooks clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, infer
 	$(PY) benchmarks/viewer.py
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/folds.py
+
+ui: setup  ## MLflow's UI on the runs' local store (runs/mlflow.db), at http://127.0.0.1:5000
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
 
 hooks: setup  ## contributors: strip notebook outputs on commit (nbstripout git filter)
 	.venv/bin/nbstripout --install --attributes .gitattributes

@@ -22,8 +22,9 @@ CPU_MODEL = "resnet10t"         # ~5 img/s at 256x128 on 2 cores: the demo train
 
 # Fields earlier versions had. A saved config that holds them still loads; they are ignored with a warning.
 REMOVED_FIELDS = {"head", "in_chans", "drop_path_rate", "aux", "aux_weight", "freeze_backbone", "label_smoothing",
-                  "channels_last", "compile", "max_nonfinite", "mlflow"}
-CHOICES = {"schedule": ("cosine", "constant"), "amp": ("auto", "bf16", "fp16", "none"), "loss": ("bce", "focal"),
+                  "channels_last", "compile", "max_nonfinite", "mlflow"}  # mlflow: the old flag; see tracking
+CHOICES = {"tracking": ("mlflow", "none"), "schedule": ("cosine", "constant"), "amp": ("auto", "bf16", "fp16", "none"),
+           "loss": ("bce", "focal"),
            "sampler": ("balanced", "random"), "select_metric": ("pf1", "auc"), "aggregate": ("mean", "max")}
 
 
@@ -82,6 +83,9 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     workers: int = 2                   # DataLoader processes
     seed: int = 0                      # weights, sampling, augmentation and dropout: same seed, same run
+    tracking: str = "mlflow"           # mlflow: params, per-epoch metrics and artefacts of every run | none
+    tracking_uri: str | None = None    # None: MLFLOW_TRACKING_URI, else a local store beside the run folder
+    log_checkpoints: bool = False      # also send best.pt to MLflow (large)
     resume: bool | str = "auto"        # auto: continue from last.pt made with the same settings, else start afresh | true | false
 
     def __post_init__(self):

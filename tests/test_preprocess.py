@@ -380,7 +380,7 @@ def test_area_shrink_is_the_block_mean(f):
 
 
 @pytest.mark.parametrize("syntax,tolerance", [("explicit", 0.5), ("j2k", 3.0)])
-def test_small_breast_in_large_file_is_never_upsampled(tmp_path, syntax, tolerance):
+def test_small_breast_in_large_file_is_never_upsampled(tmp_path, syntax, tolerance, monkeypatch):
     """A reduction level chosen for the whole 1600x1280 image (x8 for 128x64) leaves this breast's crop
     at ~45x17 pixels, upsampled x2.8. The level must be chosen for the crop: the manifest's decode_scale
     and box show a crop at or above the output resolution, and the output equals a full-resolution read
@@ -404,9 +404,16 @@ def test_small_breast_in_large_file_is_never_upsampled(tmp_path, syntax, toleran
         ref = pp.output_pixels(read_stored_image(path), src_box, shape, cfg.bits)
         return np.abs(out[:shape[0], :shape[1]].astype(float) - ref.astype(float)).mean()
 
+    import mammo_utils.dicom as D
+
+    reads = []
+    real_read = D.read_stored_image
+    monkeypatch.setattr(D, "read_stored_image", lambda *a, **k: reads.append(k.get("min_size")) or real_read(*a, **k))
     out, info = pp.preprocess_file(path, cfg, "L")
+    monkeypatch.undo()
     src_box = tuple(info[k] for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"))
     assert info["decode_scale"] == 2, "the coarsest level that keeps the crop above 128x64"
+    assert len(reads) == 2, "one reread, straight at the level the crop needs"
     reduced_box = [v / info["decode_scale"] for v in src_box]
     assert not pp.crop_is_upsampled(tuple(int(v) for v in reduced_box), cfg)
     error = versus_full_resolution(out, src_box)
