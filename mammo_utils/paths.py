@@ -191,6 +191,11 @@ def holdout_predictions_csv(run) -> Path:
     return Path(run) / "holdout_predictions.csv"
 
 
+def tracking_json(run) -> Path:
+    """The run's MLflow run id and store, so a rerun continues the same tracking run."""
+    return Path(run) / "tracking.json"
+
+
 def report_html(run) -> Path:
     """Every executed notebook of a run in one HTML file (readable without Jupyter)."""
     return Path(run) / "report.html"

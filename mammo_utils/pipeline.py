@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
         if paths.split_csv(data, split).exists():
             read_table(data, split)
     run.mkdir(parents=True, exist_ok=True)
-    with folder_lock(run, "a pipeline run"):  # two pipelines on one run folder would overwrite each other
+    with folder_lock(run, "a pipeline run"), tracked(run, data, params or {}) as tracker:
         summary_path = paths.summary_json(run)
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         seconds = dict(previous.get("seconds", {}))
@@ -218,9 +219,58 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
         summary.update(read_results(data, run))
         summary_path.write_text(json.dumps(summary, indent=2))
         report = write_report(run, notebook_names(notebooks) + [COMPARE_NOTEBOOK])
+        record_run(tracker, run, plan, summary)
         print("[pipeline] summary\n" + json.dumps(summary, indent=2))
         print(f"[pipeline] report: {report}; figures: {out_dir}/*_fig*.png; notebooks: make lab RUN={run}")
     return 0
+
+
+@contextmanager
+def tracked(run: Path, data: Path, overrides: dict):
+    """The pipeline's tracking run (see :mod:`.tracking`): continued when the run folder already has one
+    in the same store, nested under a sweep's run when there is one; handed to the notebooks' kernels
+    through the environment for as long as the pipeline runs. Ends FAILED if the pipeline does not finish."""
+    from . import tracking
+
+    settings = plan_parameters(data, run, overrides, ["04_train"])["04_train"]
+    defaults = notebook_defaults("04_train")
+    mode = settings.get("tracking", defaults.get("tracking", "mlflow"))
+    uri = tracking.resolve_uri(settings.get("tracking_uri", defaults.get("tracking_uri")), run.parent)
+    saved = json.loads(paths.tracking_json(run).read_text()) if paths.tracking_json(run).exists() else {}
+    tracker = tracking.start(mode, run.parent, run.name, uri, saved.get("run_id") if saved.get("uri") == uri else None,
+                             parent_id=os.environ.get(tracking.RUN_ID_ENV),
+                             tags={**tracking.provenance_tags(), "data_dir": str(data), "kind": "pipeline"})
+    if tracker.active:
+        paths.tracking_json(run).write_text(json.dumps({"run_id": tracker.run_id, "uri": uri}))
+    try:
+        with tracking.passed_on(tracker):
+            yield tracker
+    finally:
+        if not tracker.ended:  # record_run ends it FINISHED; anything else is a run that did not finish
+            tracker.end("FAILED")
+
+
+def record_run(tracker, run: Path, plan: dict, summary: dict) -> None:
+    """Parameters of every notebook, the estimates and timings as metrics, and the run's files."""
+    if not tracker.active:
+        return
+    for name, params in plan.items():
+        tracker.params(params, f"{name}.")
+    holdout = json.loads(paths.holdout_json(run).read_text()) if paths.holdout_json(run).exists() else {}
+    tracker.params({"holdout_fingerprint": holdout.get("fingerprint")})
+    for name, est in summary.get("estimates", {}).items():
+        tracker.metrics({f"{name}_{k}": v for k, v in est.items() if k in ("auc", "pf1", "pr_auc", "threshold")})
+        for k in ("auc_ci", "pf1_ci"):
+            if est.get(k) and None not in est[k]:
+                tracker.metrics({f"{name}_{k}_low": est[k][0], f"{name}_{k}_high": est[k][1]})
+    tracker.metrics({f"seconds_{k}": v for k, v in summary.get("seconds", {}).items()})
+    for path in (paths.summary_json(run), paths.evaluation_json(run), paths.report_html(run), paths.holdout_json(run),
+                 paths.oof_csv(run), paths.holdout_predictions_csv(run)):
+        tracker.artifact(path)
+    tracker.artifact(paths.notebooks_dir(run), "notebooks")
+    for threshold in sorted(paths.train_root(run).glob(f"*/{paths.THRESHOLD}")):
+        tracker.artifact(threshold, f"train/{threshold.parent.name}")
+    tracker.end("FINISHED")
 
 
 def read_results(data: Path, run: Path) -> dict:

@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import paths
@@ -132,8 +133,31 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
     sweep.mkdir(parents=True, exist_ok=True)
     from .locks import folder_lock
 
-    with folder_lock(sweep, "a sweep"):
-        return _sweep_locked(data, sweep, combos, seeds, base, synth_patients, compare, baseline, progress)
+    with folder_lock(sweep, "a sweep"), sweep_tracker(sweep, data, base) as tracker:
+        status = _sweep_locked(data, sweep, combos, seeds, base, synth_patients, compare, baseline, progress)
+        if tracker.active:
+            tracker.params({"grid": json.dumps(combos), "seeds": list(seeds), **base})
+            tracker.artifact(paths.comparison_csv(sweep))
+            tracker.artifact(sweep / "07_compare.ipynb")
+            for figure in sorted(sweep.glob("07_compare_fig*.png")):
+                tracker.artifact(figure, "figures")
+        return status
+
+
+@contextmanager
+def sweep_tracker(sweep: Path, data: Path, base: dict):
+    """The sweep's parent tracking run: each combination's pipeline run nests under it."""
+    from . import tracking
+
+    settings = plan_parameters(data, sweep / "check", base, ["04_train"])["04_train"]
+    uri = tracking.resolve_uri(settings.get("tracking_uri"), sweep.parent)
+    tracker = tracking.start(settings.get("tracking", "mlflow"), sweep.parent, sweep.name, uri,
+                             tags={**tracking.provenance_tags(), "kind": "sweep", "data_dir": str(data)})
+    try:
+        with tracking.passed_on(tracker):
+            yield tracker
+    finally:
+        tracker.end()
 
 
 def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict, synth_patients: int, compare: bool,
@@ -210,11 +234,16 @@ def compare_sweep(data, sweep: Path, baseline: str | None = None, progress: bool
             print(f"[sweep] left out {len(stale)} run(s) of earlier grids: {', '.join(stale)}", flush=True)
     params = {"sweep_dir": str(sweep), "data_dir": str(data), "baseline": baseline,
               "run_names": list(runs) if runs is not None else None, "failed": list(failed)}
+    from .report import save_figures
+
     try:
         execute_notebook(COMPARE_NOTEBOOK, out, params, progress)
     except PapermillExecutionError as exc:
         print(f"[sweep] comparison failed (cell {exc.exec_count}): {exc.ename}: {exc.evalue}; see {out}")
         return 1
+    finally:
+        if out.exists():
+            save_figures(out)
     print(f"[sweep] comparison: {sweep / 'comparison.csv'} (notebook {out})")
     return 0
 

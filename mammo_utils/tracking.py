@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Tracker:
 
     run_id: str | None = None
     uri: str | None = None
+    ended: bool = False
 
     def params(self, values: dict, prefix: str = "") -> None:
         pass
@@ -136,6 +138,7 @@ class MlflowTracker(Tracker):
         return self.client.get_run(self.run_id).info.experiment_id
 
     def end(self, status: str = "FINISHED") -> None:
+        self.ended = True
         self._guard(self.client.set_terminated, self.run_id, status)
 
 
@@ -165,6 +168,11 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
     except ImportError:
         print("WARNING: tracking='mlflow' but MLflow is not installed: nothing is tracked (pip install mlflow)")
         return Tracker()
+    for name in ("mlflow", "alembic"):  # their INFO lines (database set-up) are not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*``noload`` loader strategy is deprecated")  # MLflow's, via SQLAlchemy
     # a server that does not answer costs seconds, not MLflow's default minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -197,3 +205,22 @@ def provenance_tags(world_size: int = 1, device: str | None = None) -> dict:
     return {"git_commit": p.get("git_commit"), "git_dirty": p.get("git_dirty"),
             "mammo_workbook": p["versions"].get("mammo-workbook"), "torch": p["versions"].get("torch"),
             "device": device or "cpu", "world_size": world_size}
+
+
+@contextmanager
+def passed_on(tracker: Tracker):
+    """While the block runs, processes started from here (notebook kernels, a sweep's pipelines) log
+    under ``tracker``'s run, to its store; the environment is restored afterwards."""
+    if not tracker.active:
+        yield
+        return
+    before = {k: os.environ.get(k) for k in (RUN_ID_ENV, "MLFLOW_TRACKING_URI")}
+    os.environ.update({RUN_ID_ENV: tracker.run_id, "MLFLOW_TRACKING_URI": tracker.uri})
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -250,6 +250,30 @@ def config_changes(saved: dict, cfg: TrainConfig) -> list[str]:
                   and json.dumps(saved[k], sort_keys=True) != json.dumps(now[k], sort_keys=True))
 
 
+def open_tracker(cfg: TrainConfig, info: DistInfo, device, resume_ckpt, preprocess_cfg: dict, holdout_print):
+    """This fold's tracking run (rank 0 only): nested under the pipeline's run when there is one,
+    continued when the training resumes, with the full config, the preprocessing and the fingerprints."""
+    import hashlib
+    import os
+
+    from . import tracking
+
+    if not info.is_main or cfg.tracking == "none":
+        return tracking.Tracker()
+    run_id = resume_ckpt.get("mlflow_run_id") if resume_ckpt is not None else None
+    tracker = tracking.start(cfg.tracking, Path(cfg.run_dir).parent, f"fold{cfg.fold}", cfg.tracking_uri, run_id,
+                             parent_id=os.environ.get(tracking.RUN_ID_ENV),
+                             tags={**tracking.provenance_tags(info.world_size, str(device)), "fold": cfg.fold})
+    if run_id is None:
+        folds = Path(cfg.folds)
+        data_print = hashlib.sha1(folds.read_bytes()).hexdigest()[:16] if folds.exists() else None
+        tracker.params(cfg.to_dict(), "train.")
+        tracker.params(preprocess_cfg, "preprocess.")
+        tracker.params({"data_fingerprint": data_print, "holdout_fingerprint": holdout_print,
+                        "world_size": info.world_size})
+    return tracker
+
+
 def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     """A resume must continue the same model on the same data; refuse before anything is written."""
     if ckpt.get("model_args") != model_args(cfg):
@@ -370,6 +394,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     holdout_json = Path(cfg.folds).with_name(paths.holdout_json(".").name)
     holdout_print = json.loads(holdout_json.read_text()).get("fingerprint") if holdout_json.exists() else None
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}
+    tracker = open_tracker(cfg, info, device, resume_ckpt, preprocess_cfg, holdout_print)
     t_start = time.perf_counter()
     # dropout and the rest of torch's global stream: seeded per run (and rank), restored afterwards
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -401,7 +426,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=number,
                           epoch_base=1,
                           train_breast_prevalence=prevalence, holdout_fingerprint=holdout_print, step=state.step,
-                          history=history,
+                          history=history, mlflow_run_id=tracker.run_id,
                           world_size=info.world_size, provenance=provenance())
             if improved:
                 best, best_epoch = score, number
@@ -417,12 +442,21 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                 best_epoch=best_epoch, **common)
                 line = _epoch_line(number, cfg, row, improved, time.perf_counter() - t_start, number - done)
                 print(line, flush=True)
+                tracker.metrics({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=number)
             barrier(info)
 
     if not best_path.exists():
         raise UserError(f"{run}: no epoch to run: epochs={cfg.epochs} and {done} done already (raise epochs to "
                         f"continue training)")
     ckpt = load_checkpoint(best_path, device)  # what this run reports is what best.pt holds
+    if info.is_main:
+        tracker.metrics({f"best_val_{k}": v for k, v in ckpt["val_metrics"].items()}, step=ckpt["best_epoch"])
+        tracker.metrics({"best_epoch": ckpt["best_epoch"]})
+        for name in (paths.CONFIG, paths.METRICS, paths.VAL_PREDICTIONS):
+            tracker.artifact(run / name)
+        if cfg.log_checkpoints:
+            tracker.artifact(best_path, "checkpoints")
+        tracker.end()
     return {"run_dir": str(run), "model": cfg.model, "best_epoch": ckpt["best_epoch"], "best_metric": ckpt["best_metric"],
             "select_metric": cfg.select_metric, "threshold": ckpt["threshold"],
             **{f"val_{k}": v for k, v in ckpt["val_metrics"].items()},

@@ -58,7 +58,9 @@ def test_read_grid_product_and_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys):
+def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys, monkeypatch):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     (data / "synthetic_truth.csv").unlink()  # a user's dataset: no synthetic truth, the holdout judges
@@ -85,6 +87,21 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
         s = json.loads((sweep / r / "summary.json").read_text())
         assert s["completed"] and "val_auc" in s and "test_auc" not in s
         assert {"selection", "oof", "holdout"} <= set(s["estimates"]) and s["estimates"]["holdout"]["auc_ci"]
+    # tracked: the sweep is a parent run, each combination's pipeline a child, each fold a grandchild
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    found = client.search_runs([client.get_experiment_by_name("mammo-workbook").experiment_id])
+    parent = [r for r in found if r.data.tags.get("kind") == "sweep"]
+    assert len(parent) == 1 and "comparison.csv" in {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    pipelines = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert sorted(r.info.run_name for r in pipelines) == ["loss-bce_seed0", "loss-focal_seed0"]
+    for p in pipelines:
+        folds = [r for r in found if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+        assert sorted(r.info.run_name for r in folds) == ["fold0", "fold1", "fold2"]
+        assert p.data.params["04_train.loss"] in ("bce", "focal") and "holdout_auc" in p.data.metrics
+        assert {"summary.json", "notebooks"} <= {a.path for a in client.list_artifacts(p.info.run_id)}
+        assert p.info.status == "FINISHED"
     # rerunning skips finished combinations
     stamp = (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime
     capsys.readouterr()

@@ -1,0 +1,145 @@
+"""MLflow tracking: what a run records (read back with MlflowClient), a real tracking server, a server
+that goes away mid-run, and the MLflow UI in a real browser."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from mammo_utils import tracking
+from mammo_utils import train as T
+from mammo_utils.config import TrainConfig
+from mammo_utils.preprocess import PreprocessConfig, run_preprocess
+from mammo_utils.sampling import make_folds
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracked")
+    run_preprocess(tiny_data, "train", root / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    make_folds(pd.read_csv(tiny_data / "train.csv"), n_splits=3).to_csv(root / "folds.csv", index=False)
+    return root
+
+
+def cfg(prepared, run, **kw):
+    base = dict(run_dir=str(run), preprocessed=str(prepared / "png"), folds=str(prepared / "folds.csv"),
+                model="resnet10t", epochs=2, batch_size=8, workers=0, max_steps_per_epoch=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def runs_of(uri):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_a_fold_records_params_epochs_tags_and_artifacts_and_resumes_its_run(prepared, tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    parent = tracking.start("mlflow", tmp_path / "store", "a pipeline", uri)
+    monkeypatch.setenv(tracking.RUN_ID_ENV, parent.run_id)
+    run = tmp_path / "run" / "fold0"
+    T.train(cfg(prepared, run, tracking_uri=uri, ema_decay=0.9), progress=False)
+    client, found = runs_of(uri)
+    fold = [r for r in found if r.info.run_name == "fold0"][0]
+    assert fold.data.tags["mlflow.parentRunId"] == parent.run_id  # nested under the pipeline's run
+    assert fold.data.params["train.lr"] == "0.001" and fold.data.params["train.ema_decay"] == "0.9"
+    assert fold.data.params["preprocess.size"] in ("(64, 32)", "[64, 32]") and fold.data.params["data_fingerprint"]
+    assert fold.data.tags["world_size"] == "1" and fold.data.tags["git_commit"] and fold.data.tags["device"] == "cpu"
+    for metric in ("train_loss", "val_auc", "val_pf1", "val_pr_auc", "lr", "nonfinite_skipped", "scaler_skipped",
+                   "scale"):
+        assert [m.step for m in client.get_metric_history(fold.info.run_id, metric)] == [1, 2], metric
+    assert {a.path for a in client.list_artifacts(fold.info.run_id)} >= {"config.json", "metrics.csv",
+                                                                         "val_predictions.csv"}
+    assert not [a for a in client.list_artifacts(fold.info.run_id) if a.path == "checkpoints"]  # only when asked
+    assert fold.info.status == "FINISHED"
+    # a resumed training continues the same MLflow run
+    T.train(cfg(prepared, run, tracking_uri=uri, ema_decay=0.9, epochs=3), progress=False)
+    client, found = runs_of(uri)
+    assert len([r for r in found if r.info.run_name == "fold0"]) == 1
+    assert [m.step for m in client.get_metric_history(fold.info.run_id, "val_auc")] == [1, 2, 3]
+    # tracking="none" records nothing
+    T.train(cfg(prepared, tmp_path / "quiet", tracking_uri=uri, tracking="none", epochs=1), progress=False)
+    assert len(runs_of(uri)[1]) == len(found)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with its own store; yields (url, process)."""
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow"),
+                             "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    yield url, proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_real_server_records_a_run_and_a_server_that_goes_away_stops_nothing(prepared, tmp_path, server,
+                                                                              monkeypatch, capsys):
+    url, proc = server
+    T.train(cfg(prepared, tmp_path / "served", tracking_uri=url, epochs=1), progress=False)
+    client, found = runs_of(url)
+    run = [r for r in found if r.info.run_name == "fold0"][0]
+    assert run.data.params["train.epochs"] == "1" and client.get_metric_history(run.info.run_id, "val_auc")
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.json", "metrics.csv"}
+
+    real_validate = T.validate
+    calls = []
+
+    def validate_then_stop_the_server(*args, **kwargs):
+        out = real_validate(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return out
+
+    monkeypatch.setattr(T, "validate", validate_then_stop_the_server)
+    t0 = time.time()
+    result = T.train(cfg(prepared, tmp_path / "orphan", tracking_uri=url, epochs=3), progress=False)
+    out = capsys.readouterr().out
+    assert "MLflow tracking stopped" in out and out.count("MLflow tracking stopped") == 1
+    assert result["epochs_run"] == 3 and len(pd.read_csv(tmp_path / "orphan" / "metrics.csv")) == 3
+    assert (tmp_path / "orphan" / "best.pt").exists() and time.time() - t0 < 120
+
+
+def test_tracking_none_and_a_bad_store_never_stop_a_run(prepared, tmp_path, capsys):
+    assert not tracking.start("none", tmp_path, "x").active
+    with pytest.raises(Exception, match="tracking must be one of"):
+        tracking.start("wandb", tmp_path, "x")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's folder should be")
+    result = T.train(cfg(prepared, tmp_path / "run", tracking_uri=f"sqlite:///{blocked}/sub/mlflow.db", epochs=1),
+                     progress=False)
+    assert result["epochs_run"] == 1 and "MLflow tracking stopped" in capsys.readouterr().out
