@@ -4,7 +4,8 @@ forward/backward/step loop on random tensors with the same model, batch and prec
     .venv/bin/python benchmarks/train_throughput.py                       # CPU: resnet10t 256x128
     .venv/bin/python benchmarks/train_throughput.py --model efficientnet_b4 --size 1024x512 --amp fp16
 
-Warm-up steps are excluded. The goal is full/bare >= 0.9 (data loading hidden behind compute).
+Warm-up steps are excluded. The goal is full/bare >= 0.9 (data loading hidden behind compute). Then
+the cost of MLflow tracking: the same short training with tracking on and off, in the same run.
 """
 from __future__ import annotations
 
@@ -102,6 +103,31 @@ def main():
     print(f"bare forward/backward: {bare:.1f} img/s")
     print(f"full training loop:    {full:.1f} img/s")
     print(f"ratio full/bare = {full / bare:.2f}")
+    tracking_cost(pre, folds, args)
+
+
+def tracking_cost(pre: Path, folds: Path, args, epochs: int = 3, repeats: int = 2) -> None:
+    """The same short training with MLflow tracking on (a local store, set up beforehand as a runs
+    folder's store is after its first run) and off, interleaved; the cost per epoch as a share of an epoch."""
+    import tempfile
+
+    from mammo_utils import tracking
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = tracking.local_store(tmp)
+        tracking.start("mlflow", tmp, "warm-up", uri).end()
+        seconds = {"none": [], "mlflow": []}
+        for r in range(repeats):
+            for mode in ("none", "mlflow"):
+                cfg = TrainConfig(run_dir=f"{tmp}/{mode}{r}", preprocessed=str(pre), folds=str(folds), model=args.model,
+                                  batch_size=args.batch_size, amp=args.amp, workers=args.workers, epochs=epochs,
+                                  max_steps_per_epoch=args.steps, tracking=mode, tracking_uri=uri)
+                t0 = time.perf_counter()
+                T.train(cfg, progress=False)
+                seconds[mode].append((time.perf_counter() - t0) / epochs)
+    off, on = min(seconds["none"]), min(seconds["mlflow"])
+    print(f"tracking: {off:.2f} s per epoch off, {on:.2f} s on: cost {100 * (on - off) / off:+.1f} % of an epoch "
+          f"(goal < 2 %; best of {repeats} interleaved runs of {epochs} epochs, {args.steps} steps each)")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,7 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
 
     warnings.filterwarnings("ignore", message=".*``noload`` loader strategy is deprecated")  # MLflow's, via SQLAlchemy
     # a server that does not answer costs seconds, not MLflow's default minutes of retries
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # two lines a run: noise in the log
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = resolve_uri(tracking_uri, root)
@@ -187,7 +188,8 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             artifacts = (Path(root).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-            exp_id = client.create_experiment(experiment, artifact_location=artifacts)
+            exp_id = client.create_experiment(experiment, artifact_location=artifacts,  # the UI opens on its runs
+                                              tags={"mlflow.experimentKind": "custom_model_development"})
         else:
             exp_id = exp.experiment_id
         run_tags = {**({"mlflow.parentRunId": parent_id} if parent_id else {}), **(tags or {})}
