@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 NOTEBOOK_DIR = paths.SOURCE_NOTEBOOKS
 NOTEBOOKS = ["01_eda", "02_preprocess", "03_sampling", "04_train", "05_evaluate", "06_submission"]
 COMPARE_NOTEBOOK = "07_compare"
-EPOCH_PREFIX = "epoch "  # lines train() prints; the pipeline echoes them while notebook 04 runs
+ECHOED = ("epoch ", "training ", "fold ", "resuming ")  # lines of notebook 04 the pipeline echoes to the console
 
 
 def parse_value(text: str, default=None):
@@ -133,7 +133,7 @@ class _EpochEcho(logging.Handler):
 
     def emit(self, record):
         for line in record.getMessage().splitlines():
-            if line.startswith(EPOCH_PREFIX):
+            if line.startswith(ECHOED):
                 print(f"[pipeline]   {line}", flush=True)
 
 
@@ -290,11 +290,14 @@ def read_results(data: Path, run: Path) -> dict:
         s = pd.read_csv(sub)
         out.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
         out.update(score_synthetic_test(data, run))
-    if "test_auc" in out and "estimates" in out:
-        out["estimates"]["synthetic_test"] = {
-            "auc": out["test_auc"], "pf1": out["test_pf1"], "pr_auc": out["test_pr_auc"], "breasts": out["test_breasts"],
-            "cancer_breasts": out["test_positives"], "threshold": out.get("threshold"),
-            "note": "the generator's labelled test set, predicted by the submission: an untouched estimate"}
+    if "test_auc" in out and "estimates" in out and out.get("threshold") is not None:
+        from .compare import test_breasts
+        from .estimates import clean, estimate
+
+        breasts = test_breasts(data, run)  # the ensemble's probabilities per breast, and the true labels
+        out["estimates"]["synthetic_test"] = clean({
+            **estimate(breasts, out["threshold"]),
+            "note": "the generator's labelled test set, predicted by the submission: an untouched estimate"})
     return out
 
 
