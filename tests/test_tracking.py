@@ -78,9 +78,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with its own store; yields (url, process)."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with its own store; yields (url, process). Started once for
+    the module (it takes seconds); the last test of the module stops it on purpose."""
+    tmp_path = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     proc = subprocess.Popen([shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow"),
                              "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -103,35 +105,6 @@ def server(tmp_path):
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def test_a_real_server_records_a_run_and_a_server_that_goes_away_stops_nothing(prepared, tmp_path, server,
-                                                                              monkeypatch, capsys):
-    url, proc = server
-    T.train(cfg(prepared, tmp_path / "served", tracking_uri=url, epochs=1), progress=False)
-    client, found = runs_of(url)
-    run = [r for r in found if r.info.run_name == "fold0"][0]
-    assert run.data.params["train.epochs"] == "1" and client.get_metric_history(run.info.run_id, "val_auc")
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.json", "metrics.csv"}
-
-    real_validate = T.validate
-    calls = []
-
-    def validate_then_stop_the_server(*args, **kwargs):
-        out = real_validate(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        return out
-
-    monkeypatch.setattr(T, "validate", validate_then_stop_the_server)
-    t0 = time.time()
-    result = T.train(cfg(prepared, tmp_path / "orphan", tracking_uri=url, epochs=3), progress=False)
-    out = capsys.readouterr().out
-    assert "MLflow tracking stopped" in out and out.count("MLflow tracking stopped") == 1
-    assert result["epochs_run"] == 3 and len(pd.read_csv(tmp_path / "orphan" / "metrics.csv")) == 3
-    assert (tmp_path / "orphan" / "best.pt").exists() and time.time() - t0 < 120
 
 
 def test_tracking_none_and_a_bad_store_never_stop_a_run(prepared, tmp_path, capsys):
@@ -202,3 +175,32 @@ def wait_for(fn, timeout=60, every=0.5, what="condition"):
             last = exc
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+def test_a_real_server_records_a_run_and_a_server_that_goes_away_stops_nothing(prepared, tmp_path, server,
+                                                                              monkeypatch, capsys):
+    url, proc = server
+    T.train(cfg(prepared, tmp_path / "served", tracking_uri=url, epochs=1), progress=False)
+    client, found = runs_of(url)
+    run = [r for r in found if r.info.run_name == "fold0"][0]
+    assert run.data.params["train.epochs"] == "1" and client.get_metric_history(run.info.run_id, "val_auc")
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.json", "metrics.csv"}
+
+    real_validate = T.validate
+    calls = []
+
+    def validate_then_stop_the_server(*args, **kwargs):
+        out = real_validate(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return out
+
+    monkeypatch.setattr(T, "validate", validate_then_stop_the_server)
+    t0 = time.time()
+    result = T.train(cfg(prepared, tmp_path / "orphan", tracking_uri=url, epochs=3), progress=False)
+    out = capsys.readouterr().out
+    assert "MLflow tracking stopped" in out and out.count("MLflow tracking stopped") == 1
+    assert result["epochs_run"] == 3 and len(pd.read_csv(tmp_path / "orphan" / "metrics.csv")) == 3
+    assert (tmp_path / "orphan" / "best.pt").exists() and time.time() - t0 < 120
