@@ -164,11 +164,7 @@ def execute_notebook(name: str, out_nb: Path, params: dict, progress: bool = Tru
 def run_pipeline(data, run, params: dict | None = None, start: str | None = None, only: str | None = None,
                  synth_patients: int = 200, progress: bool = True, notebooks=None, preset: str = "default") -> int:
     """Execute the notebooks; write ``<run>/summary.json``; return a process exit status."""
-    from papermill.exceptions import PapermillExecutionError
-
-    from .provenance import provenance
     from .locks import folder_lock
-    from .report import save_figures, write_report
 
     pm_log = logging.getLogger("papermill")
     pm_log.setLevel(logging.INFO)
@@ -182,14 +178,25 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
     data, run = Path(data).resolve(), Path(run).resolve()
     names = select_notebooks(start, only, notebooks)
     plan = plan_parameters(data, run, params or {}, notebooks)  # every override checked before any work
-    synth_seconds = prepare_data(data, synth_patients, progress, preset)
+    run.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run, "a pipeline run"):  # before any work: two pipelines on one folder overwrite each other
+        return _run_locked(data, run, names, plan, params or {}, notebooks, synth_patients, progress, preset)
+
+
+def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebooks, synth_patients: int,
+                progress: bool, preset: str) -> int:
+    """The body of :func:`run_pipeline`, run while this process holds the run folder's lock."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from .provenance import provenance
+    from .report import save_figures, write_report
     from .tables import read_table
 
+    synth_seconds = prepare_data(data, synth_patients, progress, preset)
     for split in ("train", "test"):  # bad tables stop here with one line, not inside a notebook
         if paths.split_csv(data, split).exists():
             read_table(data, split)
-    run.mkdir(parents=True, exist_ok=True)
-    with folder_lock(run, "a pipeline run"), tracked(run, data, params or {}) as tracker:
+    with tracked(run, data, params) as tracker:
         summary_path = paths.summary_json(run)
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         seconds = dict(previous.get("seconds", {}))

@@ -99,6 +99,7 @@ def test_one_writer_per_folder(tmp_path):
                 pass
         with pytest.raises(UserError, match="in use by"):
             run_pipeline(tmp_path / "missing-data", tmp_path / "run", only="01", progress=False)
+        assert not (tmp_path / "missing-data").exists()  # refused before any work (no synthetic data written)
     with folder_lock(tmp_path / "run", "a later run"):  # released when the holder is done
         pass
 
