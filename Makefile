@@ -20,7 +20,7 @@ demo: setup  ## the main job: notebooks 01-06 on the synthetic default (2 of 5 f
 
 sweep: setup  ## the benchmark sweep: all data vs paired vs balanced sampler, 2 seeds, shuffled control (hard preset)
 	$(PY) -m mammo_utils sweep --data data/hard --preset hard --patients 400 --run runs/sweep_hard \
-	    --grid benchmarks/grid_sampling.yaml --seeds 0 1 -p image_size 192x96 -p n_splits 3 -p 04.epochs 6
+	    --grid benchmarks/grid_sampling.yaml --seeds 0 1 -p image_size 192x96 -p n_splits 3 -p 04.folds "[0]" -p 04.epochs 6
 
 test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
 	$(PY) -m pytest -q
