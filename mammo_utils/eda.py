@@ -79,7 +79,10 @@ def header_summary(headers: pd.DataFrame) -> pd.DataFrame:
         vals = sorted({str(v) for v in s.dropna()})
         return ", ".join(vals) if vals else "-"
 
-    h = headers.copy()
+    from .dicom.read import META_KEYWORDS
+
+    h = headers.reindex(columns=list(dict.fromkeys([*headers.columns, *META_KEYWORDS, "TransferSyntaxUID"])))
+    # every file of a machine unreadable: its columns stay empty ("-"), the errors are in the `error` column
     h["size"] = h.Rows.astype("Int64").astype(str) + "x" + h.Columns.astype("Int64").astype(str)
     return h.groupby("machine_id").agg(
         images=("image_id", "size"), sizes=("size", uniq), bits_stored=("BitsStored", uniq),

@@ -247,3 +247,12 @@ def test_one_bit_file_reads(tmp_path):
     ds.PixelData = pack_bits(mask)  # 79 bytes for 630 pixels: not truncated
     ds.save_as(tmp_path / "one_bit.dcm", enforce_file_format=True)
     np.testing.assert_array_equal(read_image(tmp_path / "one_bit.dcm") > 0.5, mask > 0)
+
+
+def test_header_summary_of_a_machine_whose_files_all_fail():
+    """Notebook 01 must not stop when every scanned file of the split is unreadable."""
+    from mammo_utils import eda
+
+    headers = pd.DataFrame({"image_id": [1, 2], "machine_id": [21, 48], "error": ["file not found"] * 2})
+    summary = eda.header_summary(headers)
+    assert list(summary.index) == [21, 48] and summary.images.tolist() == [1, 1]
