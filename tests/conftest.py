@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny synthetic RSNA dataset written once per session by our own generator."""
 import os
+import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -27,3 +29,37 @@ def tiny_truth(tiny_data):
     import pandas as pd
 
     return pd.read_csv(tiny_data / "synthetic_truth.csv")
+
+
+# ---- a real browser (Debian's chromium and chromium-driver; the set-up installs them) -------------------
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def chrome(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1600,1100"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def wait_for(fn, timeout=60, every=0.5, what="condition"):
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the page is still loading
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")

@@ -7,7 +7,6 @@ Needs Debian's chromium and chromium-driver, which the set-up installs.
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+from conftest import CHROMEDRIVER, CHROMIUM, wait_for
+
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                 reason="chromium/chromedriver missing: `make setup` installs them (apt-get)")
 
@@ -73,35 +73,6 @@ def jupyterlab(tmp_path, tiny_data):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def chrome(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1600,1100"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    yield driver
-    driver.quit()
-
-
-def wait_for(fn, timeout=60, every=0.5, what="condition"):
-    deadline, last = time.time() + timeout, None
-    while time.time() < deadline:
-        try:
-            value = fn()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - the page is still loading
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
 def image_pixels(driver):

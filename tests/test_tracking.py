@@ -21,6 +21,8 @@ from mammo_utils.sampling import make_folds
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
+from conftest import CHROMEDRIVER, CHROMIUM, wait_for  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def prepared(tiny_data, tmp_path_factory):
@@ -118,18 +120,13 @@ def test_tracking_none_and_a_bad_store_never_stop_a_run(prepared, tmp_path, caps
     assert result["epochs_run"] == 1 and "MLflow tracking stopped" in capsys.readouterr().out
 
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium/chromedriver missing: `make setup` installs them")
-def test_the_mlflow_ui_shows_a_recorded_sweep(tmp_path, server):
+def test_the_mlflow_ui_shows_a_recorded_sweep(tmp_path, server, chrome):
     """Headless Chromium on the MLflow UI of a recorded sweep (a parent run, two combinations with
     per-epoch validation AUC): the runs are listed and a run's metric chart is drawn."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    url, _ = server
+    driver, (url, _) = chrome, server
     sweep = tracking.start("mlflow", tmp_path, "sweep_demo", url, tags={"kind": "sweep"})
     for name, slope in (("balanced_seed0", 0.1), ("random_seed0", 0.05)):
         child = sweep.child(name)
@@ -141,40 +138,17 @@ def test_the_mlflow_ui_shows_a_recorded_sweep(tmp_path, server):
     exp = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     run = [r for r in client.search_runs([exp]) if r.info.run_name == "balanced_seed0"][0]
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1600,1100"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    try:
-        def page():
-            return driver.find_element(By.TAG_NAME, "body").text
+    def page():
+        return driver.find_element(By.TAG_NAME, "body").text
 
-        driver.get(f"{url}/#/experiments/{exp}/runs")
-        wait_for(lambda: "sweep_demo" in page() and "3 matching runs" in page(),  # the children fold under it
-                 what="the sweep's runs listed")
-        driver.save_screenshot(str(tmp_path / "runs.png"))
-        driver.get(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}/model-metrics")
-        wait_for(lambda: "balanced_seed0" in page() and "val_auc" in page() and "Step" in page()
-                 and len(driver.find_elements(By.CSS_SELECTOR, "svg")) > 10, what="the val_auc chart")
-        driver.save_screenshot(str(tmp_path / "chart.png"))
-    finally:
-        driver.quit()
-
-
-def wait_for(fn, timeout=60, every=0.5, what="condition"):
-    deadline, last = time.time() + timeout, None
-    while time.time() < deadline:
-        try:
-            value = fn()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - the page is still loading
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+    driver.get(f"{url}/#/experiments/{exp}/runs")
+    wait_for(lambda: "sweep_demo" in page() and "3 matching runs" in page(),  # the children fold under it
+             what="the sweep's runs listed")
+    driver.save_screenshot(str(tmp_path / "runs.png"))
+    driver.get(f"{url}/#/experiments/{exp}/runs/{run.info.run_id}/model-metrics")
+    wait_for(lambda: "balanced_seed0" in page() and "val_auc" in page() and "Step" in page()
+             and len(driver.find_elements(By.CSS_SELECTOR, "svg")) > 10, what="the val_auc chart")
+    driver.save_screenshot(str(tmp_path / "chart.png"))
 
 
 def test_a_real_server_records_a_run_and_a_server_that_goes_away_stops_nothing(prepared, tmp_path, server,
