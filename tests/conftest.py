@@ -63,3 +63,33 @@ def wait_for(fn, timeout=60, every=0.5, what="condition"):
             last = exc
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+# ---- local servers the tests start (JupyterLab, mlflow server) -----------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(command, health_url: str, log_path, what: str, timeout: float = 120, env=None):
+    """Start ``command`` in its own process group and wait until ``health_url`` answers; fail the test
+    with the server's log if it does not. Returns the process."""
+    import signal
+    import subprocess
+    import urllib.request
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(health_url, timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"{what} did not start:\n" + open(log_path).read()[-3000:])

@@ -8,26 +8,18 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import CHROMEDRIVER, CHROMIUM, wait_for
+from conftest import CHROMEDRIVER, CHROMIUM, free_port, start_server, wait_for
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                 reason="chromium/chromedriver missing: `make setup` installs them (apt-get)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def viewer_notebook(path, data):
@@ -51,22 +43,12 @@ def jupyterlab(tmp_path, tiny_data):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
     env.pop("MPLBACKEND", None)
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
          "--ServerApp.open_browser=False", "--allow-root"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+        f"{url}/api/status?token={token}", tmp_path / "lab.log", "JupyterLab", timeout=90, env=env)
     yield url, token
     os.killpg(proc.pid, signal.SIGTERM)
     try:

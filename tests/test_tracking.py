@@ -3,11 +3,8 @@ that goes away mid-run, and the MLflow UI in a real browser."""
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 
 import pandas as pd
 import pytest
@@ -21,7 +18,7 @@ from mammo_utils.sampling import make_folds
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
-from conftest import CHROMEDRIVER, CHROMIUM, wait_for  # noqa: E402
+from conftest import CHROMEDRIVER, CHROMIUM, free_port, start_server, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,35 +71,18 @@ def test_a_fold_records_params_epochs_tags_and_artifacts_and_resumes_its_run(pre
     assert len(runs_of(uri)[1]) == len(found)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with its own store; yields (url, process). Started once for
     the module (it takes seconds); the last test of the module stops it on purpose."""
     tmp_path = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
-    proc = subprocess.Popen([shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow"),
-                             "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--artifacts-destination", str(tmp_path / "server-artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
-                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    proc = start_server([shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow"),
+                         "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                        f"{url}/health", tmp_path / "server.log", "mlflow server")
     yield url, proc
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
