@@ -95,7 +95,9 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     console = capfd.readouterr()
     summary = json.loads((run / "summary.json").read_text())
     # one best epoch, counted from 1, in the console, metrics.csv, summary.json and the learning curves
-    best_lines = [int(m.group(1)) for m in re.finditer(r"epoch (\d+)/2 .*\*best\*", console.out)]
+    fold0 = re.findall(r"epoch (\d+)/2 [^\n]*", console.out)[:2]  # the folds train in order: fold 0's lines first
+    lines = re.findall(r"epoch \d+/2 [^\n]*", console.out)[:2]
+    best_lines = [int(n) for n, line in zip(fold0, lines) if "*best*" in line]
     history = pd.read_csv(run / "train" / "fold0" / "metrics.csv")
     assert history.epoch.tolist() == [1, 2] and best_lines and best_lines[-1] == summary["best_epoch"]
     figure = plots.learning_curves(history, summary["best_epoch"])
