@@ -47,6 +47,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
+def epochs_done(ckpt: dict) -> int:
+    """Epochs a checkpoint has finished (checkpoints of earlier versions counted from 0)."""
+    return ckpt["epoch"] if "epoch_base" in ckpt else ckpt["epoch"] + 1
+
+
+def best_epoch(ckpt: dict) -> int:
+    """The best epoch a checkpoint records, counted from 1 (earlier versions counted from 0)."""
+    return int(ckpt["best_epoch"]) + (0 if "epoch_base" in ckpt else 1)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module whose state_dict has clean keys (no ``module.`` from DDP, no ``_orig_mod.`` from compile)."""
     model = getattr(model, "module", model)

@@ -189,7 +189,7 @@ def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, 
     from .tables import read_manifest
 
     df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
-    holdout_csv = Path(folds_csv).with_name(paths.holdout_csv(".").name)
+    holdout_csv = paths.holdout_csv(Path(folds_csv).parent)
     if holdout_csv.exists():  # the locked holdout beside folds.csv takes no part in training or validation
         leaked = set(df.patient_id) & set(pd.read_csv(holdout_csv, usecols=["patient_id"]).patient_id)
         if leaked:

@@ -140,12 +140,10 @@ def per_fold(oof: pd.DataFrame, aggregate: str, threshold: float) -> pd.DataFram
 
 def check_fingerprints(run, folds, expected: str) -> None:
     """Every fold must have been trained beside this very holdout (a later notebook 03 with another
-    seed or fraction would have put some of its patients into training)."""
-    from .checkpoint import load_checkpoint
-
+    seed or fraction would have put some of its patients into training). Read from each fold's
+    config.json, so no checkpoint is loaded twice."""
     for k in folds:
-        ckpt = load_checkpoint(paths.train_dir(run, k) / paths.BEST)
-        saved = ckpt.get("holdout_fingerprint")
+        saved = json.loads((paths.train_dir(run, k) / paths.CONFIG).read_text()).get("holdout_fingerprint")
         if saved is not None and saved != expected:
             raise UserError(f"fold {k} of {run} was trained beside another holdout ({saved}, now {expected}): train "
                             f"the folds again (notebook 04) before judging them on this one")

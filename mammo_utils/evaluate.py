@@ -116,13 +116,13 @@ def worst_gallery(images: pd.DataFrame, kind: str, n: int = 4) -> tuple[list, li
 def selection_info(train_run) -> dict:
     """How the evaluated checkpoint was selected: its epoch (counted from 1, as best.pt records it), of
     how many, by which metric."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import best_epoch, load_checkpoint
 
     best, history = Path(train_run) / paths.BEST, Path(train_run) / paths.METRICS
     if not best.exists():
         return {}
     ckpt = load_checkpoint(best)
-    return {"best_epoch": int(ckpt["best_epoch"]) + (0 if "epoch_base" in ckpt else 1),
+    return {"best_epoch": best_epoch(ckpt),
             "epochs_run": len(pd.read_csv(history)) if history.exists() else None,
             "select_metric": ckpt["config"].get("select_metric", "pf1"),
             "estimate": "selection (best epoch and threshold chosen on these breasts)"}

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics, paths
-from .checkpoint import load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import best_epoch as recorded_best_epoch
+from .checkpoint import epochs_done, load_checkpoint, save_checkpoint, unwrap
 from .config import AugmentConfig, TrainConfig, resolve_model
 from .data import MammoDataset, create_loader, read_split, train_batches
 from .distributed import (DistInfo, all_gather_objects, any_across_ranks, barrier, broadcast_buffers, broadcast_module,
@@ -285,11 +286,6 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
             raise CheckpointError(f"cannot resume from {path}: {key} was {saved!r}, now {getattr(cfg, key)!r}")
 
 
-def epochs_done(ckpt: dict) -> int:
-    """Epochs a checkpoint has finished (checkpoints of earlier versions counted from 0)."""
-    return ckpt["epoch"] if "epoch_base" in ckpt else ckpt["epoch"] + 1
-
-
 def _epoch_line(number: int, cfg: TrainConfig, row: dict, improved: bool, seconds_so_far: float, epochs_now: int) -> str:
     """The console line of epoch ``number`` (1-based, like metrics.csv and summary.json)."""
     eta = seconds_so_far / max(1, epochs_now) * (cfg.epochs - number)
@@ -323,7 +319,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         else:
             check_resumable(resume_ckpt, cfg, last_path)  # validate first, then write
     amp_dtype = resolve_amp(cfg.amp, device)
-    record = {**cfg.to_dict(), "world_size": info.world_size, "provenance": provenance()}
+    holdout_json = paths.holdout_json(Path(cfg.folds).parent)  # the holdout beside folds.csv, if any
+    holdout_print = json.loads(holdout_json.read_text()).get("fingerprint") if holdout_json.exists() else None
+    record = {**cfg.to_dict(), "world_size": info.world_size, "holdout_fingerprint": holdout_print,
+              "provenance": provenance()}
     if info.is_main:
         if resume_ckpt is None:
             move_aside_previous(run)
@@ -384,15 +383,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if ema is not None and resume_ckpt.get("ema"):
             ema.module.load_state_dict(resume_ckpt["ema"])
         done, state.step = epochs_done(resume_ckpt), resume_ckpt["step"]
-        best, best_epoch = resume_ckpt["best_metric"], resume_ckpt["best_epoch"] + (0 if "epoch_base" in resume_ckpt else 1)
+        best, best_epoch = resume_ckpt["best_metric"], recorded_best_epoch(resume_ckpt)
         history = resume_ckpt.get("history", [])
         if info.is_main:
             print(f"resuming {run} after epoch {done}/{cfg.epochs}" if done < cfg.epochs else
                   f"{run} has finished its {done} epochs with these settings: nothing to train", flush=True)
 
     prevalence = float(metrics.aggregate_breasts(train_df.assign(pred=0.0)).cancer.mean())
-    holdout_json = Path(cfg.folds).with_name(paths.holdout_json(".").name)
-    holdout_print = json.loads(holdout_json.read_text()).get("fingerprint") if holdout_json.exists() else None
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}
     tracker = open_tracker(cfg, info, device, resume_ckpt, preprocess_cfg, holdout_print)
     t_start = time.perf_counter()

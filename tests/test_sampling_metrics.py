@@ -274,3 +274,16 @@ def test_breakdown_says_undefined_not_zero():
     assert np.isnan(table.auc[2])
     fig = plots.breakdown(table.reset_index(), "machine_id")
     assert [t.get_text() for t in fig.axes[0].texts].count("n/a") == 2
+
+
+def test_the_holdout_is_judged_only_by_folds_trained_beside_it(tmp_path):
+    import json
+
+    from mammo_utils import paths
+    from mammo_utils.estimates import check_fingerprints
+
+    paths.train_dir(tmp_path, 0).mkdir(parents=True)
+    (paths.train_dir(tmp_path, 0) / paths.CONFIG).write_text(json.dumps({"holdout_fingerprint": "abc"}))
+    check_fingerprints(tmp_path, [0], "abc")
+    with pytest.raises(UserError, match="trained beside another holdout"):
+        check_fingerprints(tmp_path, [0], "def")
