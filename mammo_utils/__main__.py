@@ -27,6 +27,34 @@ def _synth(a) -> int:
     return 0
 
 
+def _import_dataset(a) -> int:
+    from .datasets import import_dataset
+
+    record = import_dataset(a.dataset, a.src, a.out, copy=a.copy, label=a.label, jobs=a.jobs)
+    c = record["counts"]
+    print(f"{a.dataset}: {c['images']} images of {c['patients']} patients ({c['cancer_breasts']} of {c['breasts']} "
+          f"breasts cancer), {c['lesion_boxes']} lesion boxes, {c['skipped']} file(s) skipped -> {a.out}")
+    print(f"label: {record['label']}: {record['label_mapping']}")
+    for note in record["notes"]:
+        print(f"found: {note}")
+    for s in record["skipped"][:10]:
+        print(f"skipped: {s['file']}: {s['reason']}", file=sys.stderr)
+    if len(record["skipped"]) > 10:
+        print(f"... and {len(record['skipped']) - 10} more skipped files: see {Path(a.out) / 'import.json'}",
+              file=sys.stderr)
+    return 0
+
+
+def _combine(a) -> int:
+    from .datasets import combine
+
+    record = combine(a.folders, a.out, copy=a.copy)
+    for source, c in record["counts"].items():
+        print(f"{source}: {c['images']} images, {c['patients']} patients, {c['cancer_images']} cancer images")
+    print(f"-> {a.out}")
+    return 0
+
+
 def _preprocess(a) -> int:
     from .preprocess import PreprocessConfig, run_preprocess
 
@@ -239,6 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lesion-contrast", type=float, default=None, help="mass contrast in attenuation units")
     s.add_argument("--jobs", type=_jobs, default=-1, help="worker processes (-1: all CPUs)")
     s.set_defaults(func=_synth)
+
+    from .datasets import IMPORTERS, labels
+
+    label_help = "; ".join(f"{name}: " + ", ".join(labels(name)) for name in IMPORTERS)
+    s = command("import-dataset", "bring a public dataset (as downloaded and unpacked) into the RSNA layout")
+    s.add_argument("dataset", choices=sorted(IMPORTERS), help="which dataset SRC holds")
+    s.add_argument("src", metavar="SRC", help="the dataset's folder (never written to)")
+    s.add_argument("--out", required=True, help="folder to write: train.csv, train_images/, lesions.csv, import.json")
+    s.add_argument("--copy", action="store_true", help="copy the DICOMs instead of linking them")
+    s.add_argument("--label", default=None, help=f"label mapping (default: the first) - {label_help}")
+    s.add_argument("--jobs", type=_jobs, default=-1, help="header-reading processes (-1: all CPUs)")
+    s.set_defaults(func=_import_dataset)
+
+    s = command("combine", "several RSNA-layout folders as one, ids unique across sources, with a source column")
+    s.add_argument("folders", nargs="+", metavar="FOLDER", help="imported datasets or RSNA-layout folders")
+    s.add_argument("--out", required=True, help="folder to write (links to the parts' images)")
+    s.add_argument("--copy", action="store_true", help="copy the DICOMs instead of linking them")
+    s.set_defaults(func=_combine)
 
     s = command("preprocess", "DICOM -> cropped PNGs + manifest (resumable, parallel)")
     data_arg(s)

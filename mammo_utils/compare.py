@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, paths
+from . import metrics, paths, tables
 from .bootstrap import interval, paired_difference, resamples
 from .errors import UserError
 
@@ -86,7 +86,7 @@ def holdout_breasts(run_dir) -> pd.DataFrame:
     path = paths.holdout_predictions_csv(run_dir)
     if not path.exists():
         raise UserError(f"{path} not found: the run has no holdout predictions (notebook 05 writes them)")
-    images = pd.read_csv(path)
+    images = tables.read_csv(path)
     missing = sorted(images[images.pred.isna()].image_id.astype(str))
     breasts = metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=run_aggregation(run_dir))
     lost = sorted(set(metrics.aggregate_breasts(images.assign(pred=0.0)).prediction_id) - set(breasts.prediction_id))
@@ -125,13 +125,13 @@ def test_breasts(data, run_dir) -> pd.DataFrame:
     prediction is an error that names it: it is never scored as 0."""
     from .tables import with_prediction_id
 
-    truth = pd.read_csv(paths.synthetic_truth(data), dtype={"patient_id": str, "image_id": str})
+    truth = tables.read_csv(paths.synthetic_truth(data))
     truth = with_prediction_id(truth[truth.split == "test"])
     labels = truth.groupby("prediction_id").cancer.max()
-    images = pd.read_csv(paths.image_predictions_csv(paths.submission_csv(run_dir)), dtype={"prediction_id": str})
+    images = tables.read_csv(paths.image_predictions_csv(paths.submission_csv(run_dir)))
     probs = metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=run_aggregation(run_dir)).set_index(
         "prediction_id").pred
-    sub = pd.read_csv(paths.submission_csv(run_dir), dtype={"prediction_id": str}).set_index("prediction_id").cancer
+    sub = tables.read_csv(paths.submission_csv(run_dir)).set_index("prediction_id").cancer
     missing = sorted((set(labels.index) - set(probs.index)) | (set(labels.index) - set(sub.index)))
     if missing:
         raise UserError(f"{run_dir}: {len(missing)} test breast(s) have no prediction: {', '.join(missing[:10])}"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import crop as crop_ops
-from . import paths
+from . import paths, tables
 
 LIMITS = {"kept": 0.99, "zeroed": 0.01, "area_ratio": 1.25}
 
@@ -72,7 +72,7 @@ def check_dataset(data, split: str = "train", image_ids=None, jobs: int = 2, min
 
     from .parallel import resolve_jobs, shutdown_local_pool
 
-    truth = pd.read_csv(paths.synthetic_truth(data))
+    truth = tables.read_csv(paths.synthetic_truth(data))
     truth = truth[truth.split == split]
     if image_ids is not None:
         truth = truth[truth.image_id.isin(set(image_ids))]
@@ -121,7 +121,7 @@ def worst_crops(data, split: str, report: pd.DataFrame | None, cfg=None, n: int 
     if report is None or report.empty:
         return [], [], [], []
     worst = report.assign(badness=(1 - report.kept) + report.zeroed).nlargest(n, "badness")
-    truth = pd.read_csv(paths.synthetic_truth(data)).set_index("image_id")
+    truth = tables.read_csv(paths.synthetic_truth(data)).set_index("image_id")
     images, masks, boxes, titles = [], [], [], []
     for r in worst.itertuples():
         pid = truth.loc[r.image_id, "patient_id"]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import paths
 from .config import AugmentConfig
 from .png import load_png
-from .tables import with_prediction_id
+from .tables import read_csv, with_prediction_id
 
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -154,7 +154,7 @@ def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
 
     if not Path(folds_csv).exists():
         raise UserError(f"{folds_csv} not found: make folds first (notebook 03 or `python -m mammo_utils folds`)")
-    folds = pd.read_csv(folds_csv)
+    folds = read_csv(folds_csv)
     if not {"image_id", "fold", "cancer"} <= set(folds):
         raise UserError(f"{folds_csv} lacks image_id, fold or cancer columns")
     if "sampled" not in folds:  # folds.csv of earlier versions: every listed image trains
@@ -191,7 +191,7 @@ def read_split(preprocessed: Path, folds_csv, fold: int) -> tuple[pd.DataFrame, 
     df = join_manifest_folds(read_manifest(preprocessed), folds_csv)
     holdout_csv = paths.holdout_csv(Path(folds_csv).parent)
     if holdout_csv.exists():  # the locked holdout beside folds.csv takes no part in training or validation
-        leaked = set(df.patient_id) & set(pd.read_csv(holdout_csv, usecols=["patient_id"]).patient_id)
+        leaked = set(df.patient_id) & set(read_csv(holdout_csv, usecols=["patient_id"]).patient_id)
         if leaked:
             raise UserError(f"{folds_csv} holds {len(leaked)} patient(s) of the locked holdout {holdout_csv} "
                             f"(e.g. {sorted(leaked)[:3]}): make the folds again (notebook 03)")

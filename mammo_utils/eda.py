@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .tables import read_table
+from .tables import read_csv, read_table
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def scan_headers(data, split: str = "train", cache=None, jobs: int = 2, limit: i
         df = df.head(int(limit))
     cache = Path(cache) if cache else None
     if cache and cache.exists():
-        cached = pd.read_csv(cache)
+        cached = read_csv(cache)
         if set(cached.image_id) == set(df.image_id):
             return cached, 0.0
     files = [str(paths.dicom_path(data, split, p, i)) for p, i in zip(df.patient_id, df.image_id)]

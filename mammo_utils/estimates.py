@@ -1,11 +1,12 @@
 """Honest estimates on any dataset: a locked holdout, out-of-fold predictions, and the figures of both.
 
 * **Holdout.** Patients set aside before anything else, grouped by patient and stratified by cancer
-  and site: within each stratum the patients are ordered by a hash of ``(seed, patient_id)`` and the
+  and site, per source for combined datasets: within each stratum the patients are ordered by a hash of ``(seed, patient_id)`` and the
   first ``round(fraction * n)`` are taken. So the holdout is a function of the patient ids, the
   fraction and the seed only, and its fingerprint (a hash of its sorted patient ids, the fraction and
-  the seed) says whether two runs were judged on the same patients. A dataset with an official test
-  split that has labels (``official_split == "test"``) uses that split instead.
+  the seed) says whether two runs were judged on the same patients. A dataset (or, combined, a
+  source) with an official test split that has labels (``official_split == "test"``) uses that
+  split instead.
 * **Out of fold.** Every fold's validation predictions of its best epoch, pooled: every image of the
   non-holdout data once. The decision threshold is chosen on the pooled OOF breasts.
 * **Holdout figures.** The fold ensemble (mean of the folds' probabilities) predicts the holdout
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, paths
+from . import metrics, paths, tables
 from .bootstrap import interval, resamples
 from .errors import UserError
 
@@ -44,17 +45,21 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
     """(holdout rows, the other rows, description with the fingerprint). See the module docstring."""
     if not 0 <= fraction < 1:
         raise UserError(f"holdout_fraction must be in [0, 1), got {fraction}")
-    if "official_split" in df and (df.official_split == "test").any():
-        chosen = set(df[df.official_split == "test"].patient_id)
-        how = "the dataset's official test split"
-    else:
-        patients = df.groupby("patient_id").agg(cancer=("cancer", "max"),
-                                                **({"site": ("site_id", "first")} if "site_id" in df else {}))
-        chosen = set()
+    chosen, hows = set(), []
+    for source, part in (df.groupby(df.source.fillna(""), sort=True) if "source" in df else [("", df)]):
+        label = f"{source}: " if source else ""
+        if "official_split" in part and (part.official_split == "test").any():
+            chosen |= set(part[part.official_split == "test"].patient_id)
+            hows.append(f"{label}the dataset's official test split")
+            continue
+        extra = {c: (c, "first") for c in ("site_id",) if c in part}
+        patients = part.groupby("patient_id").agg(cancer=("cancer", "max"), **extra).fillna("")
         for _, stratum in patients.groupby(list(patients.columns)):
             order = sorted(stratum.index, key=lambda p: _rank(seed, p))
             chosen |= set(order[:int(round(fraction * len(order)))])
-        how = f"{fraction:g} of the patients, stratified by cancer and site, seed {seed}"
+        hows.append(f"{label}{fraction:g} of the patients, stratified by cancer{''.join(', ' + c for c in extra)}, "
+                    f"seed {seed}")
+    how = "; ".join(hows)
     is_holdout = df.patient_id.isin(chosen)
     holdout, rest = df[is_holdout].reset_index(drop=True), df[~is_holdout].reset_index(drop=True)
     if fraction and rest.patient_id.nunique() < 2:
@@ -67,7 +72,7 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
 
 def write_holdout(run, holdout: pd.DataFrame, info: dict) -> Path:
     """``<run>/holdout.csv`` (its images, with patient_id and image_id) and ``<run>/holdout.json``."""
-    keep = [c for c in ("patient_id", "image_id", "laterality", "view", "site_id", "machine_id", "cancer")
+    keep = [c for c in ("patient_id", "image_id", "laterality", "view", "site_id", "machine_id", "source", "cancer")
             if c in holdout]
     Path(run).mkdir(parents=True, exist_ok=True)
     holdout[keep].to_csv(paths.holdout_csv(run), index=False)
@@ -78,7 +83,7 @@ def write_holdout(run, holdout: pd.DataFrame, info: dict) -> Path:
 def read_holdout(run) -> tuple[pd.DataFrame, dict]:
     if not paths.holdout_csv(run).exists():
         raise UserError(f"{paths.holdout_csv(run)} not found: run notebook 03 (it sets the holdout aside)")
-    return pd.read_csv(paths.holdout_csv(run)), json.loads(paths.holdout_json(run).read_text())
+    return tables.read_csv(paths.holdout_csv(run)), json.loads(paths.holdout_json(run).read_text())
 
 
 # ---- folds -------------------------------------------------------------------------------------------
@@ -103,7 +108,7 @@ def collect_oof(run, folds=None) -> pd.DataFrame:
     folds = trained_folds(run) if folds is None else folds
     if not folds:
         raise UserError(f"no trained fold under {paths.train_root(run)}: run notebook 04 first")
-    parts = [pd.read_csv(paths.train_dir(run, k) / paths.VAL_PREDICTIONS).assign(fold=k) for k in folds]
+    parts = [tables.read_csv(paths.train_dir(run, k) / paths.VAL_PREDICTIONS).assign(fold=k) for k in folds]
     oof = pd.concat(parts, ignore_index=True)
     if not oof.image_id.is_unique:
         raise UserError(f"{run}: an image is in the validation of two folds: folds.csv changed between folds?")
@@ -170,7 +175,7 @@ def predict_holdout(run, folds=None, batch_size: int = 16, workers: int = 0) -> 
     config = json.loads((paths.train_dir(run, folds[0]) / paths.CONFIG).read_text())
     manifest = read_manifest(config["preprocessed"])
     ens = load_ensemble([paths.train_dir(run, k) / paths.BEST for k in folds], "cpu")
-    ds = PngDataset(holdout, dict(zip(manifest.image_id.astype(int), manifest.abs_path)), ens.preprocess.size)
+    ds = PngDataset(holdout, dict(zip(manifest.image_id.astype(str), manifest.abs_path)), ens.preprocess.size)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
     preds = predict_loader(ens.models, loader, len(ds), torch.device("cpu"))
     images = holdout.assign(pred=preds, folds=len(folds))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, paths
+from . import metrics, paths, tables
 from .bootstrap import interval
 from .errors import UserError
 
@@ -19,7 +19,7 @@ def read_predictions(train_run) -> pd.DataFrame:
     path = Path(train_run) / paths.VAL_PREDICTIONS
     if not path.exists():
         raise UserError(f"{path} not found: run notebook 04 (training) first")
-    return pd.read_csv(path)
+    return tables.read_csv(path)
 
 
 def trained_aggregation(train_run, override: str | None = None) -> str:

@@ -74,7 +74,7 @@ class PngDataset(Dataset):
         return len(self.df)
 
     def __getitem__(self, i: int):
-        path = self.png_paths.get(int(self.df.image_id.iloc[i]))
+        path = self.png_paths.get(str(self.df.image_id.iloc[i]))
         if path is None:
             return torch.zeros(1, *self.size), {"index": torch.tensor(i), "ok": torch.tensor(False)}
         return torch.from_numpy(load_png(path))[None], {"index": torch.tensor(i), "ok": torch.tensor(True)}
@@ -155,7 +155,7 @@ def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int 
         out = Path(preprocessed_dir) if preprocessed_dir else Path(work_dir) / f"preprocessed_{split}"
         run_preprocess(data, split, out, ens.preprocess, jobs=jobs, progress=progress, scheduler=scheduler)
         manifest = read_manifest(out)
-        ds = PngDataset(df, dict(zip(manifest.image_id.astype(int), manifest.abs_path)), ens.preprocess.size)
+        ds = PngDataset(df, dict(zip(manifest.image_id.astype(str), manifest.abs_path)), ens.preprocess.size)
         workers = min(2, resolve_jobs(jobs))
     else:
         ds = DicomDataset(df, data, split, ens.preprocess)

@@ -292,9 +292,9 @@ def read_results(data: Path, run: Path) -> dict:
                    estimates=ev.get("estimates", {}))
     sub = paths.submission_csv(run)
     if sub.exists():
-        import pandas as pd
+        from .tables import read_csv
 
-        s = pd.read_csv(sub)
+        s = read_csv(sub)
         out.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
         out.update(score_synthetic_test(data, run))
     if "test_auc" in out and "estimates" in out and out.get("threshold") is not None:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import crop as crop_ops
 from . import parallel, paths
+from .tables import read_csv
 from .errors import UserError
 from .png import write_png_atomic
 
@@ -284,17 +285,17 @@ def read_rows(path: Path, key: str = "image_id") -> pd.DataFrame:
     """Read a manifest written line by line by a run that may have been killed.
 
     A torn last line (a row cut mid-write) is dropped: it lacks the final column (``seconds``) or
-    its key is not an integer. A repeated key keeps its last row.
+    its key is empty. A repeated key keeps its last row.
     """
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
-    df = pd.read_csv(path, on_bad_lines="skip", engine="python", dtype={"path": str})
+    df = read_csv(path, on_bad_lines="skip", engine="python", dtype={"path": str})
     if key in df:
-        df = df[pd.to_numeric(df[key], errors="coerce").notna()]
+        df = df[df[key].notna() & (df[key].str.strip() != "")]
         last = df.columns[-1]
         if last == "seconds":
             df = df[pd.to_numeric(df[last], errors="coerce").notna()]
-        df = df.astype({key: "int64"}).drop_duplicates(key, keep="last")
+        df = df.drop_duplicates(key, keep="last")
     return df
 
 
@@ -429,7 +430,7 @@ def _preprocess_locked(data: Path, split: str, out: Path, cfg: PreprocessConfig,
 def read_errors(out) -> pd.DataFrame:
     """The files of a preprocessing folder that are still failing, with their reasons."""
     path = Path(out) / paths.ERRORS
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame(columns=ERROR_COLUMNS)
+    return read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame(columns=ERROR_COLUMNS)
 
 
 def read_config(out) -> PreprocessConfig:

@@ -16,6 +16,18 @@ def patient_labels(df: pd.DataFrame) -> pd.Series:
     return df.groupby("patient_id").cancer.max().astype(int)
 
 
+STRATA_COLUMNS = ("source", "site_id")
+
+
+def patient_strata(df: pd.DataFrame) -> pd.Series:
+    """Per image, a stratum code of its patient: patient-level cancer x source x site (where present)."""
+    keys = [df.patient_id.map(patient_labels(df)).astype(str)]
+    for col in STRATA_COLUMNS:
+        if col in df:
+            keys.append(df.groupby("patient_id")[col].transform("first").fillna("").astype(str))
+    return pd.Series(pd.factorize(pd.Series(["|".join(k) for k in zip(*keys)]))[0], index=df.index)
+
+
 def paired_breast_undersample(df: pd.DataFrame, neg_per_pos: float = 0.0, seed: int = 0) -> pd.DataFrame:
     """Every image of every cancer patient plus ``round(neg_per_pos * n_cancer_patients)`` cancer-free
     patients (all their images), drawn with ``seed``.
@@ -41,9 +53,10 @@ def paired_breast_undersample(df: pd.DataFrame, neg_per_pos: float = 0.0, seed: 
 def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.DataFrame:
     """Copy of ``df`` with an int ``fold`` column in 0..n_splits-1.
 
-    No patient is in two folds (grouped by patient_id); folds are stratified on patient-level
-    cancer crossed with site (scikit-learn's StratifiedGroupKFold), so each fold has the same
-    share of cancer patients from each site.
+    No patient is in two folds (grouped by patient_id, which :func:`~mammo_utils.datasets.combine`
+    keeps unique across sources); folds are stratified on patient-level cancer crossed with site and
+    source (scikit-learn's StratifiedGroupKFold), so each fold has the same share of cancer patients
+    from each site and each dataset.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -56,10 +69,7 @@ def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.Data
         from .errors import UserError
 
         raise UserError(f"{n_patients} patients cannot fill {n_splits} folds; lower n_splits")
-    labels = patient_labels(df)
-    strata = df.patient_id.map(labels).astype(int) * 100
-    if "site_id" in df:
-        strata = strata + df.groupby("patient_id").site_id.transform("first").astype(int)
+    strata = patient_strata(df)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.full(len(df), -1, dtype=int)
     import warnings

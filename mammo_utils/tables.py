@@ -1,11 +1,14 @@
 """The RSNA CSVs, read with explicit dtypes and validated up front.
 
-Ids are integers and never floats (one blank cell would otherwise turn ``27093`` into ``27093.0``
-in every path built from it). Every problem is reported as one :class:`UserError` line that names
+Ids are strings everywhere: RSNA's are digits, VinDr's are 32-character hex, CBIS-DDSM's are
+``P_00001``. Read as text they never become floats (one blank cell would otherwise turn ``27093``
+into ``27093.0`` in every path built from it); :func:`read_csv` reads every table the workbook
+writes the same way. Every problem is reported as one :class:`UserError` line that names
 the CSV, the row numbers (as in a spreadsheet: header = row 1) and what is wrong.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +22,9 @@ TEST_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age"
                 "prediction_id"]
 REQUIRED = ["patient_id", "image_id", "laterality", "view"]
 KNOWN_VIEWS = {"CC", "MLO", "AT", "LM", "ML", "LMO", "XCCL", "XCCM", "FB", "SIO"}
-_STRING_COLUMNS = {"patient_id": str, "image_id": str, "laterality": str, "view": str, "prediction_id": str,
-                   "density": str}
+ID_COLUMNS = {"patient_id": str, "image_id": str, "prediction_id": str, "source": str, "official_split": str}
+_STRING_COLUMNS = {**ID_COLUMNS, "laterality": str, "view": str, "density": str}
+_ID_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _rows(mask) -> str:
@@ -29,21 +33,23 @@ def _rows(mask) -> str:
     return ", ".join(map(str, rows)) + (f" and {more} more" if more > 0 else "")
 
 
-def _as_int_ids(df: pd.DataFrame, col: str, path: Path) -> None:
+def _as_id_text(df: pd.DataFrame, col: str, path: Path) -> None:
+    """Ids as stripped text; they become folder and file names, so only letters, digits, ``._-``."""
     text = df[col].fillna("").astype(str).str.strip()
     blank = text == ""
     if blank.any():
         raise UserError(f"{path}: {col} is empty in row(s) {_rows(blank)}")
-    numeric = pd.to_numeric(text, errors="coerce")
-    if numeric.isna().any() or (numeric % 1 != 0).any():
-        bad = numeric.isna() | (numeric % 1 != 0)
-        raise UserError(f"{path}: {col} must be an integer; bad value(s) {text[bad].head(3).tolist()} "
-                        f"in row(s) {_rows(bad)}")
-    too_big = numeric.abs() > 2 ** 53  # beyond this a float (and soon int64) no longer holds every integer
-    if too_big.any():
-        raise UserError(f"{path}: {col} value(s) {text[too_big].head(3).tolist()} in row(s) {_rows(too_big)} are too "
-                        f"long to be held exactly as 64-bit integers")
-    df[col] = numeric.astype("int64")
+    bad = ~text.map(lambda t: bool(_ID_TEXT.match(t)))
+    if bad.any():
+        raise UserError(f"{path}: {col} may hold only letters, digits, '.', '_' and '-' (it names files); bad value(s) "
+                        f"{text[bad].head(3).tolist()} in row(s) {_rows(bad)}")
+    df[col] = text
+
+
+def read_csv(path, **kw) -> pd.DataFrame:
+    """A CSV the workbook wrote (folds, manifests, predictions, holdout), with its ids as text."""
+    dtype = {**ID_COLUMNS, **kw.pop("dtype", {})}
+    return pd.read_csv(path, dtype=dtype, **kw)
 
 
 def validate_table(df: pd.DataFrame, path, labelled: bool) -> pd.DataFrame:
@@ -56,7 +62,7 @@ def validate_table(df: pd.DataFrame, path, labelled: bool) -> pd.DataFrame:
         raise UserError(f"{path}: the table has no rows")
     df = df.copy()
     for col in ("patient_id", "image_id"):
-        _as_int_ids(df, col, path)
+        _as_id_text(df, col, path)
     dup = df.image_id.duplicated(keep=False)
     if dup.any():
         raise UserError(f"{path}: image_id is not unique: {df.image_id[dup].drop_duplicates().head(3).tolist()} "
@@ -115,6 +121,6 @@ def read_manifest(out) -> pd.DataFrame:
     path = out / paths.MANIFEST
     if not path.exists():
         raise UserError(f"{path} not found: preprocess first (notebook 02 or `python -m mammo_utils preprocess`)")
-    df = pd.read_csv(path, dtype={"path": str})
+    df = read_csv(path, dtype={"path": str})
     df["abs_path"] = [str(out / p) for p in df.path]
     return df

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import paths
+from . import paths, tables
 from .dicom.lut import Window
 from .errors import UserError
 
@@ -112,7 +112,7 @@ class PatientViewer:
         self.display_px, self.tile = display_px, tile_px
         self.table = read_table(self.data, split)
         truth = paths.synthetic_truth(self.data)
-        self.truth = pd.read_csv(truth).set_index("image_id") if truth.exists() else None
+        self.truth = tables.read_csv(truth).set_index("image_id") if truth.exists() else None
         self.fold = fold
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
@@ -147,7 +147,7 @@ class PatientViewer:
         return patients
 
     def select(self, patient_id) -> "PatientViewer":
-        patient_id = int(patient_id)
+        patient_id = str(patient_id)
         if patient_id not in set(self.table.patient_id):
             raise UserError(f"patient {patient_id} is not in {paths.split_csv(self.data, self.split)}")
         self.patient_id = patient_id
@@ -438,7 +438,7 @@ class MistakeBrowser(PatientViewer):
         self.mistakes = order.reset_index(drop=True)
         super().__init__(data_dir, split="train", run_dir=run, fold=fold, **kw)
         self.overlays.update(cam=True)
-        self.patients = [int(p) for p in self.mistakes.patient_id.drop_duplicates()]
+        self.patients = [str(p) for p in self.mistakes.patient_id.drop_duplicates()]
         self.select(self.patients[0])
         for i in self.view_states:
             self.view_states[i].mode = "preprocessed"

@@ -1,0 +1,186 @@
+"""CBIS-DDSM: four case-description CSVs (mass/calc x train/test) and NBIA's folder tree of DICOMs.
+
+The CSVs' file paths do not match the disk, so files are found by their per-view folder
+(``Mass-Training_P_00001_LEFT_CC``) or, when NBIA's ``metadata.csv`` is there, by series UID. Each
+abnormality folder (``..._LEFT_CC_1``) holds the ROI mask and the cropped lesion, their CSV columns
+sometimes swapped: the mask is the file with the full image's shape, whatever its column says.
+Headers are read (in parallel) only to tell them apart; mask pixels only for their boxes.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, find_all, find_optional, parallel_map, \
+    strip_cells
+from ..errors import UserError
+
+LABELS = {"malignant": "cancer = pathology MALIGNANT; BENIGN and BENIGN_WITHOUT_CALLBACK are benign"}
+CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
+FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$", re.IGNORECASE)
+
+
+def _shape(path: str):
+    """(rows, columns) from the header, or the reason it cannot be read."""
+    from ..dicom import DicomReadError
+    from ..dicom.dataset import open_dataset
+
+    try:
+        ds = open_dataset(path, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+    except DicomReadError as exc:
+        return exc.reason
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"no image size in the header ({exc})"
+
+
+def _mask_box(path: str):
+    """(x0, y0, x1, y1) of a mask's nonzero pixels (x the column, end exclusive), or the reason there is none."""
+    from ..dicom import DicomReadError
+    from ..dicom.read import read_stored
+
+    try:
+        arr = read_stored(path)[0]
+    except DicomReadError as exc:
+        return exc.reason
+    ys, xs = np.nonzero(arr)
+    if not len(ys):
+        return "the ROI mask is empty"
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _image_id(folder: str) -> str:
+    """``MASS-TRAINING_P_00001_LEFT_CC`` -> ``Mass-Training_P_00001_LEFT_CC``, the folder as CBIS spells it."""
+    kind, split, patient, side, view, _ = FOLDER.match(folder).groups()
+    return f"{kind.title()}-{split.title()}_{patient.upper()}_{side.upper()}_{view.upper()}"
+
+
+def _folders(src: Path) -> dict[str, list[Path]]:
+    """DICOM files below ``src`` by the per-view or per-abnormality folder they sit in."""
+    out = defaultdict(list)
+    for p in find_all(src, lambda p: p.suffix.lower() == ".dcm"):
+        for part in p.relative_to(src).parts[:-1]:
+            if FOLDER.match(part):
+                out[part.upper()].append(p)
+                break
+    return out
+
+
+def _by_series(src: Path) -> dict[str, list[Path]]:
+    """Series UID -> DICOM files, from NBIA's metadata.csv when it is there."""
+    meta_csv = find_optional(src, "metadata.csv")
+    if meta_csv is None:
+        return {}
+    meta = strip_cells(pd.read_csv(meta_csv, dtype=str))
+    if not {"Series UID", "File Location"} <= set(meta.columns):
+        return {}
+    out = {}
+    for uid, loc in zip(meta["Series UID"], meta["File Location"]):
+        folder = (meta_csv.parent / str(loc).replace("\\", "/")).resolve()
+        if folder.is_dir():
+            out[uid] = sorted(folder.glob("*.dcm"))
+    return out
+
+
+def _read_descriptions(src: Path) -> pd.DataFrame:
+    csvs = find_all(src, lambda p: bool(CSV_NAME.match(p.name)))
+    if not csvs:
+        raise UserError(f"{src}: expected CBIS-DDSM's mass_case_description_train_set.csv (and the calc and test "
+                        f"ones) somewhere below this folder")
+    parts = []
+    for path in csvs:
+        kind, split = CSV_NAME.match(path.name).groups()
+        df = strip_cells(pd.read_csv(path, dtype=str))
+        df.columns = [c.lower().replace(" ", "_") for c in df.columns]  # 'breast density' in the calc files
+        need = {"patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology", "image_file_path"}
+        missing = sorted(need - set(df.columns))
+        if missing:
+            raise UserError(f"{path}: expected column(s) {missing}; found {list(df.columns)}")
+        parts.append(df.assign(kind=kind.lower(), split=split.lower(), csv=path.name))
+    return pd.concat(parts, ignore_index=True)
+
+
+def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Imported:
+    rows = _read_descriptions(src)
+    imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + " (from the highest 'assessment'); "
+                   "breast_density 1-4 -> A-D; biopsy = 1 (every abnormality is pathology-verified)")
+    rows["key"] = rows.image_file_path.map(lambda p: str(p).replace("\\", "/").split("/")[0].upper())
+    bad = ~rows.key.map(lambda k: bool(FOLDER.match(k)))
+    for r in rows[bad].itertuples():
+        imp.skip(r.image_file_path, f"{r.csv}: image file path does not start with a per-view folder name")
+    rows = rows[~bad]
+    folders, series = _folders(src), _by_series(src)
+    if series:
+        imp.notes.append(f"NBIA metadata.csv found: files joined by series UID ({len(series)} series)")
+
+    def candidates(path_cell: str, folder: str) -> list[Path]:
+        parts = str(path_cell).replace("\\", "/").split("/")
+        if len(parts) >= 3 and parts[2] in series:
+            return series[parts[2]]
+        return folders.get(folder.upper(), [])
+
+    full = {}
+    for key, group in rows.groupby("key", sort=True):
+        files = candidates(group.image_file_path.iloc[0], key)
+        if not files:
+            imp.skip(group.image_file_path.iloc[0], f"no DICOM file in a folder named {key} below {src}")
+            continue
+        if len(files) > 1:
+            named = [f for f in files if "full mammogram" in str(f).lower()]
+            imp.notes.append(f"{key}: {len(files)} files in the view folder; took {(named or files)[0].name}")
+            files = named or files
+        full[key] = files[0]
+    abnormal = {}
+    for r in rows[rows.key.isin(full)].itertuples():
+        folder = f"{r.key}_{r.abnormality_id}"
+        files = {str(f) for c in ("cropped_image_file_path", "roi_mask_file_path") if hasattr(r, c)
+                 for f in candidates(getattr(r, c), folder)} | {str(f) for f in folders.get(folder.upper(), [])}
+        abnormal[r.Index] = sorted(files)
+    to_read = sorted(set(map(str, full.values())) | {f for fs in abnormal.values() for f in fs})
+    shapes = dict(zip(to_read, parallel_map(_shape, to_read, jobs, "headers", progress)))
+    masks = {}
+    for i, files in abnormal.items():
+        r = rows.loc[i]
+        want = shapes[str(full[r.key])]
+        same = [f for f in files if shapes.get(f) == want]
+        if same:
+            masks[i] = same[0]
+        elif files:
+            imp.notes.append(f"{r.key}_{r.abnormality_id}: no file of the full image's shape; no mask box")
+    boxes = dict(zip(sorted(set(masks.values())),
+                     parallel_map(_mask_box, sorted(set(masks.values())), jobs, "ROI masks", progress)))
+    malignant = rows.pathology.str.upper().eq("MALIGNANT")
+    rows = rows.assign(malignant=malignant)
+    density_col = "breast_density" if "breast_density" in rows else None
+    for key, group in rows[rows.key.isin(full)].groupby("key", sort=True):
+        path = full[key]
+        if isinstance(shapes[str(path)], str):
+            imp.skip(path, shapes[str(path)])
+            continue
+        first = group.iloc[0]
+        assessment = pd.to_numeric(group.get("assessment"), errors="coerce").max() if "assessment" in group else None
+        imp.rows.append({
+            "site_id": "", "patient_id": first.patient_id, "image_id": _image_id(key),
+            "laterality": first.left_or_right_breast.upper()[:1], "view": first.image_view.upper(), "age": None,
+            "cancer": int(group.malignant.any()), "biopsy": 1, "invasive": pd.NA,
+            "BIRADS": RSNA_BIRADS.get(str(int(assessment)), pd.NA) if assessment == assessment and assessment is not None
+            else pd.NA, "implant": 0,
+            "density": DENSITY_LETTERS.get(str(first[density_col]).split(".")[0], "") if density_col else "",
+            "machine_id": None, "difficult_negative_case": pd.NA,
+            "official_split": "train" if first.split == "train" else "test", "src": path})
+        image_id = imp.rows[-1]["image_id"]
+        for i, r in group.iterrows():
+            box = boxes.get(masks.get(i))
+            if isinstance(box, tuple):
+                imp.lesions.append({"image_id": image_id, "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
+                                    "finding": r.kind if "abnormality_type" not in r else r.abnormality_type,
+                                    "pathology": str(r.pathology).upper()})
+            elif isinstance(box, str):
+                imp.skip(masks[i], box)
+    n_abn = int(rows.key.isin(full).sum())
+    imp.notes.append(f"{n_abn} abnormalities on {len(full)} images; {len(masks)} ROI masks found by shape")
+    return imp

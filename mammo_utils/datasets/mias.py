@@ -1,0 +1,114 @@
+"""mini-MIAS: ``mdb001.pgm``..``mdb322.pgm`` film scans and ``Info.txt``.
+
+The PGMs are wrapped as DICOM (MONOCHROME2, pixel values unchanged) so one read path serves every
+dataset. Images come in pairs per patient, even numbers left; every view is MLO. Lesion centres
+count from the bottom-left corner, so the image row is ``height - y``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paths
+from .common import Imported, find_all, parallel_map
+from ..errors import UserError
+
+LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
+LINE = re.compile(r"^mdb\d{3}\b", re.IGNORECASE)
+
+
+def parse_info(path: Path) -> pd.DataFrame:
+    """One row per line of Info.txt that starts with ``mdb``: reference, tissue, class, severity, x, y, radius."""
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        tokens = line.split()
+        if not tokens or not LINE.match(tokens[0]):
+            continue
+        tokens += [None] * (7 - len(tokens))
+        ref, tissue, cls, severity, x, y, r = tokens[:7]
+        rows.append({"reference": ref.lower(), "tissue": tissue, "abnormality": cls,
+                     "severity": (severity or "").upper(), "x": _number(x), "y": _number(y), "radius": _number(r)})
+    return pd.DataFrame(rows, columns=["reference", "tissue", "abnormality", "severity", "x", "y", "radius"])
+
+
+def _number(text) -> float | None:
+    return float(text) if text and re.match(r"^-?\d+(\.\d+)?$", text) else None
+
+
+def wrap_pgm(task: str) -> str | tuple:
+    """Write one PGM as DICOM (pixels unchanged); returns (height, width) or the reason it failed.
+
+    ``task`` is ``"<pgm>|<dcm>|<patient>|<side>"``; an up-to-date DICOM is left alone (reruns)."""
+    import cv2
+
+    from ..dicom.write import make_uid, write_dicom
+
+    src, dst, patient, side = task.split("|")
+    src, dst = Path(src), Path(dst)
+    img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim != 2:
+        return "not a readable grayscale PGM"
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return img.shape
+    bits = 8 if img.dtype == np.uint8 else 16
+    attrs = {"PatientID": patient, "ImageLaterality": side, "Laterality": side, "ViewPosition": "MLO",
+             "BitsStored": bits, "SOPInstanceUID": make_uid("mias", src.stem),
+             "StudyInstanceUID": make_uid("mias-study", patient), "SeriesInstanceUID": make_uid("mias-series", src.stem),
+             "Modality": "MG", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2"}
+    write_dicom(dst, img, attrs)  # through a temporary file: a killed import leaves no half file
+    return img.shape
+
+
+def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True) -> Imported:
+    info_path = next(iter(find_all(src, lambda p: p.name.lower() == "info.txt")), None)
+    if info_path is None:
+        raise UserError(f"{src}: expected mini-MIAS's Info.txt (lines like 'mdb001 G CIRC B 535 425 197') below "
+                        f"this folder")
+    info = parse_info(info_path)
+    if info.empty:
+        raise UserError(f"{info_path}: no line starts with mdb; is this mini-MIAS's Info.txt?")
+    pgms = {p.stem.lower(): p for p in find_all(src, lambda p: p.suffix.lower() == ".pgm")}
+    imp = Imported(rows=[], label=LABELS[label] + "; no BI-RADS, density or age (tissue F/G/D is not BI-RADS "
+                   "density: left empty)", written=True)
+    tasks, refs = [], []
+    for ref, group in info.groupby("reference", sort=True):
+        if ref not in pgms:
+            imp.skip(f"{ref}.pgm", "listed in Info.txt; no such file")
+            continue
+        n = int(ref[3:])
+        patient, side = f"mias{(n + 1) // 2:03d}", "L" if n % 2 == 0 else "R"
+        dst = paths.dicom_path(out, "train", patient, ref)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tasks.append(f"{pgms[ref]}|{dst}|{patient}|{side}")
+        refs.append((ref, patient, side, group))
+    shapes = parallel_map(wrap_pgm, tasks, jobs, "wrapping PGM as DICOM", progress)
+    for (ref, patient, side, group), shape in zip(refs, shapes):
+        if isinstance(shape, str):
+            imp.skip(pgms[ref], shape)
+            continue
+        h, w = shape
+        severities = set(group.severity) - {""}
+        imp.rows.append({
+            "site_id": "", "patient_id": patient, "image_id": ref, "laterality": side, "view": "MLO", "age": None,
+            "cancer": int("M" in severities), "biopsy": pd.NA, "invasive": pd.NA, "BIRADS": pd.NA, "implant": 0,
+            "density": "", "machine_id": None, "difficult_negative_case": pd.NA, "official_split": "",
+            "src": pgms[ref]})
+        for r in group.itertuples():
+            if pd.isna(r.x) or pd.isna(r.y):
+                continue  # NORM, or spread calcifications without a centre
+            radius = 1.0 if pd.isna(r.radius) else r.radius
+            cx, cy = r.x, h - r.y
+            imp.lesions.append({"image_id": ref, "x0": max(0.0, cx - radius), "y0": max(0.0, cy - radius),
+                                "x1": min(float(w), cx + radius), "y1": min(float(h), cy + radius),
+                                "finding": r.abnormality,
+                                "pathology": {"M": "MALIGNANT", "B": "BENIGN"}.get(r.severity, "")})
+    unlisted = sorted(set(pgms) - set(info.reference))
+    if unlisted:
+        imp.notes.append(f"{len(unlisted)} PGM file(s) not in Info.txt (not imported), e.g. {unlisted[:3]}")
+    no_centre = int((info.x.isna() & info.severity.isin(["B", "M"])).sum())
+    imp.notes.append(f"Info.txt: {len(info)} lines for {info.reference.nunique()} images; {no_centre} abnormalities "
+                     f"without a centre (no box)")
+    return imp

@@ -1,0 +1,109 @@
+"""VinDr-Mammo: ``images/<study_id>/<image_id>.dicom`` with breast- and finding-level CSVs.
+
+The study is the patient (the dataset has no patient id). Labels come from the breast-level BI-RADS
+already on every image row; boxes from ``finding_annotations.csv``, clamped to the image. No pixel
+and no header is read: ``breast-level_annotations.csv`` has each image's height and width.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+
+from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, age_years, find_one, find_optional, \
+    is_dicom, require_columns, strip_cells
+
+LABELS = {
+    "birads5": "cancer = breast BI-RADS 5 (the RSNA 1st place's mapping)",
+    "birads45": "cancer = breast BI-RADS 4 or 5 (suspicious or highly suggestive)",
+}
+SPLITS = {"training": "train", "test": "test"}
+
+
+def _number(text) -> str:
+    """``"BI-RADS 4"`` -> ``"4"``, ``"DENSITY C"`` -> ``"C"``."""
+    return str(text).strip().split()[-1].upper() if isinstance(text, str) and text.strip() else ""
+
+
+def _categories(text) -> str:
+    try:
+        value = ast.literal_eval(text) if isinstance(text, str) and text.startswith("[") else text
+    except (ValueError, SyntaxError):
+        value = text
+    return ";".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value or "")
+
+
+def _metadata(path: Path | None, image_ids: set, notes: list) -> pd.DataFrame:
+    """Age and machine per image from ``metadata.csv``, keyed by whichever column holds the image ids."""
+    if path is None:
+        notes.append("metadata.csv not found: age and machine_id left empty")
+        return pd.DataFrame(columns=["image_id", "age", "machine_id"])
+    meta = strip_cells(pd.read_csv(path, dtype=str))
+    key = max(meta.columns, key=lambda c: len(image_ids & set(meta[c].dropna())))
+    if not image_ids & set(meta[key].dropna()):
+        notes.append(f"{path}: no column holds the image ids; age and machine_id left empty")
+        return pd.DataFrame(columns=["image_id", "age", "machine_id"])
+    age = next((c for c in meta.columns if "age" in c.lower() and "image" not in c.lower()), None)
+    model = next((c for c in meta.columns if "model" in c.lower()), None) or \
+        next((c for c in meta.columns if "manufacturer" in c.lower()), None)
+    notes.append(f"{path.name}: image ids in {key!r}, age from {age!r}, machine_id from {model!r}")
+    return pd.DataFrame({"image_id": meta[key],
+                         "age": meta[age].map(age_years) if age else None,
+                         "machine_id": meta[model] if model else None}).drop_duplicates("image_id")
+
+
+def load(src: Path, label: str) -> Imported:
+    breast_csv = find_one(src, "breast-level_annotations.csv", "VinDr-Mammo's breast-level_annotations.csv")
+    root = breast_csv.parent
+    imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; density 'DENSITY A'-'D' -> A-D")
+    breasts = strip_cells(pd.read_csv(breast_csv, dtype=str))
+    need = {"study_id", "image_id", "laterality", "view_position", "breast_birads", "split"}
+    require_columns(breasts, need, breast_csv)
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        found = find_optional(src, [f"{breasts.image_id.iloc[0]}.dicom", f"{breasts.image_id.iloc[0]}.dcm"])
+        images_dir = found.parent.parent if found else images_dir
+        imp.notes.append(f"images found under {images_dir}")
+    meta = _metadata(find_optional(src, "metadata.csv"), set(breasts.image_id), imp.notes).set_index("image_id")
+    malignant = {"5"} if label == "birads5" else {"4", "5"}
+    for r in breasts.itertuples():
+        path = next((p for p in (images_dir / r.study_id / f"{r.image_id}.dicom",
+                                 images_dir / r.study_id / f"{r.image_id}.dcm") if p.exists()), None)
+        reason = "file not found" if path is None else is_dicom(path)
+        if reason:
+            imp.skip(path or images_dir / r.study_id / f"{r.image_id}.dicom", reason)
+            continue
+        birads = _number(r.breast_birads)
+        imp.rows.append({
+            "site_id": "", "patient_id": r.study_id, "image_id": r.image_id, "laterality": r.laterality.upper()[:1],
+            "view": r.view_position.upper(), "age": meta.age.get(r.image_id),
+            "cancer": int(birads in malignant), "biopsy": pd.NA, "invasive": pd.NA,
+            "BIRADS": RSNA_BIRADS.get(birads, pd.NA), "implant": 0,
+            "density": DENSITY_LETTERS.get(_number(getattr(r, "breast_density", "")), ""),
+            "machine_id": meta.machine_id.get(r.image_id),
+            "difficult_negative_case": pd.NA, "official_split": SPLITS.get(str(r.split).lower(), ""), "src": path})
+    findings_csv = find_optional(src, "finding_annotations.csv")
+    if findings_csv is None:
+        imp.notes.append("finding_annotations.csv not found: lesions.csv is empty")
+        return imp
+    findings = strip_cells(pd.read_csv(findings_csv, dtype=str))
+    size = breasts.set_index("image_id")[["height", "width"]].apply(pd.to_numeric, errors="coerce") \
+        if {"height", "width"} <= set(breasts.columns) else None
+    boxed = findings.dropna(subset=["xmin", "ymin", "xmax", "ymax"])
+    clamped = 0
+    for r in boxed.itertuples():
+        x0, y0, x1, y1 = (float(v) for v in (r.xmin, r.ymin, r.xmax, r.ymax))
+        if size is not None and r.image_id in size.index:
+            h, w = size.loc[r.image_id]
+            box = (min(max(x0, 0), w), min(max(y0, 0), h), min(max(x1, 0), w), min(max(y1, 0), h))
+        else:
+            box = (max(x0, 0), max(y0, 0), max(x1, 0), max(y1, 0))
+        clamped += box != (x0, y0, x1, y1)
+        imp.lesions.append({"image_id": r.image_id, "x0": round(box[0], 1), "y0": round(box[1], 1),
+                            "x1": round(box[2], 1), "y1": round(box[3], 1),
+                            "finding": _categories(getattr(r, "finding_categories", "")),
+                            "pathology": ""})
+    imp.notes.append(f"{len(boxed)} finding boxes, {clamped} clamped to the image")
+    return imp
+
