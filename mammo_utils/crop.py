@@ -7,7 +7,9 @@ Segmentation treats the breast as one object and models the *background*, not th
    mammogram (the far side of the image is air), and the spread of the values below the median
    gives the noise sigma; the threshold is a few sigmas above that level, so fatty tissue that
    fades into the noise near the skin stays in;
-3. an opening a little wider than a detector strip or a label stroke cuts those off the breast;
+3. film artefacts that touch the breast are taken out first (:func:`film_artefacts`): a strip along an
+   image edge (the scanned film edge) and a compact bright rectangle (a film label, a ruler); then
+   an opening a little wider than a detector strip or a label stroke cuts thinner ones off the breast;
 4. the largest component is the breast, and every component at least a tenth of its size joins it
    (thin strips, text and markers are small or thin, so they never do); a closing and a hole fill
    then make the chosen components one object, lobular fat included.
@@ -32,6 +34,13 @@ JOIN_FRACTION = 0.10        # components at least this share of the largest one 
 OPEN_FRACTION = 0.02        # opening kernel / work size: wider than a detector strip or a label stroke
 CLOSE_FRACTION = 0.04       # closing kernel / work size: joins lobular fat islands into one object
 WORK_PX = 384               # long side of the segmentation copy
+STRIP_FILL = 0.85           # an edge strip: lines with at least this share of very bright pixels ...
+STRIP_MAX = 0.08            # ... running at most this share of the image in from its edge ...
+STRIP_AFTER = 0.5           # ... and then a line with less than this share (the breast is never that uniform)
+RECT_FILL = 0.85            # a label or ruler: a very bright object whose convex hull fills this share of its box
+RECT_MIN_AREA = 0.001       # ... of at least this share of the image,
+RECT_MAX_SHARE = 0.25       # ... at most this share of all the foreground,
+RECT_MAX_STD = 0.05         # ... and flat: its values spread less than this (display units)
 
 
 @dataclass
@@ -97,6 +106,71 @@ def background_model(small: np.ndarray, border_frac: float = 0.03) -> tuple[floa
     return min(sides)
 
 
+def _very_bright(small: np.ndarray, level: float) -> np.ndarray:
+    """Pixels near the top of the image's range: film edges, labels and rulers are the brightest objects."""
+    top = float(np.percentile(small, 99.5))
+    return small >= level + 0.8 * (top - level)
+
+
+def edge_strips(bright: np.ndarray) -> np.ndarray:
+    """Lines (rows or columns) that form a bright strip along an image edge: the scanned film edge.
+
+    From each edge inwards (past a few dark lines), a run of lines almost all very bright, no deeper
+    than ``STRIP_MAX`` of the image and followed by a line that is not: a breast touching the edge is
+    never that bright along its whole length, so it is never taken for a strip."""
+    out = np.zeros(bright.shape, bool)
+    h, w = bright.shape
+    for axis, n in ((0, h), (1, w)):  # axis 0: rows (top and bottom strips), 1: columns
+        fill = bright.mean(axis=1 - axis)
+        for order in (np.arange(n), np.arange(n)[::-1]):
+            limit = max(2, int(STRIP_MAX * n))
+            start = next((k for k in range(max(1, n // 100) + 1) if fill[order[k]] >= STRIP_FILL), None)
+            if start is None:
+                continue
+            end = start
+            while end < limit and fill[order[end]] >= STRIP_FILL:
+                end += 1
+            blurred = 0  # the strip's own blurred border: up to two lines between the two levels
+            while blurred < 2 and end + blurred < n - 1 and STRIP_AFTER <= fill[order[end + blurred]] < STRIP_FILL:
+                blurred += 1
+            end += blurred
+            if end < limit and fill[order[end]] < STRIP_AFTER:
+                lines = order[:end]
+                if axis == 0:
+                    out[lines, :] = True
+                else:
+                    out[:, lines] = True
+    return out
+
+
+def bright_rectangles(small: np.ndarray, bright: np.ndarray, foreground: int) -> np.ndarray:
+    """Very bright objects that fill their bounding box, small beside the breast and flat: film labels
+    and rulers (text inside included). Dense tissue is never that flat, and a dense breast is the
+    largest object, not a small one."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright.view(np.uint8), connectivity=8)
+    out = np.zeros(bright.shape, bool)
+    for i in range(1, n):
+        x, y, w, h, area = stats[i]
+        if area < RECT_MIN_AREA * bright.size or min(w, h) < 2 or area > RECT_MAX_SHARE * foreground:
+            continue
+        if float(np.std(small[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i])) > RECT_MAX_STD:
+            continue
+        obj = (labels[y:y + h, x:x + w] == i).astype(np.uint8)
+        hull = cv2.convexHull(cv2.findNonZero(obj))
+        if cv2.contourArea(hull) >= RECT_FILL * w * h and obj.sum() >= 0.5 * w * h:  # text in a label leaves holes
+            filled = np.zeros_like(obj)
+            cv2.fillConvexPoly(filled, hull, 1)
+            out[y:y + h, x:x + w] |= filled > 0
+    return out
+
+
+def film_artefacts(small: np.ndarray, level: float, foreground: int) -> tuple[np.ndarray, np.ndarray]:
+    """(film edge strips, labels or rulers) on a work-size image: bright, geometric, and often touching
+    the breast, so the component rules below would take them for tissue."""
+    bright = _very_bright(small, level)
+    return edge_strips(bright), bright_rectangles(small, bright, foreground)
+
+
 def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     """Segment the breast on a downsampled copy; see the module docstring for the method."""
     if img.ndim != 2 or img.size == 0:
@@ -109,6 +183,8 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     level, noise = background_model(small)
     thr = level + max(NOISE_SIGMAS * noise, MIN_CONTRAST)
     raw = (small > thr).astype(np.uint8)
+    strips, labels_rulers = film_artefacts(small, level, int(raw.sum()))
+    raw[strips | labels_rulers] = 0
     long_side = max(small.shape)
     k_open, k_close = _odd(OPEN_FRACTION * long_side), _odd(CLOSE_FRACTION * long_side)
     opened = _morph(raw, cv2.MORPH_OPEN, k_open)
@@ -130,6 +206,7 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
         remove = ~np.take(touching, raw_labels)
         remove = cv2.dilate(remove.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # antialiased stroke edges
         remove &= near == 0
+    remove |= labels_rulers & ~breast  # strips only leave the box: one may run over tissue it hides
     return Segmentation(breast, remove, s, level, noise, thr)
 
 

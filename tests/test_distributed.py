@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mammo_utils.tables import read_csv
 from mammo_utils import metrics, paths
 from mammo_utils.checkpoint import load_checkpoint, load_model
 from mammo_utils.config import TrainConfig
@@ -71,7 +72,7 @@ def test_torchrun_two_processes_matches_one(prepared, tmp_path):
     assert load_checkpoint(two / "best.pt")["world_size"] == 2
     # validation covers every validation image exactly once
     _, val_df = read_split(prepared / "png", prepared / "folds.csv", 0)
-    preds = pd.read_csv(two / "val_predictions.csv")
+    preds = read_csv(two / "val_predictions.csv")
     assert len(preds) == len(val_df) and preds.image_id.is_unique and preds.pred.notna().all()
     assert set(preds.image_id) == set(val_df.image_id)
     # the gathered metrics equal a single-process evaluation of the same weights

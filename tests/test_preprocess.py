@@ -199,11 +199,11 @@ def test_torn_manifest_line_is_dropped(tmp_path):
     header = "image_id,path,seconds\n"
     path.write_text(header + "1,1/1.png,0.1\n2,1/2.png,0.2\n1,1/1.png,0.3\n3,1/3.p")  # cut inside the path
     df = pp.read_rows(path)
-    assert sorted(df.image_id) == [1, 2] and df.set_index("image_id").seconds[1] == 0.3  # duplicate: last wins
+    assert sorted(df.image_id) == ["1", "2"] and df.set_index("image_id").seconds["1"] == 0.3  # duplicate: last wins
     path.write_text(header + "1,1/1.png,0.1\n3,1/3.png,")  # cut before the last value
-    assert sorted(pp.read_rows(path).image_id) == [1]
+    assert sorted(pp.read_rows(path).image_id) == ["1"]
     path.write_text(header + "1,1/1.png,0.1\n3")  # cut after the id
-    assert sorted(pp.read_rows(path).image_id) == [1]
+    assert sorted(pp.read_rows(path).image_id) == ["1"]
 
 
 def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):

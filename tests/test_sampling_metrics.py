@@ -219,6 +219,7 @@ def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
     (tmp_path / "png").mkdir()
     manifest.to_csv(tmp_path / "png" / "manifest.csv", index=False)
     train, val = read_split(tmp_path / "png", tmp_path / "folds.csv", 1)
+    folds = folds.astype({"image_id": str})
     assert set(val.image_id) == set(folds[folds.fold == 1].image_id)
     assert set(train.image_id) == set(folds[(folds.fold != 1) & folds.sampled].image_id)
     legacy = folds.drop(columns="sampled")  # a folds.csv of earlier versions: every listed image trains

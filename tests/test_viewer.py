@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo_utils.tables import read_csv
 from mammo_utils import viewer as V
 from mammo_utils.errors import UserError
 
@@ -77,7 +78,7 @@ def test_next_previous_and_filters(pv, tiny_data):
     assert second != first and pv.previous().patient_id == first
     assert pv.previous().patient_id == pv.patients[-1]  # wraps around
     pv.select(first)
-    train = pd.read_csv(tiny_data / "train.csv")
+    train = read_csv(tiny_data / "train.csv")
     cancer_patients = set(train[train.cancer == 1].patient_id)
     kept = pv.set_filter(cancer_only=True)
     assert set(kept) == cancer_patients and pv.patient_id in cancer_patients
@@ -93,7 +94,7 @@ def test_next_previous_and_filters(pv, tiny_data):
 
 
 def test_stored_mode_shows_monochrome1_as_stored(tiny_data):
-    truth = pd.read_csv(tiny_data / "synthetic_truth.csv")
+    truth = read_csv(tiny_data / "synthetic_truth.csv")
     m1 = truth[(truth.photometric == "MONOCHROME1") & (truth.split == "train")].iloc[0]
     v = V.PatientViewer(tiny_data, display_px=256).select(m1.patient_id)
     i = next(k for k, r in enumerate(v.views) if r["image_id"] == m1.image_id)
@@ -159,7 +160,7 @@ def test_mistake_browser_steps_through_the_worst_breasts(small_run):
     assert len(m.mistakes) >= 1 and set(m.mistakes.kind) <= {"false negative", "false positive", "lowest cancer",
                                                                "highest negative"}
     first = m.patient_id
-    assert first == int(m.mistakes.patient_id.iloc[0])
+    assert first == str(m.mistakes.patient_id.iloc[0])
     assert all(s.mode == "preprocessed" for s in m.view_states.values())
     img = m.render()
     assert img.ndim == 3 and "breast p=" in m.title()

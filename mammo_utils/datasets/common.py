@@ -80,7 +80,7 @@ def strip_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Column names and text cells without surrounding whitespace (several datasets pad them)."""
     df = df.rename(columns=lambda c: str(c).strip())
     for c in df.columns:
-        if df[c].dtype == object:
+        if not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = df[c].map(lambda v: v.strip() if isinstance(v, str) else v)
     return df
 

@@ -27,7 +27,7 @@ def film_scan(a: np.ndarray, mask: np.ndarray, rng: np.random.Generator, artefac
     tissue = np.zeros((h, w), np.float32)
     breast[top:, strip:] = mask[:h - top, :w - strip]
     tissue[top:, strip:] = a[:h - top, :w - strip]
-    fog = 0.07 + 0.02 * cv2.resize(rng.random((4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    fog = 0.07 + 0.008 * cv2.resize(rng.random((4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     img = np.where(breast, 0.08 + 0.78 * tissue, fog) + rng.normal(0, 0.012, (h, w))
     art = np.zeros((h, w), bool)
     if strip:

@@ -8,8 +8,11 @@ import pandas as pd
 
 from .. import crop_quality
 from .anatomy import breast_params, draw_breast, lesion_position
+from .film import FILM_ARTEFACTS, film_scan
 
-PHANTOM_KINDS = ("fatty", "fatty_lobular", "wide_pectoral", "dense", "touching", "labelled")
+PHANTOM_KINDS = ("fatty", "fatty_lobular", "wide_pectoral", "dense", "touching", "labelled", "film_edge", "film_label",
+                 "film")
+FILM_KINDS = {"film_edge": ("edge", "top_edge"), "film_label": ("label",), "film": FILM_ARTEFACTS}
 
 
 def phantom(kind: str, seed: int = 0, shape=(520, 416), noise: float = 0.004):
@@ -26,6 +29,11 @@ def phantom(kind: str, seed: int = 0, shape=(520, 416), noise: float = 0.004):
     elif kind == "touching":
         b.update(height=0.56, cy=0.42)
     a, mask = draw_breast(rng, shape, view, b["density"], b)
+    if kind in FILM_KINDS:  # a scanned film: edge strips, a label on the skin line, a ruler, marks
+        img, mask, _, (dy, dx) = film_scan(a, mask, rng, FILM_KINDS[kind])
+        img = np.clip(img + rng.normal(0, noise, img.shape), 0, 1).astype(np.float32)
+        y, x = lesion_position(shape, view, b)
+        return img, mask, (y + dy, x + dx)
     img = np.clip(a - 0.04 + rng.normal(0, noise, a.shape), 0, 1).astype(np.float32)  # window: air at about 0
     if kind == "labelled":
         text = np.zeros(shape, np.uint8)
