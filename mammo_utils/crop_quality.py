@@ -114,6 +114,43 @@ def summary_line(report: pd.DataFrame | None) -> str:
             f"lesions inside the crop: {s['lesions_inside']}")
 
 
+def lesions_in_crops(data, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Each lesion box of ``<data>/lesions.csv`` against its image's crop box (source pixels): is its
+    centre inside, and how much of the box is kept. The check that needs no synthetic truth."""
+    from .datasets import read_lesions
+    from .eda import sources
+
+    lesions = read_lesions(data)
+    boxes = manifest.assign(source=sources(manifest))[["image_id", "source", "bbox_y0", "bbox_x0", "bbox_y1",
+                                                       "bbox_x1", "source_rows", "source_cols"]]
+    df = lesions.merge(boxes, on="image_id", how="inner")
+    cy, cx = (df.y0 + df.y1) / 2, (df.x0 + df.x1) / 2
+    df["centre_inside"] = (df.bbox_y0 <= cy) & (cy <= df.bbox_y1) & (df.bbox_x0 <= cx) & (cx <= df.bbox_x1)
+    inter_w = (np.minimum(df.x1, df.bbox_x1) - np.maximum(df.x0, df.bbox_x0)).clip(lower=0)
+    inter_h = (np.minimum(df.y1, df.bbox_y1) - np.maximum(df.y0, df.bbox_y0)).clip(lower=0)
+    df["box_kept"] = inter_w * inter_h / ((df.x1 - df.x0) * (df.y1 - df.y0)).clip(lower=1e-9)
+    return df
+
+
+def crop_by_source(data, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per source: images, the crop's share of the image (median, smallest), and where ``lesions.csv``
+    has boxes, the lesion centres inside the crop and the worst share of a lesion box kept."""
+    from .eda import sources
+
+    m = manifest.assign(source=sources(manifest),
+                        crop_share=(manifest.bbox_y1 - manifest.bbox_y0) * (manifest.bbox_x1 - manifest.bbox_x0)
+                        / (manifest.source_rows * manifest.source_cols))
+    out = m.groupby("source").agg(images=("image_id", "size"), crop_share_median=("crop_share", "median"),
+                                  crop_share_min=("crop_share", "min"))
+    lesions = lesions_in_crops(data, manifest)
+    if len(lesions):
+        g = lesions.groupby("source")
+        out["lesions"] = g.size()
+        out["centres_inside"] = g.centre_inside.sum()
+        out["worst_box_kept"] = g.box_kept.min()
+    return out
+
+
 def worst_crops(data, split: str, report: pd.DataFrame | None, cfg=None, n: int = 4):
     """(images, truth masks, boxes, titles) of the ``n`` images with the least breast kept (then most zeroed)."""
     from .dicom import read_image

@@ -101,9 +101,35 @@ def class_balance(df: pd.DataFrame, by: str) -> pd.DataFrame:
 
 def breast_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per breast: label = any cancer image."""
-    return df.groupby("prediction_id").agg(patient_id=("patient_id", "first"), site_id=("site_id", "first"),
-                                           machine_id=("machine_id", "first"), cancer=("cancer", "max"),
+    extra = {c: (c, "first") for c in ("site_id", "machine_id", "source") if c in df}
+    return df.groupby("prediction_id").agg(patient_id=("patient_id", "first"), **extra, cancer=("cancer", "max"),
                                            images=("image_id", "size")).reset_index()
+
+
+def sources(df: pd.DataFrame) -> pd.Series:
+    """Each row's dataset: its ``source`` cell, or ``"rsna"`` for a folder that has none (the RSNA layout)."""
+    if "source" not in df:
+        return pd.Series("rsna", index=df.index)
+    return df.source.fillna("").replace("", "rsna")
+
+
+def by_source(df: pd.DataFrame) -> pd.DataFrame:
+    """Per source: images, patients, breasts, cancer breasts and their rate, median age, views, the
+    official split and what is missing (ages, density): every count a combined dataset is read by."""
+    df = df.assign(source=sources(df))
+    g = df.groupby("source")
+    breasts = breast_table(df).groupby("source").cancer
+    out = pd.DataFrame({"images": g.size(), "patients": g.patient_id.nunique(), "breasts": breasts.size(),
+                        "cancer_breasts": breasts.sum()})
+    out["breast_rate"] = out.cancer_breasts / out.breasts
+    out["median_age"] = g.age.median() if "age" in df else float("nan")
+    out["age_missing"] = g.age.apply(lambda a: a.isna().mean()) if "age" in df else 1.0
+    if "density" in df:
+        out["density_missing"] = g.density.apply(lambda d: d.fillna("").astype(str).eq("").mean())
+    out["views"] = g.view.apply(lambda v: ", ".join(f"{k} {n}" for k, n in v.value_counts().items()))
+    if "official_split" in df:
+        out["official_test"] = g.official_split.apply(lambda s: int((s == "test").sum()))
+    return out
 
 
 def _read_one(path: str) -> dict:

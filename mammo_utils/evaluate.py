@@ -92,6 +92,13 @@ def breakdown(breasts: pd.DataFrame, by: str, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def by_source(breasts: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """:func:`breakdown` by dataset (``source``; one ``rsna`` row for a folder without the column)."""
+    from .eda import sources
+
+    return breakdown(breasts.assign(source=sources(breasts)), "source", threshold)
+
+
 def worst_cases(images: pd.DataFrame, kind: str, n: int = 4) -> pd.DataFrame:
     """Highest-scored negatives (``fp``) or lowest-scored positives (``fn``), image level."""
     if kind == "fp":

@@ -37,7 +37,7 @@ def aggregate_breasts(df: pd.DataFrame, pred: str = "pred", how: str = "mean", l
     agg = {pred: how}
     if label in df:
         agg[label] = "max"
-    keep = [c for c in ("patient_id", "site_id", "machine_id") if c in df]
+    keep = [c for c in ("patient_id", "site_id", "machine_id", "source") if c in df]
     for c in keep:
         agg[c] = "first"
     return df.groupby("prediction_id", sort=False).agg(agg).reset_index()

@@ -196,6 +196,10 @@ def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebook
     for split in ("train", "test"):  # bad tables stop here with one line, not inside a notebook
         if paths.split_csv(data, split).exists():
             read_table(data, split)
+    if not paths.split_csv(data, "test").exists() and "06_submission" in names:
+        print(f"[pipeline] {paths.split_csv(data, 'test')} does not exist (an imported or combined dataset): "
+              f"no submission, 06_submission skipped", flush=True)
+        names = [n for n in names if n != "06_submission"]
     with tracked(run, data, params) as tracker:
         summary_path = paths.summary_json(run)
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -290,6 +294,9 @@ def read_results(data: Path, run: Path) -> dict:
                    threshold=ev.get("threshold"), aggregate=ev.get("aggregate"), val_breasts=ev.get("breasts"),
                    val_positives=ev.get("positives"), best_epoch=ev.get("best_epoch"),
                    estimates=ev.get("estimates", {}))
+        if len({r["source"] for r in ev.get("by_source", {}).get("holdout", [])}) > 1:
+            out["by_source"] = {r["source"]: {k: r[k] for k in ("breasts", "positives", "auc", "pf1")}
+                                for r in ev["by_source"]["holdout"]}
     sub = paths.submission_csv(run)
     if sub.exists():
         from .tables import read_csv

@@ -274,7 +274,7 @@ def _run_tasks(tasks, out_dir: str, cfg: PreprocessConfig, jobs: int, scheduler:
 
 ID_COLUMNS = ["patient_id", "image_id", "laterality", "view"]
 CARRY_COLUMNS = ["site_id", "machine_id", "age", "cancer", "biopsy", "invasive", "BIRADS", "density", "implant",
-                 "difficult_negative_case", "prediction_id"]
+                 "difficult_negative_case", "prediction_id", "source", "official_split"]
 INFO_COLUMNS = ["source_rows", "source_cols", "photometric", "bits_stored", "syntax", "voi", "backend", "decode_scale",
                 "frames", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "flipped", "source_bytes", "source_mtime_ns", "path",
                 "seconds"]
