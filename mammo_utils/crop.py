@@ -34,7 +34,8 @@ JOIN_FRACTION = 0.10        # components at least this share of the largest one 
 OPEN_FRACTION = 0.02        # opening kernel / work size: wider than a detector strip or a label stroke
 CLOSE_FRACTION = 0.04       # closing kernel / work size: joins lobular fat islands into one object
 WORK_PX = 384               # long side of the segmentation copy
-STRIP_FILL = 0.85           # an edge strip: lines with at least this share of very bright pixels ...
+STRIP_FILL = 0.75           # an edge strip: lines with at least this share of very bright pixels ...
+PAD_MAX = 0.2               # ... after at most this share of the image of empty padding ...
 STRIP_MAX = 0.08            # ... running at most this share of the image in from its edge ...
 STRIP_AFTER = 0.5           # ... and then a line with less than this share (the breast is never that uniform)
 RECT_FILL = 0.85            # a label or ruler: a very bright object whose convex hull fills this share of its box
@@ -112,20 +113,23 @@ def _very_bright(small: np.ndarray, level: float) -> np.ndarray:
     return small >= level + 0.8 * (top - level)
 
 
-def edge_strips(bright: np.ndarray) -> np.ndarray:
+def edge_strips(bright: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """Lines (rows or columns) that form a bright strip along an image edge: the scanned film edge.
 
-    From each edge inwards (past a few dark lines), a run of lines almost all very bright, no deeper
-    than ``STRIP_MAX`` of the image and followed by a line that is not: a breast touching the edge is
-    never that bright along its whole length, so it is never taken for a strip."""
+    From each edge inwards, past empty padding (lines with almost no foreground, as on films padded
+    to a square), a run of lines mostly very bright, no deeper than ``STRIP_MAX`` of the image and
+    followed by a line that is not: a breast touching the edge is never that bright along its whole
+    length, so it is never taken for a strip."""
     out = np.zeros(bright.shape, bool)
     h, w = bright.shape
     for axis, n in ((0, h), (1, w)):  # axis 0: rows (top and bottom strips), 1: columns
-        fill = bright.mean(axis=1 - axis)
+        fill, used = bright.mean(axis=1 - axis), foreground.mean(axis=1 - axis)
         for order in (np.arange(n), np.arange(n)[::-1]):
-            limit = max(2, int(STRIP_MAX * n))
-            start = next((k for k in range(max(1, n // 100) + 1) if fill[order[k]] >= STRIP_FILL), None)
-            if start is None:
+            start = 0
+            while start < PAD_MAX * n and used[order[start]] < 0.02:
+                start += 1
+            limit = start + max(2, int(STRIP_MAX * n))
+            if limit >= n or fill[order[start]] < STRIP_FILL:
                 continue
             end = start
             while end < limit and fill[order[end]] >= STRIP_FILL:
@@ -164,11 +168,28 @@ def bright_rectangles(small: np.ndarray, bright: np.ndarray, foreground: int) ->
     return out
 
 
-def film_artefacts(small: np.ndarray, level: float, foreground: int) -> tuple[np.ndarray, np.ndarray]:
+def film_artefacts(small: np.ndarray, level: float, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(film edge strips, labels or rulers) on a work-size image: bright, geometric, and often touching
     the breast, so the component rules below would take them for tissue."""
     bright = _very_bright(small, level)
-    return edge_strips(bright), bright_rectangles(small, bright, foreground)
+    return edge_strips(bright, raw > 0), bright_rectangles(small, bright, int(raw.sum()))
+
+
+def unpadded(small: np.ndarray, max_share: float = 0.5) -> tuple[slice, slice]:
+    """The image without its constant border lines (rows, columns): the padding a digitised film gets
+    to fill a square. Air inside a film is never exactly constant, padding always is, and a background
+    model that saw the padding would call the whole film foreground."""
+    flat_rows = np.ptp(small, axis=1) == 0
+    flat_cols = np.ptp(small, axis=0) == 0
+
+    def run(flags) -> int:
+        k = 0
+        while k < max_share * len(flags) and flags[k]:
+            k += 1
+        return k if k < max_share * len(flags) else 0
+
+    h, w = small.shape
+    return slice(run(flat_rows), h - run(flat_rows[::-1])), slice(run(flat_cols), w - run(flat_cols[::-1]))
 
 
 def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
@@ -180,10 +201,10 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     small = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (max(1, round(w * s)), max(1, round(h * s))),
                        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     small = cv2.GaussianBlur(small, (3, 3), 0)
-    level, noise = background_model(small)
+    level, noise = background_model(small[unpadded(small)])
     thr = level + max(NOISE_SIGMAS * noise, MIN_CONTRAST)
     raw = (small > thr).astype(np.uint8)
-    strips, labels_rulers = film_artefacts(small, level, int(raw.sum()))
+    strips, labels_rulers = film_artefacts(small, level, raw)
     raw[strips | labels_rulers] = 0
     long_side = max(small.shape)
     k_open, k_close = _odd(OPEN_FRACTION * long_side), _odd(CLOSE_FRACTION * long_side)

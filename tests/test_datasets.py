@@ -190,3 +190,19 @@ def test_two_imported_datasets_and_the_synthetic_set_train_together(tiny_data, t
     report = crop_quality.crop_by_source(tmp_path / "all", manifest)
     film = report.loc[["cbis-ddsm", "mias"]]
     assert (film.lesions > 0).all() and (film.centres_inside == film.lesions).all() and film.worst_box_kept.min() > 0.9
+
+
+def test_cbis_mask_of_another_shape_is_rescaled_to_its_image(tmp_path):
+    """A few CBIS masks differ from their image by some rows: the largest file is the mask, its box rescaled."""
+    from mammo_utils.dicom import read_stored
+    from mammo_utils.dicom.write import write_dicom
+
+    truth = WRITERS["cbis-ddsm"](tmp_path / "src", patients=1)
+    mask_file = sorted((tmp_path / "src").rglob("*_LEFT_CC_1/*/*/1-1.dcm"))[0]
+    mask = read_stored(mask_file)[0]
+    write_dicom(mask_file, mask[:-16], {"BitsStored": 8})  # 16 rows short of the image
+    record = import_dataset("cbis-ddsm", tmp_path / "src", tmp_path / "out", jobs=1, progress=False)
+    assert any("differ in shape" in n for n in record["notes"])
+    box = read_lesions(tmp_path / "out").query("image_id.str.endswith('LEFT_CC')").iloc[0]
+    row = truth[truth.image_id.str.endswith("LEFT_CC")].iloc[0]
+    assert box.x0 <= row.lesion_x <= box.x1 and box.y0 <= row.lesion_y <= box.y1

@@ -142,15 +142,25 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
         abnormal[r.Index] = sorted(files)
     to_read = sorted(set(map(str, full.values())) | {f for fs in abnormal.values() for f in fs})
     shapes = dict(zip(to_read, parallel_map(_shape, to_read, jobs, "headers", progress)))
-    masks = {}
+    masks, rescale = {}, {}
     for i, files in abnormal.items():
         r = rows.loc[i]
         want = shapes[str(full[r.key])]
+        if isinstance(want, str):
+            continue
         same = [f for f in files if shapes.get(f) == want]
+        sized = [f for f in files if isinstance(shapes.get(f), tuple)]
+        largest = max(sized, key=lambda f: shapes[f][0] * shapes[f][1], default=None)
         if same:
             masks[i] = same[0]
+        elif largest and shapes[largest][0] * shapes[largest][1] >= 0.5 * want[0] * want[1]:
+            masks[i] = largest  # a few masks differ from their image by some rows: the box is rescaled
+            rescale[i] = (want[0] / shapes[largest][0], want[1] / shapes[largest][1])
         elif files:
-            imp.notes.append(f"{r.key}_{r.abnormality_id}: no file of the full image's shape; no mask box")
+            imp.notes.append(f"{r.key}_{r.abnormality_id}: no file near the full image's shape; no mask box")
+    if rescale:
+        imp.notes.append(f"{len(rescale)} ROI mask(s) differ in shape from their image: boxes rescaled, e.g. "
+                         f"{rows.loc[next(iter(rescale))].key}")
     boxes = dict(zip(sorted(set(masks.values())),
                      parallel_map(_mask_box, sorted(set(masks.values())), jobs, "ROI masks", progress)))
     malignant = rows.pathology.str.upper().eq("MALIGNANT")
@@ -162,25 +172,29 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
             imp.skip(path, shapes[str(path)])
             continue
         first = group.iloc[0]
-        assessment = pd.to_numeric(group.get("assessment"), errors="coerce").max() if "assessment" in group else None
+        assessment = pd.to_numeric(group["assessment"], errors="coerce").max() if "assessment" in group else None
+        birads = RSNA_BIRADS.get(str(int(assessment)), pd.NA) if pd.notna(assessment) else pd.NA
         imp.rows.append({
             "site_id": "", "patient_id": first.patient_id, "image_id": _image_id(key),
             "laterality": first.left_or_right_breast.upper()[:1], "view": first.image_view.upper(), "age": None,
             "cancer": int(group.malignant.any()), "biopsy": 1, "invasive": pd.NA,
-            "BIRADS": RSNA_BIRADS.get(str(int(assessment)), pd.NA) if assessment == assessment and assessment is not None
-            else pd.NA, "implant": 0,
+            "BIRADS": birads, "implant": 0,
             "density": DENSITY_LETTERS.get(str(first[density_col]).split(".")[0], "") if density_col else "",
             "machine_id": None, "difficult_negative_case": pd.NA,
             "official_split": "train" if first.split == "train" else "test", "src": path})
         image_id = imp.rows[-1]["image_id"]
         for i, r in group.iterrows():
             box = boxes.get(masks.get(i))
+            if isinstance(box, tuple) and i in rescale:
+                sy, sx = rescale[i]
+                box = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
             if isinstance(box, tuple):
                 imp.lesions.append({"image_id": image_id, "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
-                                    "finding": r.kind if "abnormality_type" not in r else r.abnormality_type,
+                                    "finding": r.get("abnormality_type", r.kind),
                                     "pathology": str(r.pathology).upper()})
             elif isinstance(box, str):
                 imp.skip(masks[i], box)
     n_abn = int(rows.key.isin(full).sum())
-    imp.notes.append(f"{n_abn} abnormalities on {len(full)} images; {len(masks)} ROI masks found by shape")
+    imp.notes.append(f"{n_abn} abnormalities on {len(full)} images; {len(masks)} ROI masks found by shape "
+                     f"(the mask is the file of the full image's shape, whichever CSV column names it)")
     return imp

@@ -44,7 +44,7 @@ def roi_boxes(path: Path) -> list[dict]:
 
 def load(src: Path, label: str) -> Imported:
     csv = find_one(src, "INbreast.csv", "INbreast's INbreast.csv (semicolon-separated)")
-    table = strip_cells(pd.read_csv(csv, sep=";", dtype=str))
+    table = strip_cells(pd.read_csv(csv, sep=";", dtype=str, encoding_errors="replace"))
     need = {"File Name", "Bi-Rads"}
     if not need <= set(table.columns):
         raise UserError(f"{csv}: expected column(s) {sorted(need - set(table.columns))}; found {list(table.columns)}")

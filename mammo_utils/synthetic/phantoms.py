@@ -11,8 +11,9 @@ from .anatomy import breast_params, draw_breast, lesion_position
 from .film import FILM_ARTEFACTS, film_scan
 
 PHANTOM_KINDS = ("fatty", "fatty_lobular", "wide_pectoral", "dense", "touching", "labelled", "film_edge", "film_label",
-                 "film")
-FILM_KINDS = {"film_edge": ("edge", "top_edge"), "film_label": ("label",), "film": FILM_ARTEFACTS}
+                 "film", "film_padded")
+FILM_KINDS = {"film_edge": ("edge", "top_edge"), "film_label": ("label",), "film": FILM_ARTEFACTS,
+              "film_padded": ("edge", "label")}
 
 
 def phantom(kind: str, seed: int = 0, shape=(520, 416), noise: float = 0.004):
@@ -32,6 +33,9 @@ def phantom(kind: str, seed: int = 0, shape=(520, 416), noise: float = 0.004):
     if kind in FILM_KINDS:  # a scanned film: edge strips, a label on the skin line, a ruler, marks
         img, mask, _, (dy, dx) = film_scan(a, mask, rng, FILM_KINDS[kind])
         img = np.clip(img + rng.normal(0, noise, img.shape), 0, 1).astype(np.float32)
+        if kind == "film_padded":  # a film narrower than the scan, padded with exact zeros (as mini-MIAS)
+            pad = shape[1] // 8
+            img, mask, dx = np.pad(img, ((0, 0), (pad, 0)))[:, :shape[1]], np.pad(mask, ((0, 0), (pad, 0)))[:, :shape[1]], dx + pad
         y, x = lesion_position(shape, view, b)
         return img, mask, (y + dy, x + dx)
     img = np.clip(a - 0.04 + rng.normal(0, noise, a.shape), 0, 1).astype(np.float32)  # window: air at about 0

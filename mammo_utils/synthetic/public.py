@@ -241,15 +241,19 @@ def write_inbreast(root, patients: int = 3, seed: int = 0, shape=(256, 208)) -> 
 # ---- mini-MIAS -----------------------------------------------------------------------------------
 
 def write_mias(root, patients: int = 3, seed: int = 0, shape=(320, 320)) -> pd.DataFrame:
-    """``mdb001.pgm``.. film scans (pairs per patient, even numbers left, all MLO) and ``Info.txt``, whose
-    centres count from the bottom-left corner. Image 1 has a malignant mass and a second, benign entry;
-    image 3 is a spread calcification without a centre; the rest are NORM."""
+    """``mdb001.pgm``.. film scans (pairs per patient, even numbers left, all MLO, each film zero-padded to
+    a square as mini-MIAS's are) and ``Info.txt``, whose centres count from the bottom-left corner. Image 1
+    has a malignant mass and a second, benign entry; image 3 is a spread calcification without a centre;
+    the rest are NORM."""
     root, rng = Path(root), np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     lines, truth = ["mini-MIAS database: reference, tissue, class, severity, x, y, radius", ""], []
     for n in range(1, 2 * patients + 1):
         ref, side = f"mdb{n:03d}", "L" if n % 2 == 0 else "R"
-        img, mask, centre, radius, _ = draw_image(rng, side, "MLO", n == 1, shape, film=True)
+        pad = shape[1] // 10  # the film is narrower than the square scan: zero padding on both sides
+        img, mask, centre, radius, _ = draw_image(rng, side, "MLO", n == 1, (shape[0], shape[1] - 2 * pad), film=True)
+        img, mask = np.pad(img, ((0, 0), (pad, pad))), np.pad(mask, ((0, 0), (pad, pad)))
+        centre = (centre[0], centre[1] + pad) if centre else None
         cv2.imwrite(str(root / f"{ref}.pgm"), to_film_bits(img, 8))
         if n == 1:
             y, x = centre
