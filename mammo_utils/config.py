@@ -25,7 +25,8 @@ REMOVED_FIELDS = {"head", "in_chans", "drop_path_rate", "aux", "aux_weight", "fr
                   "channels_last", "compile", "max_nonfinite", "mlflow"}  # mlflow: the old flag; see tracking
 CHOICES = {"tracking": ("mlflow", "none"), "schedule": ("cosine", "constant"), "amp": ("auto", "bf16", "fp16", "none"),
            "loss": ("bce", "focal"),
-           "sampler": ("balanced", "random"), "select_metric": ("pf1", "auc"), "aggregate": ("mean", "max")}
+           "sampler": ("balanced", "random"), "select_metric": ("pf1", "auc"), "aggregate": ("mean", "max"),
+           "fusion": ("none", "mean", "attention")}
 
 
 @dataclass
@@ -75,6 +76,10 @@ class TrainConfig:
     sampler: str = "balanced"          # balanced: pos_fraction positives per batch | random: plain shuffling
     pos_fraction: float = 0.25         # share of positives in a balanced batch
     augment: dict = field(default_factory=dict)  # AugmentConfig overrides, e.g. {"rotate_deg": 5}
+    # beyond the pixels (see mammo_utils.metadata)
+    metadata: str = ""                 # test-time columns fused with the image features, e.g. "age,implant,view,machine_id,site_id"
+    aux_targets: str = ""              # train-only columns with auxiliary heads (loss weight after ':'), e.g. "BIRADS:0.2,density"
+    fusion: str = "none"               # none: one image at a time | mean | attention: a breast's views pooled (batch_size counts breasts)
     # model selection
     ema_decay: float = 0.0             # EMA of the weights (e.g. 0.999); validated and saved when > 0
     select_metric: str = "pf1"         # pf1 | auc: which validation metric picks best.pt
@@ -103,6 +108,10 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"lr must be a finite number > 0, got {self.lr}")
+        from .metadata import check_metadata, parse_aux
+
+        check_metadata(self.metadata)
+        parse_aux(self.aux_targets)
         unknown = set(self.augment) - set(AugmentConfig.__dataclass_fields__)
         if unknown:
             raise UserError(f"augment has unknown key(s) {sorted(unknown)}; known: {sorted(AugmentConfig.__dataclass_fields__)}")

@@ -58,14 +58,19 @@ class MammoDataset(Dataset):
     """
 
     def __init__(self, df: pd.DataFrame, train: bool = False, augment_cfg: AugmentConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, meta_columns=(), aux_columns=()):
         self.df = df.reset_index(drop=True)
         self.paths = self.df.abs_path.tolist()
         self.labels = self.df.cancer.to_numpy().astype(np.float32) if "cancer" in self.df else np.zeros(len(self.df), np.float32)
         self.train, self.cfg, self.seed = train, augment_cfg or AugmentConfig(), seed
+        self.extras = TableExtras(self.df, meta_columns, aux_columns)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def image_predictions(self, preds: np.ndarray) -> np.ndarray:
+        """Per-row predictions from per-sample ones (a sample is a row here)."""
+        return preds
 
     def __getitem__(self, key):
         i = int(key[0]) if isinstance(key, tuple) else int(key)
@@ -75,7 +80,95 @@ class MammoDataset(Dataset):
                 raise TypeError("a training dataset is indexed by (index, epoch, rank, draw) keys: see KeyedDraws")
             img = augment(img, self.cfg, np.random.default_rng([self.seed, *key[1:], i]))
         x = torch.from_numpy(np.ascontiguousarray(img))[None]
-        return x, {"cancer": torch.tensor(self.labels[i]), "index": torch.tensor(i)}
+        return x, {"cancer": torch.tensor(self.labels[i]), "index": torch.tensor(i), **self.extras.of([i])}
+
+
+class TableExtras:
+    """What a sample carries beside its pixels: raw metadata values (the model encodes them) and the
+    auxiliary targets' values, taken from the table's rows."""
+
+    def __init__(self, df: pd.DataFrame, meta_columns=(), aux_columns=()):
+        from .metadata import as_text, raw_values
+
+        self.meta_columns, self.aux_columns = list(meta_columns), list(aux_columns)
+        records = df.to_dict("records") if self.meta_columns or self.aux_columns else []
+        self.meta = [raw_values(r, self.meta_columns) for r in records] if self.meta_columns else None
+        self.aux = [{c: as_text(r.get(c)) for c in self.aux_columns} for r in records] if self.aux_columns else None
+
+    def of(self, rows: list[int], views: int | None = None) -> dict:
+        """Extras of one image (``views`` None) or of a breast's rows, padded to ``views`` with missing values."""
+        out = {}
+        if self.meta is not None:
+            if views is None:
+                out["meta"] = self.meta[rows[0]]
+            else:
+                missing = {c: float("nan") if c == "age" else "" for c in self.meta_columns}
+                per_view = [self.meta[r] for r in rows] + [missing] * (views - len(rows))
+                out["meta"] = {c: [v[c] for v in per_view] for c in self.meta_columns}
+        if self.aux is not None:
+            out["aux"] = self.aux[rows[0]]
+        return out
+
+
+STANDARD_VIEW_ORDER = {"CC": 0, "MLO": 1}
+
+
+class WithExtras(Dataset):
+    """An image dataset whose samples also carry their rows' metadata (inference: the models encode it)."""
+
+    def __init__(self, images: Dataset, df: pd.DataFrame, meta_columns=()):
+        self.images, self.extras = images, TableExtras(df.reset_index(drop=True), meta_columns)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_predictions(self, preds: np.ndarray) -> np.ndarray:
+        return preds
+
+    def __getitem__(self, i):
+        x, info = self.images[i]
+        return x, {**info, **self.extras.of([int(i)])}
+
+
+class BreastViews(Dataset):
+    """The breasts of an image dataset, for breast-level view fusion: a sample is up to ``max_views``
+    images of one breast (CC and MLO first) as a Kx1xHxW tensor, a ``view_mask`` of the views that
+    exist (and loaded: a file that failed is masked out), the breast's label, and its rows' extras.
+
+    A training key ``(breast, epoch, rank, draw)`` asks the image dataset for each view under its own
+    key ``(row, epoch, rank, draw * max_views + view)``, so every view gets its own augmentation."""
+
+    def __init__(self, images: Dataset, df: pd.DataFrame, meta_columns=(), aux_columns=(), max_views: int = 4):
+        df = with_prediction_id(df).reset_index(drop=True)
+        order = df.assign(_v=df.view.map(STANDARD_VIEW_ORDER).fillna(9), _r=np.arange(len(df)))
+        grouped = list(order.sort_values(["prediction_id", "_v", "_r"], kind="stable").groupby("prediction_id",
+                                                                                                sort=False))
+        self.images, self.max_views = images, max_views
+        self.groups = [g._r.tolist()[:max_views] for _, g in grouped]
+        self.breast_of_row = df.prediction_id.map({pid: b for b, (pid, _) in enumerate(grouped)}).to_numpy()
+        cancer = df.cancer.to_numpy() if "cancer" in df else np.zeros(len(df))
+        self.labels = np.array([cancer[rows].max() for rows in self.groups], np.float32)
+        self.extras = TableExtras(df, meta_columns, aux_columns)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def image_predictions(self, preds: np.ndarray) -> np.ndarray:
+        """Per-row predictions: every image of a breast carries the breast's fused score."""
+        return preds[self.breast_of_row]
+
+    def __getitem__(self, key):
+        b = int(key[0]) if isinstance(key, tuple) else int(key)
+        views, mask = [], np.zeros(self.max_views, bool)
+        for v, row in enumerate(self.groups[b]):
+            sub = (row, *key[1:-1], key[-1] * self.max_views + v) if isinstance(key, tuple) else row
+            x, info = self.images[sub]
+            views.append(x)
+            mask[v] = bool(info.get("ok", True))
+        views += [torch.zeros_like(views[0])] * (self.max_views - len(views))
+        return torch.stack(views), {"cancer": torch.tensor(self.labels[b]), "index": torch.tensor(b),
+                                    "view_mask": torch.from_numpy(mask), "ok": torch.tensor(bool(mask.any())),
+                                    **self.extras.of(self.groups[b], self.max_views)}
 
 
 class KeyedDraws:

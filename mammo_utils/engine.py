@@ -42,19 +42,31 @@ def create_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch
 
 
 def tta_views(x: torch.Tensor, tta: bool) -> list[torch.Tensor]:
-    """The input and, with ``tta``, its vertical flip (top <-> bottom: the chest wall stays on the left)."""
-    return [x, torch.flip(x, dims=[2])] if tta else [x]
+    """The input and, with ``tta``, its vertical flip (top <-> bottom: the chest wall stays on the left).
+    Rows are the second-to-last axis of an image batch and of a batch of breasts alike."""
+    return [x, torch.flip(x, dims=[-2])] if tta else [x]
+
+
+def model_inputs(info: dict, device) -> dict:
+    """What a batch gives the model beside the pixels: raw metadata (the model encodes it) and the
+    mask of a breast's views."""
+    out = {}
+    if "meta" in info:
+        out["meta"] = info["meta"]
+    if "view_mask" in info:
+        out["view_mask"] = info["view_mask"].to(device, non_blocking=True)
+    return out
 
 
 @torch.inference_mode()
-def predict_batch(models, x: torch.Tensor, amp_dtype=None, tta: bool = False) -> torch.Tensor:
+def predict_batch(models, x: torch.Tensor, amp_dtype=None, tta: bool = False, inputs: dict | None = None) -> torch.Tensor:
     """Cancer probability per sample: the mean of sigmoid outputs over models and TTA views."""
     views = tta_views(x, tta)
     total = torch.zeros(x.shape[0], device=x.device)
     for m in models:
         for v in views:
             with autocast(x.device, amp_dtype):
-                total += torch.sigmoid(m(v)["cancer"].float())
+                total += torch.sigmoid(m(v, **(inputs or {}))["cancer"].float())
     return total / (len(models) * len(views))
 
 
@@ -70,9 +82,9 @@ def predict_loader(models, loader, n: int, device, amp_dtype=None, tta: bool = F
     bar = progress_bar(total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress)
     for x, info in loader:  # the bar is updated by hand: wrapping the loader would iterate it twice in some front-ends
         x = x.to(device, non_blocking=True)
-        if channels_last and device.type == "cuda":
+        if channels_last and device.type == "cuda" and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        p = predict_batch(models, x, amp_dtype, tta).cpu().numpy()
+        p = predict_batch(models, x, amp_dtype, tta, model_inputs(info, device)).cpu().numpy()
         idx = info["index"].numpy()
         ok = info["ok"].numpy().astype(bool) if "ok" in info else np.ones(len(idx), bool)
         preds[idx[ok]] = p[ok]

@@ -72,7 +72,8 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
 
 def write_holdout(run, holdout: pd.DataFrame, info: dict) -> Path:
     """``<run>/holdout.csv`` (its images, with patient_id and image_id) and ``<run>/holdout.json``."""
-    keep = [c for c in ("patient_id", "image_id", "laterality", "view", "site_id", "machine_id", "source", "cancer")
+    keep = [c for c in ("patient_id", "image_id", "laterality", "view", "site_id", "machine_id", "age", "implant",
+                        "source", "cancer")
             if c in holdout]
     Path(run).mkdir(parents=True, exist_ok=True)
     holdout[keep].to_csv(paths.holdout_csv(run), index=False)
@@ -162,7 +163,7 @@ def predict_holdout(run, folds=None, batch_size: int = 16, workers: int = 0) -> 
     from torch.utils.data import DataLoader
 
     from .engine import predict_loader
-    from .inference import PngDataset, load_ensemble
+    from .inference import PngDataset, load_ensemble, model_samples
     from .tables import read_manifest
 
     holdout, info = read_holdout(run)
@@ -175,9 +176,10 @@ def predict_holdout(run, folds=None, batch_size: int = 16, workers: int = 0) -> 
     config = json.loads((paths.train_dir(run, folds[0]) / paths.CONFIG).read_text())
     manifest = read_manifest(config["preprocessed"])
     ens = load_ensemble([paths.train_dir(run, k) / paths.BEST for k in folds], "cpu")
-    ds = PngDataset(holdout, dict(zip(manifest.image_id.astype(str), manifest.abs_path)), ens.preprocess.size)
+    ds = model_samples(PngDataset(holdout, dict(zip(manifest.image_id.astype(str), manifest.abs_path)),
+                                  ens.preprocess.size), holdout, ens.models)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    preds = predict_loader(ens.models, loader, len(ds), torch.device("cpu"))
+    preds = ds.image_predictions(predict_loader(ens.models, loader, len(ds), torch.device("cpu")))
     images = holdout.assign(pred=preds, folds=len(folds))
     images.to_csv(paths.holdout_predictions_csv(run), index=False)
     return images

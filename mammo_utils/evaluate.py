@@ -99,6 +99,22 @@ def by_source(breasts: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return breakdown(breasts.assign(source=sources(breasts)), "source", threshold)
 
 
+def by_source_estimates(oof_breasts: pd.DataFrame, holdout_breasts: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """:func:`by_source` out of fold and on the holdout (when there is one), one table indexed by
+    (estimate, source)."""
+    parts = [by_source(oof_breasts, threshold).assign(estimate="out of fold")]
+    if len(holdout_breasts):
+        parts.append(by_source(holdout_breasts, threshold).assign(estimate="holdout"))
+    return pd.concat(parts).set_index(["estimate", "source"])
+
+
+def by_source_records(table: pd.DataFrame) -> dict:
+    """The table of :func:`by_source_estimates` as JSON for evaluation.json: {"out_of_fold": [...], "holdout": [...]}."""
+    names = {"out of fold": "out_of_fold", "holdout": "holdout"}
+    return {names[e]: g.reset_index(level=0, drop=True).reset_index().to_dict("records")
+            for e, g in table.groupby(level=0)}
+
+
 def worst_cases(images: pd.DataFrame, kind: str, n: int = 4) -> pd.DataFrame:
     """Highest-scored negatives (``fp``) or lowest-scored positives (``fn``), image level."""
     if kind == "fp":

@@ -80,6 +80,25 @@ class PngDataset(Dataset):
         return torch.from_numpy(load_png(path))[None], {"index": torch.tensor(i), "ok": torch.tensor(True)}
 
 
+def model_samples(images: Dataset, df: pd.DataFrame, models) -> Dataset:
+    """What the ensemble reads from an image dataset: the images with the metadata its models encode,
+    or (breast-level fusion) the breasts they make up. ``image_predictions`` maps the samples'
+    predictions back to the rows of ``df``."""
+    from .data import BreastViews, WithExtras
+
+    fusions = {getattr(m, "fusion", "none") for m in models}
+    if len(fusions) > 1:
+        raise UserError(f"the checkpoints mix breast-level fusion modes {sorted(fusions)}: ensemble models that "
+                        f"read the same samples (one fusion setting)")
+    meta = sorted({c for m in models if getattr(m, "meta", None) is not None for c in m.meta.spec})
+    missing = [c for c in meta if c not in df]
+    if missing:
+        raise UserError(f"the models read metadata column(s) {missing}, which the table to predict lacks")
+    if fusions == {"none"}:
+        return WithExtras(images, df, meta)
+    return BreastViews(images, df, meta)
+
+
 def find_checkpoints(run_dirs) -> list[Path]:
     """best.pt files in the given run folders (a fold run, or a folder of fold runs), or given directly."""
     found = []
@@ -160,11 +179,13 @@ def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int 
     else:
         ds = DicomDataset(df, data, split, ens.preprocess)
         workers = resolve_jobs(jobs) if jobs else 0
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     ens.models = [m.to(device) for m in ens.models]
+    samples = model_samples(ds, df, ens.models)
+    loader = DataLoader(samples, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     t0 = time.perf_counter()
-    preds = predict_loader(ens.models, loader, len(ds), device, amp_dtype, tta=tta, progress=progress)
+    preds = samples.image_predictions(predict_loader(ens.models, loader, len(samples), device, amp_dtype, tta=tta,
+                                                     progress=progress))
     seconds = time.perf_counter() - t0
     out = df.reset_index(drop=True).assign(pred=preds)
     settings = dict(threshold=ens.threshold, aggregate=ens.aggregate, prevalence=ens.prevalence, seconds=seconds,

@@ -191,6 +191,11 @@ def holdout_predictions_csv(run) -> Path:
     return Path(run) / "holdout_predictions.csv"
 
 
+def stacking_csv(run) -> Path:
+    """Holdout breasts with the stacked (OOF probability + metadata) prediction, from notebook 05."""
+    return Path(run) / "stacking_holdout_predictions.csv"
+
+
 def tracking_json(run) -> Path:
     """The run's MLflow run id and store, so a rerun continues the same tracking run."""
     return Path(run) / "tracking.json"

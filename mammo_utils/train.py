@@ -27,11 +27,12 @@ from . import metrics, paths
 from .checkpoint import best_epoch as recorded_best_epoch
 from .checkpoint import epochs_done, load_checkpoint, save_checkpoint, unwrap
 from .config import AugmentConfig, TrainConfig, resolve_model
-from .data import MammoDataset, create_loader, read_split, train_batches
+from .data import BreastViews, MammoDataset, create_loader, read_split, train_batches
 from .distributed import (DistInfo, all_gather_objects, any_across_ranks, barrier, broadcast_buffers, broadcast_module,
                           init_distributed, mean_across_ranks)
-from .engine import autocast, create_grad_scaler, predict_loader, resolve_amp
+from .engine import autocast, create_grad_scaler, model_inputs, predict_loader, resolve_amp
 from .errors import CheckpointError, UserError
+from .metadata import aux_loss, aux_targets
 from .models import build_model
 from .provenance import provenance
 from .sampling import pos_weight as compute_pos_weight
@@ -94,8 +95,31 @@ def batches_per_epoch(n_loader_batches: int, cfg: TrainConfig) -> int:
     return min(n_loader_batches, cfg.max_steps_per_epoch * cfg.accum_steps)
 
 
-def model_args(cfg: TrainConfig) -> dict:
-    return dict(name=cfg.model, drop_rate=cfg.drop_rate)
+def model_args(cfg: TrainConfig, train_df: pd.DataFrame | None = None) -> dict:
+    """The model a config asks for; metadata encoders and auxiliary heads are fitted on ``train_df``
+    (the fold's training rows). Keys at their defaults are left out, so older checkpoints still match."""
+    from .metadata import fit_aux, fit_metadata
+
+    args = dict(name=cfg.model, drop_rate=cfg.drop_rate)
+    if cfg.metadata:
+        args["metadata"] = fit_metadata(train_df, cfg.metadata)
+    if cfg.aux_targets:
+        args["aux"] = fit_aux(train_df, cfg.aux_targets)
+    if cfg.fusion != "none":
+        args["fusion"] = cfg.fusion
+    return args
+
+
+def fold_datasets(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: TrainConfig, margs: dict):
+    """(training, validation) datasets: images, or with ``fusion`` the breasts they make up, carrying
+    the metadata and auxiliary targets the model reads."""
+    meta, aux = list(margs.get("metadata", {})), list(margs.get("aux", {}))
+    augment_cfg = AugmentConfig(**cfg.augment)
+    if cfg.fusion == "none":
+        return (MammoDataset(train_df, True, augment_cfg, cfg.seed, meta, aux),
+                MammoDataset(val_df, False, meta_columns=meta))
+    return (BreastViews(MammoDataset(train_df, True, augment_cfg, cfg.seed), train_df, meta, aux),
+            BreastViews(MammoDataset(val_df, False), val_df, meta))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -143,12 +167,16 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
         if i >= n_batches:
             break
         x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
+        if device.type == "cuda" and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         y = target["cancer"].to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            out = model(x)
+            out = model(x, **model_inputs(target, device))
         loss = compute_loss(out["cancer"], y, cfg.loss, pos_weight, cfg.focal_gamma)
+        aux_spec = unwrap(model).aux_spec
+        if aux_spec:  # auxiliary heads: rows without a value are left out of each target's loss
+            targets = aux_targets(target["aux"], aux_spec, len(y), device)
+            loss = loss + aux_loss({k: out[f"aux_{k}"] for k in aux_spec}, targets, aux_spec)
         if any_across_ranks(not torch.isfinite(loss), info):
             state.nonfinite_in_a_row += 1
             state.nonfinite_total += 1
@@ -165,7 +193,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
         scaler.scale(loss / cfg.accum_steps).backward()
         micro += 1
         losses.append(loss.item())
-        n_images += x.shape[0]
+        n_images += int(target["view_mask"].sum()) if "view_mask" in target else x.shape[0]
         if micro == cfg.accum_steps or i == n_batches - 1:
             if optimizer_step(model, opt, scaler, cfg.clip_grad, state):
                 sched.step()  # the schedule follows the updates taken (fp16 skips some)
@@ -194,14 +222,14 @@ def validate(model, loader, val_df: pd.DataFrame, device, amp_dtype, cfg: TrainC
              info: DistInfo = DistInfo()) -> tuple[dict, pd.DataFrame]:
     """Per-breast metrics and the image-level predictions. Under DDP each rank predicts its shard
     (:func:`validation_loader`) and the predictions are gathered: every image is scored exactly once."""
-    shard = loader.dataset.indices
-    preds = predict_loader([model], loader, len(val_df), device, amp_dtype, channels_last=device.type == "cuda")
+    shard, samples = loader.dataset.indices, loader.dataset.dataset  # samples: images, or breasts (fusion)
+    preds = predict_loader([model], loader, len(samples), device, amp_dtype, channels_last=device.type == "cuda")
     parts = all_gather_objects({i: preds[i] for i in shard}, info)
-    merged = np.full(len(val_df), np.nan)
+    merged = np.full(len(samples), np.nan)
     for part in parts:
         for i, p in part.items():
             merged[i] = p
-    df = val_df.assign(pred=merged)
+    df = val_df.assign(pred=samples.image_predictions(merged))  # a fused breast's score on each of its images
     breasts = metrics.aggregate_breasts(df, how=cfg.aggregate)
     return metrics.summarize(breasts), df
 
@@ -275,11 +303,11 @@ def open_tracker(cfg: TrainConfig, info: DistInfo, device, resume_ckpt, preproce
     return tracker
 
 
-def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
+def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path, margs: dict) -> None:
     """A resume must continue the same model on the same data; refuse before anything is written."""
-    if ckpt.get("model_args") != model_args(cfg):
+    if ckpt.get("model_args") != margs:
         raise CheckpointError(f"cannot resume from {path}: it holds {ckpt.get('model_args')}, the config asks for "
-                              f"{model_args(cfg)}. Use a new run_dir or resume=False")
+                              f"{margs}. Use a new run_dir or resume=False")
     for key in ("preprocessed", "folds", "fold"):
         saved = ckpt.get("config", {}).get(key)
         if saved is not None and saved != getattr(cfg, key):
@@ -307,6 +335,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     progress = progress and info.is_main
     run = Path(cfg.run_dir)
     last_path, best_path = run / paths.LAST, run / paths.BEST
+    train_df, val_df = read_split(Path(cfg.preprocessed), cfg.folds, cfg.fold)
+    margs = model_args(cfg, train_df)  # metadata encoders and auxiliary heads are fitted on the training rows
     resume_ckpt = None
     if cfg.resume and last_path.exists():
         resume_ckpt = load_checkpoint(last_path, device)
@@ -317,12 +347,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                       f"its outputs moved aside", flush=True)
             resume_ckpt = None
         else:
-            check_resumable(resume_ckpt, cfg, last_path)  # validate first, then write
+            check_resumable(resume_ckpt, cfg, last_path, margs)  # validate first, then write
     amp_dtype = resolve_amp(cfg.amp, device)
     holdout_json = paths.holdout_json(Path(cfg.folds).parent)  # the holdout beside folds.csv, if any
     holdout_print = json.loads(holdout_json.read_text()).get("fingerprint") if holdout_json.exists() else None
-    record = {**cfg.to_dict(), "world_size": info.world_size, "holdout_fingerprint": holdout_print,
-              "provenance": provenance()}
+    record = {**cfg.to_dict(), "model_args": margs, "world_size": info.world_size,
+              "holdout_fingerprint": holdout_print, "provenance": provenance()}
     if info.is_main:
         if resume_ckpt is None:
             move_aside_previous(run)
@@ -331,9 +361,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     log.info("device %s, autocast %s, world size %d", device, amp_dtype, info.world_size)
 
     # data
-    train_df, val_df = read_split(Path(cfg.preprocessed), cfg.folds, cfg.fold)
-    train_ds = MammoDataset(train_df, train=True, augment_cfg=AugmentConfig(**cfg.augment), seed=cfg.seed)
-    val_ds = MammoDataset(val_df, train=False)
+    train_ds, val_ds = fold_datasets(train_df, val_df, cfg, margs)
     sampler = train_batches(train_ds.labels, cfg.batch_size, cfg.sampler, cfg.pos_fraction, cfg.seed, info.rank,
                             info.world_size)
     train_loader = create_loader(train_ds, cfg.batch_size, cfg.workers, batch_sampler=sampler)
@@ -342,13 +370,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         pw = 1.0 if cfg.sampler == "balanced" else compute_pos_weight(train_ds.labels)
     else:
         pw = float(cfg.pos_weight or 1.0)
-    log.info("train %d images (%d positive), val %d images; pos_weight %.2f", len(train_ds),
+    log.info("train %d %s (%d positive), val %d; pos_weight %.2f", len(train_ds),
+             "images" if cfg.fusion == "none" else "breasts",
              int(train_ds.labels.sum()), len(val_ds), pw)
 
     # model: initialized under its own seed (the same on every rank) without touching the global RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_model(pretrained=cfg.pretrained, **model_args(cfg))
+        model = build_model(pretrained=cfg.pretrained, **margs)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -420,7 +449,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                             "epoch has one, best.pt follows the latest epoch", number, cfg.select_metric)
             score = -float("inf") if score != score else score  # NaN never beats a defined score
             improved = score > best or best == -float("inf")
-            common = dict(config=cfg.to_dict(), model_args=model_args(cfg), preprocess=preprocess_cfg, epoch=number,
+            common = dict(config=cfg.to_dict(), model_args=margs, preprocess=preprocess_cfg, epoch=number,
                           epoch_base=1,
                           train_breast_prevalence=prevalence, holdout_fingerprint=holdout_print, step=state.step,
                           history=history, mlflow_run_id=tracker.run_id,

@@ -54,6 +54,9 @@ def make_image(spec: dict) -> dict:
                         spec["contrast"], calcs=False, smooth=True)
     elif breast.get("mimic") == "vascular":
         a = draw_vascular_calcs(rng, a, mask)
+    gamma, gain = spec.get("look", (1.0, 1.0))
+    if (gamma, gain) != (1.0, 1.0):  # the machine's own rendering of tissue (metadata_signal)
+        a = np.where(mask, np.clip(gain * np.power(a, gamma), 0, 1), a).astype(np.float32)
     if spec["laterality"] == "R":  # right breasts have their chest wall on the right
         a, mask = a[:, ::-1].copy(), mask[:, ::-1].copy()
         lesion = (lesion[0], shape[1] - 1 - lesion[1])
@@ -90,13 +93,34 @@ PRESETS = {
     # breasts that hide lesions, and machine 49 with three times the cancer rate of the others
     # (the hard *anatomy* is a separate option, `anatomy="hard"`, for the crop tests)
     "hard": dict(cancer_rate=0.20, lesion_contrast=0.12, anatomy="default", lesions="hard", confounder=3.0),
+    # the hard benchmark where the table matters (metadata_signal): risk rises with age, density hides
+    # lesions, each machine renders tissue its own way, BIRADS and density agree with the image
+    "hard_metadata": dict(cancer_rate=0.20, lesion_contrast=0.12, anatomy="default", lesions="hard", confounder=3.0,
+                          metadata_signal=True),
 }
+# metadata_signal: (gamma, gain) of each machine's rendering of the attenuation map
+MACHINE_LOOK = {49: (1.0, 1.0), 48: (0.7, 1.08), 29: (1.45, 0.92), 21: (0.85, 1.04), 93: (1.25, 0.95), 216: (0.8, 1.0),
+                190: (1.15, 0.97)}
+AGE_RISK_PER_15Y = 2.5  # metadata_signal: the cancer rate multiplies by this every 15 years of age
+
+
+def age_risk(age: float) -> float:
+    """Relative cancer risk at ``age`` (1 at the mean of the uniform 38-88 ages; 1 when age is missing)."""
+    if age != age:
+        return 1.0
+    ages = np.arange(38, 89)
+    return float(AGE_RISK_PER_15Y ** ((age - 60) / 15) / np.mean(AGE_RISK_PER_15Y ** ((ages - 60) / 15)))
 
 
 def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), cancer_rate: float = 0.2,
                  lesion_contrast: float = 0.3, anatomy: str = "default", lesions: str = "default",
-                 confounder: float = 0.0) -> list[dict]:
-    """Every image to write, with all randomness drawn here from one seeded generator."""
+                 confounder: float = 0.0, metadata_signal: bool = False) -> list[dict]:
+    """Every image to write, with all randomness drawn here from one seeded generator.
+
+    ``metadata_signal``: the cancer rate rises with age (:func:`age_risk`), a dense breast hides its
+    lesion (contrast x (1 - 0.55 density)), each machine renders tissue with its own gamma and gain
+    (:data:`MACHINE_LOOK`), density is always recorded, and BIRADS follows the image: a cancer is
+    recalled (0), a benign mimic recalled or benign (0 or 2), the rest mostly negative (1)."""
     from ..dicom import make_uid
 
     rng = np.random.default_rng(seed)
@@ -119,6 +143,8 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
         # confounder > 0: machine 49 (site 1) has that many times the cancer rate of the other machines
         rate = cancer_rate * (confounder if machine.machine_id == 49 else 1.0) / (1.0 + (confounder - 1) * 0.3) \
             if confounder else cancer_rate
+        if metadata_signal:
+            rate = min(0.95, rate * age_risk(age))
         cancer_side = rng.choice(["L", "R"]) if rng.random() < rate else None
         difficult = cancer_side is None and rng.random() < 0.08
         jitter = machine.scale * rng.uniform(0.95, 1.05)
@@ -127,6 +153,9 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
         for lat in ("L", "R"):
             breast = breast_params(rng, density, implant, anatomy, lesions)
             cancer = int(cancer_side == lat)
+            if metadata_signal:  # one BIRADS per breast, as a reader would give it from these images
+                birads = (0.0 if rng.random() < 0.9 else np.nan) if cancer else \
+                    rng.choice([0.0, 2.0]) if breast.get("mimic") else rng.choice([1.0, 2.0, np.nan], p=[0.8, 0.15, 0.05])
             views = ["CC", "MLO"] + ([rng.choice(["MLO", "CC", "AT", "LM", "ML", "LMO"])] if rng.random() < 0.12 else [])
             for view in views:
                 iid = int(next(image_ids))
@@ -134,11 +163,13 @@ def plan_dataset(patients: int, test_patients: int, seed: int, size=(640, 512), 
                     split=split, site_id=machine.site_id, patient_id=int(pid), image_id=iid, laterality=lat,
                     view=view, age=age, cancer=cancer, biopsy=int(cancer or difficult),
                     invasive=int(cancer and rng.random() < 0.7),
-                    BIRADS=(0 if cancer and rng.random() < 0.6 else np.nan) if cancer else
+                    BIRADS=birads if metadata_signal else (0 if cancer and rng.random() < 0.6 else np.nan) if cancer else
                     rng.choice([1.0, 2.0, 0.0, np.nan], p=[0.55, 0.2, 0.05, 0.2]),
-                    implant=int(implant), density=density_cat if rng.random() > 0.3 else np.nan,
+                    implant=int(implant), density=density_cat if metadata_signal or rng.random() > 0.3 else np.nan,
                     machine_id=machine.machine_id, difficult_negative_case=bool(difficult),
-                    shape=shape, breast=breast, contrast=lesion_contrast, seed=int(rng.integers(2 ** 31)),
+                    shape=shape, breast=breast, seed=int(rng.integers(2 ** 31)),
+                    contrast=lesion_contrast * (1 - 0.55 * breast["density"]) if metadata_signal else lesion_contrast,
+                    look=MACHINE_LOOK.get(machine.machine_id, (1.0, 1.0)) if metadata_signal else (1.0, 1.0),
                     uid=make_uid(seed, iid), study_uid=study_uid,
                     series_uid=make_uid(seed, iid, "series"),
                 ))
@@ -198,7 +229,7 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
         shutdown_local_pool()
 
     table = pd.DataFrame([{k: v for k, v in s.items() if k not in ("shape", "breast", "path", "mask_path", "uid",
-                                                                    "study_uid", "series_uid", "contrast", "seed")}
+                                                                    "study_uid", "series_uid", "contrast", "seed", "look")}
                           for s in specs])
     train = table[table.split == "train"][TRAIN_COLUMNS]
     _write_new_csv(train, paths.split_csv(out, "train"))
