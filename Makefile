@@ -4,7 +4,7 @@ DATA ?= data/synthetic
 RUN_GIVEN := $(RUN)
 RUN ?= runs/demo
 
-.PHONY: help setup demo sweep test bench lab ui hooks clean
+.PHONY: help setup demo sweep sweep-meta sweep-meta-control test bench lab ui hooks clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,6 +21,16 @@ demo: setup  ## the main job: notebooks 01-06 on the synthetic default (2 of 5 f
 sweep: setup  ## the benchmark sweep: all data vs paired vs balanced sampler, 2 seeds, shuffled control (hard preset)
 	$(PY) -m mammo_utils sweep --data data/hard --preset hard --patients 400 --run runs/sweep_hard \
 	    --grid benchmarks/grid_sampling.yaml --seeds 0 1 -p image_size 192x96 -p n_splits 3 -p 04.folds "[0]" -p 04.epochs 6
+
+sweep-meta: setup  ## beyond the pixels: image only vs metadata vs auxiliary heads vs view fusion (+ stacking), hard_metadata preset
+	$(PY) -m mammo_utils sweep --data data/hard_metadata --preset hard_metadata --patients 400 --run runs/sweep_meta \
+	    --grid benchmarks/grid_beyond_pixels.yaml --seeds 0 -p image_size 192x96 -p n_splits 3 -p 04.folds "[0]" \
+	    -p 04.epochs 6 -p 03.holdout_fraction 0.25
+
+sweep-meta-control: setup  ## the same on hard_control data, where the table carries no signal
+	$(PY) -m mammo_utils sweep --data data/hard_control --preset hard_control --patients 400 --run runs/sweep_meta_control \
+	    --grid benchmarks/grid_beyond_pixels_control.yaml --seeds 0 -p image_size 192x96 -p n_splits 3 -p 04.folds "[0]" \
+	    -p 04.epochs 6 -p 03.holdout_fraction 0.25
 
 test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
 	$(PY) -m pytest -q

@@ -80,9 +80,32 @@ def run_threshold(run_dir) -> float:
     raise UserError(f"{run_dir}: no {paths.THRESHOLD}: run notebook 05")
 
 
-def holdout_breasts(run_dir) -> pd.DataFrame:
+def stacked_breasts(run_dir) -> pd.DataFrame:
+    """The run's stacked holdout breasts (notebook 05: OOF probability + metadata), decided at the
+    stacker's own threshold (chosen on its cross-validated OOF predictions)."""
+    path = paths.stacking_csv(run_dir)
+    if not path.exists():
+        raise UserError(f"{path} not found: the run has no stacking predictions (notebook 05 writes them)")
+    breasts = tables.read_csv(path).set_index("prediction_id")
+    threshold = json.loads(paths.evaluation_json(run_dir).read_text())["estimates"]["stacking"]["threshold"]
+    return pd.DataFrame({"cancer": breasts.cancer, "pred": breasts.pred,
+                         "binary": (breasts.pred >= threshold).astype(float)})
+
+
+def with_stacking(runs: pd.DataFrame, sweep_dir) -> pd.DataFrame:
+    """``runs`` plus, for every run whose notebook 05 stacked its predictions, a row of the
+    combination ``<combination> + stacking`` (``variant`` stacking) that reads those."""
+    runs = runs.assign(variant=runs["variant"] if "variant" in runs else "network")
+    stacked = runs[[paths.stacking_csv(Path(sweep_dir) / r).exists() for r in runs.run] & (runs.variant == "network")]
+    extra = stacked.assign(combination=stacked.combination + " + stacking", variant="stacking")
+    return pd.concat([runs, extra], ignore_index=True)
+
+
+def holdout_breasts(run_dir, variant: str = "network") -> pd.DataFrame:
     """Per-breast holdout probabilities of the run's fold ensemble (aggregated as it trained), its
-    decisions at its own OOF threshold, and the true labels."""
+    decisions at its own OOF threshold, and the true labels (``variant`` stacking: :func:`stacked_breasts`)."""
+    if variant == "stacking":
+        return stacked_breasts(run_dir)
     path = paths.holdout_predictions_csv(run_dir)
     if not path.exists():
         raise UserError(f"{path} not found: the run has no holdout predictions (notebook 05 writes them)")
@@ -98,10 +121,16 @@ def holdout_breasts(run_dir) -> pd.DataFrame:
                          "binary": (breasts.pred >= run_threshold(run_dir)).astype(float)})
 
 
-def target_breasts(data, run_dir, target: str = "holdout") -> pd.DataFrame:
+def target_breasts(data, run_dir, target: str = "holdout", variant: str = "network") -> pd.DataFrame:
     """The breasts a comparison scores, for one run: its holdout or the synthetic test set."""
     prefix(target)
-    return holdout_breasts(run_dir) if target == "holdout" else test_breasts(data, run_dir)
+    if variant != "network" and target != "holdout":
+        raise UserError(f"the {variant} variant is judged on the holdout only")
+    return holdout_breasts(run_dir, variant) if target == "holdout" else test_breasts(data, run_dir)
+
+
+def _variants(g: pd.DataFrame) -> list[str]:
+    return list(g.variant) if "variant" in g else ["network"] * len(g)
 
 
 def holdout_fingerprint(run_dir) -> str | None:
@@ -139,11 +168,12 @@ def test_breasts(data, run_dir) -> pd.DataFrame:
     return pd.DataFrame({"cancer": labels, "pred": probs.reindex(labels.index), "binary": sub.reindex(labels.index)})
 
 
-def collect(sweep_dir, runs=None) -> pd.DataFrame:
+def collect(sweep_dir, runs=None, stacking: bool = False, target: str = "holdout") -> pd.DataFrame:
     """One row per finished run of a sweep folder: combination, seed, selection and held-out metrics.
 
     ``runs``: the run folders of the current grid; finished runs of earlier grids in the same folder
-    are then left out and named in one line."""
+    are then left out and named in one line. ``stacking`` (holdout target only) adds each run's
+    stacked predictions as the combination ``<combination> + stacking`` (:func:`with_stacking`)."""
     rows = []
     found = sorted(Path(sweep_dir).glob("*/summary.json"))
     if runs is not None:
@@ -172,7 +202,8 @@ def collect(sweep_dir, runs=None) -> pd.DataFrame:
                      "minutes": round(summ.get("total_seconds", 0) / 60, 1)})
     if not rows:
         raise UserError(f"no finished sweep run under {sweep_dir}")
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows).assign(variant="network")
+    return with_stacking(table, sweep_dir) if stacking and target == "holdout" else table
 
 
 def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, seed: int = 0,
@@ -185,7 +216,7 @@ def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, s
         check_same_holdout(runs)
     rows = []
     for combo, g in runs.groupby("combination", sort=False):
-        breasts = [target_breasts(data, Path(sweep_dir) / r, target) for r in g.run]
+        breasts = [target_breasts(data, Path(sweep_dir) / r, target, v) for r, v in zip(g.run, _variants(g))]
         y = breasts[0].cancer.to_numpy()
         idx = resamples(len(y), n_boot, seed)
         row = {"combination": combo, "control": bool(g.control.any()), "seeds": len(g), "runs": ", ".join(g.run)}
@@ -221,7 +252,8 @@ def paired_table(runs: pd.DataFrame, sweep_dir, data, baseline: str | None = Non
         raise UserError(f"baseline {baseline!r} is not a combination of this sweep: {combos}")
 
     def per_seed(combo):
-        breasts = [target_breasts(data, Path(sweep_dir) / r, target) for r in runs[runs.combination == combo].run]
+        g = runs[runs.combination == combo]
+        breasts = [target_breasts(data, Path(sweep_dir) / r, target, v) for r, v in zip(g.run, _variants(g))]
         return breasts[0].cancer.to_numpy(), [b[col].to_numpy() for b in breasts]
 
     y, base = per_seed(baseline)

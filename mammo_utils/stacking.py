@@ -18,6 +18,9 @@ CATEGORIES = ("implant", "machine_id", "site_id")
 
 def breast_rows(images: pd.DataFrame, aggregate: str) -> pd.DataFrame:
     """One row per breast: the aggregated image probability, the label and the breast's metadata."""
+    from .tables import with_prediction_id
+
+    images = with_prediction_id(images)
     breasts = metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=aggregate)
     extra = [c for c in NUMBERS + CATEGORIES if c in images and c not in breasts]
     if extra:
@@ -76,7 +79,7 @@ def run_stacking(run, aggregate: str, threshold_method: str = "best", quantile: 
                  seed: int = 0) -> dict:
     """Stack a run's OOF and holdout predictions; the holdout estimate, with the breasts written to
     ``paths.stacking_csv(run)`` (for the paired comparisons of a sweep)."""
-    from .estimates import estimate
+    from .estimates import clean, estimate
     from .tables import read_csv
 
     oof = breast_rows(read_csv(paths.oof_csv(run)), aggregate)
@@ -88,6 +91,7 @@ def run_stacking(run, aggregate: str, threshold_method: str = "best", quantile: 
     out = estimate(held_stacked, threshold, n_boot, seed)
     out["oof_auc_cv"] = metrics.auc(oof_stacked.cancer, oof_stacked.pred)
     out["columns"] = [c for c in features(oof).columns]
+    out = clean(out)
     out["note"] = ("stacking: logistic regression on OOF probability + metadata, fitted on OOF breasts, "
                    "threshold from its cross-validated OOF predictions, judged on the holdout")
     return out

@@ -97,6 +97,8 @@ PRESETS = {
     # lesions, each machine renders tissue its own way, BIRADS and density agree with the image
     "hard_metadata": dict(cancer_rate=0.20, lesion_contrast=0.12, anatomy="default", lesions="hard", confounder=3.0,
                           metadata_signal=True),
+    # its control: the hard images with a table that carries no signal (no machine confounder either)
+    "hard_control": dict(cancer_rate=0.20, lesion_contrast=0.12, anatomy="default", lesions="hard", confounder=0.0),
 }
 # metadata_signal: (gamma, gain) of each machine's rendering of the attenuation map
 MACHINE_LOOK = {49: (1.0, 1.0), 48: (0.7, 1.08), 29: (1.45, 0.92), 21: (0.85, 1.04), 93: (1.25, 0.95), 216: (0.8, 1.0),
