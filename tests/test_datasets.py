@@ -206,3 +206,15 @@ def test_cbis_mask_of_another_shape_is_rescaled_to_its_image(tmp_path):
     box = read_lesions(tmp_path / "out").query("image_id.str.endswith('LEFT_CC')").iloc[0]
     row = truth[truth.image_id.str.endswith("LEFT_CC")].iloc[0]
     assert box.x0 <= row.lesion_x <= box.x1 and box.y0 <= row.lesion_y <= box.y1
+
+
+def test_viewer_browses_imported_string_ids(imported):
+    from mammo_utils import viewer as V
+
+    _, out, truth, _, _ = imported["cbis-ddsm"]
+    v = V.PatientViewer(out, display_px=128, tile_px=(120, 96))
+    assert all(isinstance(p, str) for p in v.patients) and "P_00001" in v.patients
+    screen = v.select("P_00001").render()
+    assert len(v.views) == 2 and screen.max() > 100
+    with pytest.raises(UserError, match="not in"):
+        v.select("P_99999")
