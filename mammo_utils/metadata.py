@@ -29,11 +29,11 @@ HIDDEN = 32          # width of the metadata features fused with the image featu
 
 
 def parse_columns(value) -> list[str]:
-    """``"age,view"``, ``["age", "view"]``, ``""`` or None as a list of column names."""
+    """``"age,view"``, ``["age", "view"]``, ``'["age", "view"]'``, ``""`` or None as a list of column names."""
     if value is None or value == "":
         return []
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [str(c).strip() for c in items if str(c).strip()]
+    items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
+    return [str(c).strip().strip("'\"").strip() for c in items if str(c).strip().strip("'\"").strip()]
 
 
 def check_metadata(columns) -> list[str]:

@@ -78,9 +78,13 @@ class MammoNet(nn.Module):
             if self.fusion == "none":
                 raise ValueError("a batch of breasts (B, K, 1, H, W) needs a model with fusion mean or attention")
             b, k = x.shape[:2]
-            feats = self.features(self.backbone.forward_features(x.flatten(0, 1)), meta).reshape(b, k, -1)
             mask = torch.ones(b, k, dtype=torch.bool, device=x.device) if view_mask is None else view_mask.bool()
-            return self.heads(self.fuse(feats, mask))
+            # only the views that exist go through the backbone: no compute, and no BatchNorm statistics, on padding
+            present = mask.flatten()
+            fmap = self.backbone.forward_features(x.flatten(0, 1)[present])
+            pooled = fmap.new_zeros(b * k, fmap.shape[1])
+            pooled[present] = fmap.mean((2, 3))
+            return self.heads(self.fuse(self.with_metadata(pooled, meta).reshape(b, k, -1), mask))
         return self.forward_head(self.backbone.forward_features(x), meta)
 
     def forward_head(self, fmap: torch.Tensor, meta: dict | None = None) -> dict[str, torch.Tensor]:
@@ -88,7 +92,9 @@ class MammoNet(nn.Module):
         return self.heads(self.features(fmap, meta))
 
     def features(self, fmap: torch.Tensor, meta: dict | None) -> torch.Tensor:
-        pooled = fmap.mean((2, 3))
+        return self.with_metadata(fmap.mean((2, 3)), meta)
+
+    def with_metadata(self, pooled: torch.Tensor, meta: dict | None) -> torch.Tensor:
         if self.meta is None:
             return pooled
         return torch.cat([pooled, self.meta(meta, pooled.shape[0], pooled.device).to(pooled.dtype)], 1)
