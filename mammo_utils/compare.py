@@ -96,7 +96,8 @@ def with_stacking(runs: pd.DataFrame, sweep_dir) -> pd.DataFrame:
     """``runs`` plus, for every run whose notebook 05 stacked its predictions, a row of the
     combination ``<combination> + stacking`` (``variant`` stacking) that reads those."""
     runs = runs.assign(variant=runs["variant"] if "variant" in runs else "network")
-    stacked = runs[[paths.stacking_csv(Path(sweep_dir) / r).exists() for r in runs.run] & (runs.variant == "network")]
+    has_stacking = np.array([paths.stacking_csv(Path(sweep_dir) / r).exists() for r in runs.run], bool)
+    stacked = runs[has_stacking & (runs.variant == "network").to_numpy()]
     extra = stacked.assign(combination=stacked.combination + " + stacking", variant="stacking")
     return pd.concat([runs, extra], ignore_index=True)
 

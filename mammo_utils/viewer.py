@@ -113,6 +113,9 @@ class PatientViewer:
         self.table = read_table(self.data, split)
         truth = paths.synthetic_truth(self.data)
         self.truth = tables.read_csv(truth).set_index("image_id") if truth.exists() else None
+        from .datasets import read_lesions
+
+        self.lesion_boxes = read_lesions(self.data)  # an imported dataset's boxes (stored pixels)
         self.fold = fold
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
@@ -327,6 +330,12 @@ class PatientViewer:
                 radius = int(round((t.lesion_r if t.lesion_r == t.lesion_r else 10) * 1.6 / s))
                 cv2.circle(rgb, (int(round(t.lesion_x / s)), int(round(t.lesion_y / s))), max(4, radius),
                            COLORS["lesion"], 2)
+        if state.mode != "preprocessed" and self.overlays["lesions"] and len(self.lesion_boxes):
+            s = self._stored(view).scale
+            for b in self.lesion_boxes[self.lesion_boxes.image_id == str(r["image_id"])].itertuples():
+                cv2.rectangle(rgb, (int(b.x0 / s), int(b.y0 / s)), (max(int(b.x0 / s) + 1, int(b.x1 / s)),
+                                                                    max(int(b.y0 / s) + 1, int(b.y1 / s))),
+                              COLORS["lesion"], 2)
         if state.mode == "preprocessed" and self.overlays["cam"]:
             cam = self._cam(view)
             if cam is not None:

@@ -216,5 +216,8 @@ def test_viewer_browses_imported_string_ids(imported):
     assert all(isinstance(p, str) for p in v.patients) and "P_00001" in v.patients
     screen = v.select("P_00001").render()
     assert len(v.views) == 2 and screen.max() > 100
+    yellow = lambda img: ((img[..., 0] > 200) & (img[..., 1] > 180) & (img[..., 2] < 60)).sum()  # noqa: E731
+    assert yellow(v.view_rgb(0)) > 20  # lesions.csv's box is drawn
+    assert yellow(v.set_overlays(lesions=False).view_rgb(0)) == 0
     with pytest.raises(UserError, match="not in"):
         v.select("P_99999")
