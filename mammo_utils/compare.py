@@ -181,7 +181,8 @@ def collect(sweep_dir, runs=None, stacking: bool = False, target: str = "holdout
         stale = [s.parent.name for s in found if s.parent.name not in set(runs)]
         if stale:
             print(f"left out {len(stale)} run(s) of earlier grids: {', '.join(stale)}")
-        found = [s for s in found if s.parent.name in set(runs)]
+        order = {r: i for i, r in enumerate(runs)}  # the grid's order: its first combination is the baseline
+        found = sorted((s for s in found if s.parent.name in order), key=lambda s: order[s.parent.name])
     for s in found:
         r = read_run(s.parent)
         if not r.get("combination"):

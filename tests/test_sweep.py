@@ -3,6 +3,7 @@ import itertools
 import json
 import shutil
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,22 +67,26 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     (data / "synthetic_truth.csv").unlink()  # a user's dataset: no synthetic truth, the holdout judges
     shutil.rmtree(data / "synthetic_masks")
     grid = tmp_path / "grid.yaml"
-    grid.write_text("04.loss: [bce, focal]\n")
+    grid.write_text("04.loss: [focal, bce]\n")  # not in alphabetical order: the grid's first is the baseline
     fixed = {"image_size": "64x32", "epochs": "1", "max_steps_per_epoch": "2", "workers": "0", "n_splits": "3",
              "bootstrap": "20", "05.n_examples": "1", "06.jobs": "1"}
     sweep = tmp_path / "sweep"
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False) == 0
     table = pd.read_csv(sweep / "comparison.csv")
-    assert list(table.combination) == ["loss-bce", "loss-focal"]
+    assert list(table.combination) == ["loss-focal", "loss-bce", "loss-focal + stacking", "loss-bce + stacking"]
     assert {"holdout_auc_seed_mean", "holdout_auc_seed_mean_ci_low", "holdout_auc_seed_mean_ci_high",
             "oof_auc_seed_mean", "val_auc_seed_mean_ci_low", "holdout_pf1_seed_mean_ci_high"} <= set(table.columns)
-    assert table.status.tolist() == ["finished", "finished"]
+    assert table.status.tolist() == ["finished"] * 4
+    executed = nbformat.read(sweep / "07_compare.ipynb", as_version=4)
+    paired = next(o["data"]["text/plain"] for c in executed.cells if "paired_table" in c.source for o in c.outputs
+                  if "text/plain" in o.get("data", {}) and "baseline" in o["data"]["text/plain"])
+    assert "loss-focal" in paired.splitlines()[1] and "loss-bce + stacking" in paired  # baseline: the grid's first
     runs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
     assert runs == ["loss-bce_seed0", "loss-focal_seed0"]
     # the second combination reused the preprocessing and the folds of the first
-    assert (sweep / "loss-bce_seed0" / "notebooks" / "02_preprocess.ipynb").exists()
-    assert not (sweep / "loss-focal_seed0" / "notebooks" / "02_preprocess.ipynb").exists()
-    assert not (sweep / "loss-focal_seed0" / "notebooks" / "03_sampling.ipynb").exists()
+    assert (sweep / "loss-focal_seed0" / "notebooks" / "02_preprocess.ipynb").exists()
+    assert not (sweep / "loss-bce_seed0" / "notebooks" / "02_preprocess.ipynb").exists()
+    assert not (sweep / "loss-bce_seed0" / "notebooks" / "03_sampling.ipynb").exists()
     assert len(list((sweep / "_shared" / "preprocessed").glob("train_*"))) == 1
     for r in runs:
         s = json.loads((sweep / r / "summary.json").read_text())
@@ -117,7 +122,8 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     out = capsys.readouterr().out
     assert "broken_seed0 failed; going on" in out and "left out 1 run(s) of earlier grids: loss-focal_seed0" in out
     table = pd.read_csv(sweep / "comparison.csv")
-    assert table[["combination", "status"]].values.tolist() == [["loss-bce", "finished"], ["broken", "failed"]]
+    assert table[["combination", "status"]].values.tolist() == [["loss-bce", "finished"],
+                                                                ["loss-bce + stacking", "finished"], ["broken", "failed"]]
 
 
 def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
