@@ -14,6 +14,8 @@ from pathlib import Path
 
 from . import paths
 
+PRESET_NAMES = ["default", "hard", "hard_metadata", "hard_control"]  # synthetic.dataset.PRESETS (tested to agree)
+
 
 def _synth(a) -> int:
     from .synthetic import write_dataset
@@ -261,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="same seed, same files")
     s.add_argument("--image-size", "--size", dest="image_size", type=_size, default="640x512",
                    help="base image size HxW (machines vary around it; at least 64x64)")
-    s.add_argument("--preset", default="default", choices=["default", "hard", "hard_metadata", "hard_control"],
-                   help="default: the demo data; hard: a benchmark where training recipes differ")
+    s.add_argument("--preset", default="default", choices=PRESET_NAMES,
+                   help="default: the demo data; hard: a benchmark where training recipes differ; hard_metadata: "
+                        "hard with a table that carries signal (age risk, machine looks, BIRADS/density from the "
+                        "image); hard_control: hard with a table that carries none")
     s.add_argument("--cancer-rate", type=float, default=None, help="share of patients with a cancer breast")
     s.add_argument("--lesion-contrast", type=float, default=None, help="mass contrast in attenuation units")
     s.add_argument("--jobs", type=_jobs, default=-1, help="worker processes (-1: all CPUs)")
@@ -357,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", metavar="NN", default=None, help="run only this notebook number")
     s.add_argument("--patients", type=_positive(int), default=200,
                    help="synthetic patients when --data is a missing or empty folder")
-    s.add_argument("--preset", default="default", choices=["default", "hard", "hard_metadata", "hard_control"], help="synthetic preset for an empty --data")
+    s.add_argument("--preset", default="default", choices=PRESET_NAMES, help="synthetic preset for an empty --data")
     s.set_defaults(func=_pipeline)
 
     s = command("sweep", "run the pipeline once per parameter combination and compare the runs",
@@ -370,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", default=None, help="combination name to compare against (default: the first)")
     s.add_argument("--no-compare", action="store_true", help="skip notebook 07 at the end")
     s.add_argument("--patients", type=_positive(int), default=200, help="synthetic patients for an empty --data")
-    s.add_argument("--preset", default="default", choices=["default", "hard", "hard_metadata", "hard_control"], help="synthetic preset for an empty --data")
+    s.add_argument("--preset", default="default", choices=PRESET_NAMES, help="synthetic preset for an empty --data")
     s.set_defaults(func=_sweep)
 
     s = command("kaggle-bundle", "folder to upload as a Kaggle dataset (wheels + run)")

@@ -173,3 +173,10 @@ def test_stacking_uses_the_metadata_signal_and_is_judged_on_the_holdout():
     oof_stacked, held_stacked, threshold = stacking.fit_and_judge(oof, held)
     assert metrics.auc(held.cancer, held_stacked.pred) > metrics.auc(held.cancer, held.pred) + 0.05
     assert 0 < threshold < 1 and len(oof_stacked) == len(oof)
+
+
+def test_cli_offers_every_synthetic_preset():
+    from mammo_utils.__main__ import PRESET_NAMES
+    from mammo_utils.synthetic.dataset import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
