@@ -92,8 +92,8 @@ def model_samples(images: Dataset, df: pd.DataFrame, models) -> Dataset:
                         f"read the same samples (one fusion setting)")
     meta = sorted({c for m in models if getattr(m, "meta", None) is not None for c in m.meta.spec})
     missing = [c for c in meta if c not in df]
-    if missing:
-        raise UserError(f"the models read metadata column(s) {missing}, which the table to predict lacks")
+    if missing:  # predicted as a missing value, which every encoder has a slot for
+        log.warning("the table to predict has no %s column(s): the models read them as missing", missing)
     if fusions == {"none"}:
         return WithExtras(images, df, meta)
     return BreastViews(images, df, meta)

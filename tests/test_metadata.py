@@ -136,6 +136,9 @@ def test_prediction_with_missing_age_unseen_machine_and_one_view(tiny_data, tmp_
                           progress=False)
     assert set(sub.prediction_id) == set(test.prediction_id) and sub.cancer.between(0, 1).all()
     assert report["failed"] == 0
+    test.drop(columns=["age"]).to_csv(data / "test.csv", index=False)  # no age column at all: read as missing
+    sub, _ = predict(data, "test", [tmp_path / "run"], jobs=1, binarize=False, progress=False)
+    assert sub.cancer.notna().all()
 
 
 def test_generator_gives_the_table_a_signal_only_when_asked():
