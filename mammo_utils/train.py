@@ -173,7 +173,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
         with autocast(device, amp_dtype):
             out = model(x, **model_inputs(target, device))
         loss = compute_loss(out["cancer"], y, cfg.loss, pos_weight, cfg.focal_gamma)
-        aux_spec = unwrap(model).aux_spec
+        aux_spec = getattr(unwrap(model), "aux_spec", None)  # any nn.Module trains; MammoNet may have heads
         if aux_spec:  # auxiliary heads: rows without a value are left out of each target's loss
             targets = aux_targets(target["aux"], aux_spec, len(y), device)
             loss = loss + aux_loss({k: out[f"aux_{k}"] for k in aux_spec}, targets, aux_spec)
