@@ -51,9 +51,10 @@ def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
     if missing:
         raise UserError(f"{len(missing)} image(s) listed in the tables are not on disk, e.g. {missing[:2]}")
     out.mkdir(parents=True, exist_ok=True)
+    made = set()
     for r in bar(list(table.itertuples()), desc="linking" if not copy else "copying", unit="file",
                  disable=not progress):
-        place(Path(r.src), paths.dicom_path(out, "train", r.patient_id, r.image_id), copy)
+        place(Path(r.src), paths.dicom_path(out, "train", r.patient_id, r.image_id), copy, made)
     write_csv(table.drop(columns=["src"]), paths.split_csv(out, "train"))
     write_csv(pd.concat(lesions, ignore_index=True), out / LESIONS_CSV)
     per_source = table.groupby("source").agg(images=("image_id", "size"), patients=("patient_id", "nunique"),

@@ -148,17 +148,21 @@ def check_destination(src: Path, out: Path) -> None:
                         f"choose a folder outside it")
 
 
-def place(src_file: Path, dst_file: Path, copy: bool) -> None:
-    """``dst_file`` as a symbolic link to ``src_file`` (or a copy); a rerun leaves a correct one alone."""
+def place(src_file: Path, dst_file: Path, copy: bool, made: set | None = None) -> None:
+    """``dst_file`` as a symbolic link to ``src_file`` (or a copy); a rerun leaves a correct one alone.
+    ``made``: folders already created in this run (one mkdir per patient, not per image)."""
     src_file = Path(src_file).resolve()
-    if dst_file.is_symlink() or dst_file.exists():
+    if os.path.lexists(dst_file):
         if not copy and dst_file.is_symlink() and Path(os.readlink(dst_file)) == src_file:
             return
         if copy and not dst_file.is_symlink() and dst_file.stat().st_size == src_file.stat().st_size \
                 and dst_file.stat().st_mtime >= src_file.stat().st_mtime:
             return
         dst_file.unlink()
-    dst_file.parent.mkdir(parents=True, exist_ok=True)
+    if made is None or dst_file.parent not in made:
+        dst_file.parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(dst_file.parent)
     if copy:
         tmp = dst_file.with_name(dst_file.name + ".part")
         shutil.copy2(src_file, tmp)
@@ -200,9 +204,10 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
     df = table_of(imp, source)
     out.mkdir(parents=True, exist_ok=True)
     if not imp.written:
+        made = set()
         for r in bar(list(df.itertuples()), desc=f"{'copying' if copy else 'linking'} {source}", unit="file",
                      disable=not progress):
-            place(Path(r.src), paths.dicom_path(out, "train", r.patient_id, r.image_id), copy)
+            place(Path(r.src), paths.dicom_path(out, "train", r.patient_id, r.image_id), copy, made)
     write_csv(df.drop(columns=["src"]), paths.split_csv(out, "train"))
     lesions = pd.DataFrame(imp.lesions, columns=LESION_COLUMNS)
     lesions = lesions[lesions.image_id.isin(set(df.image_id))]

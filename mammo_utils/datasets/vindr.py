@@ -66,6 +66,7 @@ def load(src: Path, label: str) -> Imported:
         images_dir = found.parent.parent if found else images_dir
         imp.notes.append(f"images found under {images_dir}")
     meta = _metadata(find_optional(src, "metadata.csv"), set(breasts.image_id), imp.notes).set_index("image_id")
+    ages, machines = meta.age.to_dict(), meta.machine_id.to_dict()
     malignant = {"5"} if label == "birads5" else {"4", "5"}
     for r in breasts.itertuples():
         path = next((p for p in (images_dir / r.study_id / f"{r.image_id}.dicom",
@@ -77,11 +78,11 @@ def load(src: Path, label: str) -> Imported:
         birads = _number(r.breast_birads)
         imp.rows.append({
             "site_id": "", "patient_id": r.study_id, "image_id": r.image_id, "laterality": r.laterality.upper()[:1],
-            "view": r.view_position.upper(), "age": meta.age.get(r.image_id),
+            "view": r.view_position.upper(), "age": ages.get(r.image_id),
             "cancer": int(birads in malignant), "biopsy": pd.NA, "invasive": pd.NA,
             "BIRADS": RSNA_BIRADS.get(birads, pd.NA), "implant": 0,
             "density": DENSITY_LETTERS.get(_number(getattr(r, "breast_density", "")), ""),
-            "machine_id": meta.machine_id.get(r.image_id),
+            "machine_id": machines.get(r.image_id),
             "difficult_negative_case": pd.NA, "official_split": SPLITS.get(str(r.split).lower(), ""), "src": path})
     findings_csv = find_optional(src, "finding_annotations.csv")
     if findings_csv is None:
