@@ -1,6 +1,5 @@
 """The patient and mistake browsers through their programmatic surface: what render() puts on screen."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from mammo_utils.tables import read_csv
