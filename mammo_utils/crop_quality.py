@@ -118,7 +118,7 @@ def lesions_in_crops(data, manifest: pd.DataFrame) -> pd.DataFrame:
     """Each lesion box of ``<data>/lesions.csv`` against its image's crop box (source pixels): is its
     centre inside, and how much of the box is kept. The check that needs no synthetic truth."""
     from .datasets import read_lesions
-    from .eda import sources
+    from .tables import sources
 
     lesions = read_lesions(data)
     boxes = manifest.assign(source=sources(manifest))[["image_id", "source", "bbox_y0", "bbox_x0", "bbox_y1",
@@ -135,7 +135,7 @@ def lesions_in_crops(data, manifest: pd.DataFrame) -> pd.DataFrame:
 def crop_by_source(data, manifest: pd.DataFrame) -> pd.DataFrame:
     """Per source: images, the crop's share of the image (median, smallest), and where ``lesions.csv``
     has boxes, the lesion centres inside the crop and the worst share of a lesion box kept."""
-    from .eda import sources
+    from .tables import sources
 
     m = manifest.assign(source=sources(manifest),
                         crop_share=(manifest.bbox_y1 - manifest.bbox_y0) * (manifest.bbox_x1 - manifest.bbox_x0)

@@ -88,9 +88,10 @@ class TableExtras:
     auxiliary targets' values, taken from the table's rows."""
 
     def __init__(self, df: pd.DataFrame, meta_columns=(), aux_columns=()):
-        from .metadata import as_text, raw_values
+        from .metadata import NUMERIC, as_text, raw_values
 
         self.meta_columns, self.aux_columns = list(meta_columns), list(aux_columns)
+        self.missing = {c: float("nan") if c in NUMERIC else "" for c in self.meta_columns}  # a padded view's values
         records = df.to_dict("records") if self.meta_columns or self.aux_columns else []
         self.meta = [raw_values(r, self.meta_columns) for r in records] if self.meta_columns else None
         self.aux = [{c: as_text(r.get(c)) for c in self.aux_columns} for r in records] if self.aux_columns else None
@@ -102,8 +103,7 @@ class TableExtras:
             if views is None:
                 out["meta"] = self.meta[rows[0]]
             else:
-                missing = {c: float("nan") if c == "age" else "" for c in self.meta_columns}
-                per_view = [self.meta[r] for r in rows] + [missing] * (views - len(rows))
+                per_view = [self.meta[r] for r in rows] + [self.missing] * (views - len(rows))
                 out["meta"] = {c: [v[c] for v in per_view] for c in self.meta_columns}
         if self.aux is not None:
             out["aux"] = self.aux[rows[0]]

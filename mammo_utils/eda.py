@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .tables import read_csv, read_table
+from .tables import read_csv, read_table, sources
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,6 @@ def breast_table(df: pd.DataFrame) -> pd.DataFrame:
     extra = {c: (c, "first") for c in ("site_id", "machine_id", "source") if c in df}
     return df.groupby("prediction_id").agg(patient_id=("patient_id", "first"), **extra, cancer=("cancer", "max"),
                                            images=("image_id", "size")).reset_index()
-
-
-def sources(df: pd.DataFrame) -> pd.Series:
-    """Each row's dataset: its ``source`` cell, or ``"rsna"`` for a folder that has none (the RSNA layout)."""
-    if "source" not in df:
-        return pd.Series("rsna", index=df.index)
-    return df.source.fillna("").replace("", "rsna")
 
 
 def by_source(df: pd.DataFrame) -> pd.DataFrame:

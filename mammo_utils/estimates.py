@@ -1,8 +1,8 @@
 """Honest estimates on any dataset: a locked holdout, out-of-fold predictions, and the figures of both.
 
 * **Holdout.** Patients set aside before anything else, grouped by patient and stratified by cancer
-  and site, per source for combined datasets: within each stratum the patients are ordered by a hash of ``(seed, patient_id)`` and the
-  first ``round(fraction * n)`` are taken. So the holdout is a function of the patient ids, the
+  and site, per source for combined datasets: within each stratum the patients are ordered by a hash
+  of ``(seed, patient_id)`` and the first ``round(fraction * n)`` are taken. So the holdout is a function of the patient ids, the
   fraction and the seed only, and its fingerprint (a hash of its sorted patient ids, the fraction and
   the seed) says whether two runs were judged on the same patients. A dataset (or, combined, a
   source) with an official test split that has labels (``official_split == "test"``) uses that
@@ -52,7 +52,7 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
             chosen |= set(part[part.official_split == "test"].patient_id)
             hows.append(f"{label}the dataset's official test split")
             continue
-        extra = {c: (c, "first") for c in ("site_id",) if c in part}
+        extra = {"site_id": ("site_id", "first")} if "site_id" in part else {}
         patients = part.groupby("patient_id").agg(cancer=("cancer", "max"), **extra).fillna("")
         for _, stratum in patients.groupby(list(patients.columns)):
             order = sorted(stratum.index, key=lambda p: _rank(seed, p))

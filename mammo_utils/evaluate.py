@@ -94,7 +94,7 @@ def breakdown(breasts: pd.DataFrame, by: str, threshold: float) -> pd.DataFrame:
 
 def by_source(breasts: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """:func:`breakdown` by dataset (``source``; one ``rsna`` row for a folder without the column)."""
-    from .eda import sources
+    from .tables import sources
 
     return breakdown(breasts.assign(source=sources(breasts)), "source", threshold)
 

@@ -115,6 +115,13 @@ def with_prediction_id(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(prediction_id=df.patient_id.astype(str) + "_" + df.laterality.astype(str))
 
 
+def sources(df: pd.DataFrame) -> pd.Series:
+    """Each row's dataset: its ``source`` cell, or ``"rsna"`` for a folder that has none (the RSNA layout)."""
+    if "source" not in df:
+        return pd.Series("rsna", index=df.index)
+    return df.source.fillna("").replace("", "rsna")
+
+
 def read_manifest(out) -> pd.DataFrame:
     """The manifest of a preprocessing output folder (absolute PNG paths in ``abs_path``)."""
     out = Path(out)

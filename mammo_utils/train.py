@@ -163,6 +163,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
     n_batches = batches_per_epoch(len(loader), cfg)
     bar = progress_bar(total=n_batches, desc="train", unit="batch", leave=False, disable=not progress)
     micro = 0
+    aux_spec = getattr(unwrap(model), "aux_spec", None)  # any nn.Module trains; MammoNet may have heads
     for i, (x, target) in enumerate(loader):
         if i >= n_batches:
             break
@@ -173,7 +174,6 @@ def train_one_epoch(model, loader, opt, sched, scaler, cfg: TrainConfig, device,
         with autocast(device, amp_dtype):
             out = model(x, **model_inputs(target, device))
         loss = compute_loss(out["cancer"], y, cfg.loss, pos_weight, cfg.focal_gamma)
-        aux_spec = getattr(unwrap(model), "aux_spec", None)  # any nn.Module trains; MammoNet may have heads
         if aux_spec:  # auxiliary heads: rows without a value are left out of each target's loss
             targets = aux_targets(target["aux"], aux_spec, len(y), device)
             loss = loss + aux_loss({k: out[f"aux_{k}"] for k in aux_spec}, targets, aux_spec)

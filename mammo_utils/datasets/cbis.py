@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, find_all, find_optional, parallel_map, \
-    strip_cells
+    require_columns, strip_cells
 from ..errors import UserError
 
 LABELS = {"malignant": "cancer = pathology MALIGNANT; BENIGN and BENIGN_WITHOUT_CALLBACK are benign"}
@@ -96,10 +96,8 @@ def _read_descriptions(src: Path) -> pd.DataFrame:
         kind, split = CSV_NAME.match(path.name).groups()
         df = strip_cells(pd.read_csv(path, dtype=str))
         df.columns = [c.lower().replace(" ", "_") for c in df.columns]  # 'breast density' in the calc files
-        need = {"patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology", "image_file_path"}
-        missing = sorted(need - set(df.columns))
-        if missing:
-            raise UserError(f"{path}: expected column(s) {missing}; found {list(df.columns)}")
+        require_columns(df, {"patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology",
+                             "image_file_path"}, path)
         parts.append(df.assign(kind=kind.lower(), split=split.lower(), csv=path.name))
     return pd.concat(parts, ignore_index=True)
 

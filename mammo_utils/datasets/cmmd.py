@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import Imported, find_all, find_one, parallel_map, strip_cells
+from .common import Imported, find_all, find_one, parallel_map, require_columns, strip_cells
 from ..errors import UserError
 
 LABELS = {"malignant": "cancer = the breast's clinical row says Malignant; Benign rows and imaged breasts "
@@ -51,9 +51,7 @@ def _clinical(src: Path) -> tuple[pd.DataFrame, Path]:
     except ImportError as exc:
         raise UserError(f"{path}: reading .xlsx needs openpyxl ({exc}); pip install openpyxl") from None
     df = strip_cells(df)
-    need = {"ID1", "LeftRight", "classification"}
-    if not need <= set(df.columns):
-        raise UserError(f"{path}: expected column(s) {sorted(need - set(df.columns))}; found {list(df.columns)}")
+    require_columns(df, {"ID1", "LeftRight", "classification"}, path)
     return df, path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, age_years, find_all, find_one, \
-    is_dicom, strip_cells
+    is_dicom, require_columns, strip_cells
 from ..errors import UserError
 
 LABELS = {
@@ -45,9 +45,7 @@ def roi_boxes(path: Path) -> list[dict]:
 def load(src: Path, label: str) -> Imported:
     csv = find_one(src, "INbreast.csv", "INbreast's INbreast.csv (semicolon-separated)")
     table = strip_cells(pd.read_csv(csv, sep=";", dtype=str, encoding_errors="replace"))
-    need = {"File Name", "Bi-Rads"}
-    if not need <= set(table.columns):
-        raise UserError(f"{csv}: expected column(s) {sorted(need - set(table.columns))}; found {list(table.columns)}")
+    require_columns(table, {"File Name", "Bi-Rads"}, csv)
     table = table.dropna(subset=["File Name"])
     table["File Name"] = table["File Name"].str.split(".").str[0]
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; ACR 1-4 -> density A-D")
