@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mammo_utils import paths
@@ -220,3 +221,18 @@ def test_viewer_browses_imported_string_ids(imported):
     assert yellow(v.set_overlays(lesions=False).view_rgb(0)) == 0
     with pytest.raises(UserError, match="not in"):
         v.select("P_99999")
+
+
+def test_cancer_is_a_property_of_the_breast(tmp_path):
+    """INbreast gives BI-RADS per image: a breast with one BI-RADS 5 view is a cancer breast in both views."""
+    truth = WRITERS["inbreast"](tmp_path / "src")
+    csv = tmp_path / "src" / "INbreast.csv"
+    rows = pd.read_csv(csv, sep=";", dtype=str)
+    mlo = rows.index[(rows["Bi-Rads"] == "5") & (rows.View == "MLO")]
+    rows.loc[mlo, "Bi-Rads"] = "1"  # only the CC view of that breast says 5 now
+    rows.to_csv(csv, sep=";", index=False)
+    import_dataset("inbreast", tmp_path / "src", tmp_path / "out", jobs=1, progress=False)
+    table = read_table(tmp_path / "out")
+    breast = table[table.image_id.isin(rows.loc[mlo, "File Name"])].prediction_id.iloc[0]
+    assert table[table.prediction_id == breast].cancer.tolist() == [1, 1]
+    assert table.cancer.sum() == truth.cancer.sum()
