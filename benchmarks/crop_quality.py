@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo_utils import crop_quality as cq
-from mammo_utils.synthetic import phantoms
-from mammo_utils.synthetic import write_dataset
+from mammo_utils.prepare import crop_quality as cq
+from mammo_utils.synthetic import phantoms, write_dataset
 
 
 def main():

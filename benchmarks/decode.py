@@ -11,9 +11,9 @@ import argparse
 import os
 import time
 
+from _realsize import realsize_files
 from joblib import Parallel, delayed
 
-from _realsize import realsize_files
 from mammo_utils import dicom
 
 

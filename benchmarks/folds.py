@@ -15,8 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mammo_utils.pipeline import run_pipeline
 from mammo_utils.synthetic import write_dataset
+from mammo_utils.workflow.pipeline import run_pipeline
 
 
 def main() -> int:

@@ -19,9 +19,10 @@ import torch
 
 
 def bench_model(dtype, batch: int, steps: int, size=(1024, 512)) -> tuple[float, float]:
-    from mammo_utils.engine import create_grad_scaler
-    from mammo_utils.models import build_model
-    from mammo_utils.train import compute_loss, optimizer_step, StepState
+    from mammo_utils.learn.engine import create_grad_scaler
+    from mammo_utils.learn.models import build_model
+    from mammo_utils.learn.train import StepState, optimizer_step
+    from mammo_utils.learn.optim import compute_loss
 
     dev = torch.device("cuda")
     model = build_model("efficientnet_b4").to(dev).to(memory_format=torch.channels_last)
@@ -61,8 +62,8 @@ def bench_loader(workers: int, n: int = 96, size=(1024, 512)) -> float:
     """Images/s of the training DataLoader (PNG decode + augmentation) on ``workers`` processes."""
     import pandas as pd
 
-    from mammo_utils.data import MammoDataset, create_loader, train_batches
-    from mammo_utils.png import to_uint, write_png_atomic
+    from mammo_utils.learn.data import MammoDataset, create_loader, train_batches
+    from mammo_utils.prepare.png import to_uint, write_png_atomic
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)

@@ -15,15 +15,15 @@ import time
 
 import pandas as pd
 import torch
+from _realsize import realsize_files
 from joblib import Parallel, delayed
 from torch.utils.data import DataLoader
 
-from _realsize import realsize_files
 from mammo_utils import dicom
-from mammo_utils.inference import DicomDataset
-from mammo_utils.models import build_model
+from mammo_utils.judge.inference import DicomDataset
+from mammo_utils.learn.models import build_model
 from mammo_utils.paths import parse_size
-from mammo_utils.preprocess import PreprocessConfig
+from mammo_utils.prepare.preprocess import PreprocessConfig
 
 HIDDEN_TEST_IMAGES = 32_000
 KAGGLE_LIMIT_HOURS = 9.0

@@ -2,7 +2,7 @@
 
   (a) OpenCV, default settings (zlib level 1 here, its default filter choice);
   (b) OpenCV, zlib run-length strategy after the "up" filter (our fallback without ``isal``);
-  (c) ours: the "up" filter in numpy, ISA-L deflate level 1 (``mammo_utils.png.encode_png``).
+  (c) ours: the "up" filter in numpy, ISA-L deflate level 1 (``mammo_utils.prepare.png.encode_png``).
 
 Inputs: 1024x512 outputs of the real-size JPEG Lossless files (breast on a black background).
 
@@ -16,10 +16,10 @@ import time
 
 import cv2
 import numpy as np
-
 from _realsize import realsize_files
-from mammo_utils import png
-from mammo_utils.preprocess import PreprocessConfig, preprocess_file
+
+from mammo_utils.prepare import png
+from mammo_utils.prepare.preprocess import PreprocessConfig, preprocess_file
 
 
 def opencv(params):

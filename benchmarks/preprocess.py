@@ -27,13 +27,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _realsize import realsize_files
 from joblib import Parallel, delayed
 
-from _realsize import realsize_files
-from mammo_utils import crop as crop_ops
 from mammo_utils import dicom
-from mammo_utils.png import to_uint, write_png_atomic
-from mammo_utils.preprocess import PreprocessConfig, locate_breast, preprocess_file
+from mammo_utils.prepare import crop as crop_ops
+from mammo_utils.prepare.png import to_uint, write_png_atomic
+from mammo_utils.prepare.preprocess import (
+    PreprocessConfig,
+    locate_breast,
+    preprocess_file,
+)
 
 
 def full_decode(path, out, backend):

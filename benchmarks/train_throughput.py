@@ -15,14 +15,21 @@ from pathlib import Path
 
 import torch
 
-from mammo_utils import train as T
-from mammo_utils.config import TrainConfig
-from mammo_utils.data import MammoDataset, create_loader, read_split, train_batches
-from mammo_utils.engine import autocast, create_grad_scaler, resolve_amp
-from mammo_utils.models import build_model
+from mammo_utils.learn import optim
+from mammo_utils.learn import train as T
+from mammo_utils.learn.config import TrainConfig
+from mammo_utils.learn.data import (
+    MammoDataset,
+    create_loader,
+    read_split,
+    train_batches,
+)
+from mammo_utils.learn.engine import autocast, create_grad_scaler, resolve_amp
+from mammo_utils.learn.models import build_model
+from mammo_utils.learn.sampling import patient_folds
 from mammo_utils.paths import parse_size
-from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.sampling import patient_folds
+from mammo_utils.prepare.preprocess import PreprocessConfig
+from mammo_utils.prepare.runner import run_preprocess
 
 DATA = Path(__file__).resolve().parent / "_data"
 
@@ -65,7 +72,7 @@ def main():
     model = build_model(args.model).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = T.build_optimizer(model, cfg)
+    opt = optim.build_optimizer(model, cfg)
     scaler = create_grad_scaler(device, amp_dtype)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
@@ -84,7 +91,7 @@ def main():
             t0 = time.perf_counter()
         with autocast(device, amp_dtype):
             out = model(x)
-        scaler.scale(T.compute_loss(out["cancer"], y)).backward()
+        scaler.scale(optim.compute_loss(out["cancer"], y)).backward()
         T.optimizer_step(model, opt, scaler, 1.0, T.StepState())
     sync()
     bare = args.steps * args.batch_size / (time.perf_counter() - t0)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from mammo_utils import dicom, synthetic
+from mammo_utils.explore.viewer import PatientViewer
 from mammo_utils.paths import parse_size
-from mammo_utils.viewer import PatientViewer
 
 CACHE = Path(__file__).resolve().parent / "_data"
 

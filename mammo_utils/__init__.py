@@ -10,15 +10,15 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "read_image": "dicom", "read_dicom": "dicom", "read_metadata": "dicom", "DicomReadError": "dicom",
     "write_dicom": "dicom",
-    "segment_breast": "crop", "breast_bbox": "crop", "orient": "crop", "resize_pad": "crop",
-    "PreprocessConfig": "preprocess", "run_preprocess": "preprocess", "preprocess_file": "preprocess",
+    "segment_breast": "prepare.crop", "breast_bbox": "prepare.crop", "orient": "prepare.crop", "resize_pad": "prepare.crop",
+    "PreprocessConfig": "prepare.preprocess", "run_preprocess": "prepare.runner", "preprocess_file": "prepare.preprocess",
     "read_manifest": "tables",
     "read_table": "tables", "UserError": "errors",
-    "make_folds": "sampling", "BalancedBatchSampler": "sampling",
-    "TrainConfig": "config", "train": "train", "build_model": "models", "load_model": "checkpoint",
+    "make_folds": "learn.sampling", "BalancedBatchSampler": "learn.sampling",
+    "TrainConfig": "learn.config", "train": "learn.train", "build_model": "learn.models", "load_model": "learn.checkpoint",
     "pfbeta": "metrics", "aggregate_breasts": "metrics",
-    "predict": "inference", "make_submission": "inference",
-    "write_dataset": "synthetic", "run_pipeline": "pipeline",
+    "predict": "judge.inference", "make_submission": "judge.inference",
+    "write_dataset": "synthetic", "run_pipeline": "workflow.pipeline",
 }
 
 

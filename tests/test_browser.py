@@ -15,7 +15,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CHROMEDRIVER, CHROMIUM, free_port, start_server, wait_for
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
@@ -27,7 +26,7 @@ def viewer_notebook(path, data):
     from nbformat.v4 import new_code_cell, new_notebook
 
     nb = new_notebook(cells=[new_code_cell(
-        "from mammo_utils.viewer import PatientViewer\n"
+        "from mammo_utils.explore.viewer import PatientViewer\n"
         f"browser = PatientViewer({str(data)!r}, display_px=256, tile_px=(240, 192))\n"
         "browser.show(interactive=True)")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

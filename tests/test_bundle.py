@@ -18,9 +18,8 @@ def fake_run(tmp_path):
 
 
 def test_bundle_builds_and_installs_offline(fake_run, tmp_path):
-    from mammo_utils.bundle import build_bundle
-
     from mammo_utils import paths
+    from mammo_utils.workflow.bundle import build_bundle
 
     before = sorted(p.name for p in paths.PROJECT_ROOT.iterdir())
     out = build_bundle(fake_run, tmp_path / "bundle", with_deps=False, dataset_name="my-bundle")

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mammo_utils.data import AugmentConfig, MammoDataset, augment, train_batches
-from mammo_utils.png import load_png, to_uint, write_png_atomic
+from mammo_utils.learn.data import AugmentConfig, MammoDataset, augment, train_batches
+from mammo_utils.prepare.png import load_png, to_uint, write_png_atomic
 
 OFF = dict(vflip=0.0, hflip=0.0, rotate_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, gamma=0.0,
            dropout_boxes=0)

@@ -158,10 +158,10 @@ def test_cli_import_and_combine_keep_ids_unique(imported, tmp_path, capsys):
 def test_two_imported_datasets_and_the_synthetic_set_train_together(tiny_data, tmp_path, capfd):
     """combine -> notebooks 01-05 (preprocess, folds with a per-source holdout, one epoch per fold,
     evaluation by source) on CBIS-DDSM and mini-MIAS film scans beside the synthetic set."""
-    from mammo_utils import crop_quality
     from mammo_utils.datasets import combine
-    from mammo_utils.pipeline import run_pipeline
+    from mammo_utils.prepare import crop_quality
     from mammo_utils.tables import read_csv, read_manifest
+    from mammo_utils.workflow.pipeline import run_pipeline
 
     for name in ("cbis-ddsm", "mias"):
         WRITERS[name](tmp_path / "src" / name, patients=4, seed=3)
@@ -209,7 +209,7 @@ def test_cbis_mask_of_another_shape_is_rescaled_to_its_image(tmp_path):
 
 
 def test_viewer_browses_imported_string_ids(imported):
-    from mammo_utils import viewer as V
+    from mammo_utils.explore import viewer as V
 
     _, out, truth, _, _ = imported["cbis-ddsm"]
     v = V.PatientViewer(out, display_px=128, tile_px=(120, 96))

@@ -4,11 +4,21 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.pixels import apply_modality_lut as pd_modality, apply_voi_lut as pd_voi
+from pydicom.pixels import apply_modality_lut as pd_modality
+from pydicom.pixels import apply_voi_lut as pd_voi
 
 from mammo_utils import dicom
-from mammo_utils.dicom import (DicomReadError, Window, apply_minmax, apply_modality_lut, apply_window,
-                               build_display_lut, read_dicom, read_image, write_dicom)
+from mammo_utils.dicom import (
+    DicomReadError,
+    Window,
+    apply_minmax,
+    apply_modality_lut,
+    apply_window,
+    build_display_lut,
+    read_dicom,
+    read_image,
+    write_dicom,
+)
 from mammo_utils.dicom.lut import apply_display_lut
 
 
@@ -281,7 +291,7 @@ def test_compressed_file_without_pixel_data_is_named(tmp_path):
 @pytest.mark.parametrize("window", [None, Window(1800, 1200, "SIGMOID"), Window(2000, 900)])
 def test_quantized_table_equals_quantizing_the_display(window, bits):
     from mammo_utils.dicom.lut import make_display
-    from mammo_utils.png import to_uint
+    from mammo_utils.prepare.png import to_uint
 
     sv = np.random.default_rng(0).integers(200, 4000, (50, 40)).astype(np.uint16)
     d = make_display(sv, None, 1.0, 0.0, None, window, None, invert=window is None)

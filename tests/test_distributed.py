@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from mammo_utils.tables import read_csv
 from mammo_utils import metrics, paths
-from mammo_utils.checkpoint import load_checkpoint, load_model
-from mammo_utils.config import TrainConfig
-from mammo_utils.data import MammoDataset, create_loader, read_split
-from mammo_utils.engine import predict_loader
-from mammo_utils.launch import torchrun_command
-from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.sampling import BalancedBatchSampler, make_folds
-from mammo_utils.tables import read_table
+from mammo_utils.learn.checkpoint import load_checkpoint, load_model
+from mammo_utils.learn.config import TrainConfig
+from mammo_utils.learn.data import MammoDataset, create_loader, read_split
+from mammo_utils.learn.engine import predict_loader
+from mammo_utils.learn.launch import torchrun_command
+from mammo_utils.learn.sampling import BalancedBatchSampler, make_folds
+from mammo_utils.prepare.preprocess import PreprocessConfig
+from mammo_utils.prepare.runner import run_preprocess
+from mammo_utils.tables import read_csv, read_table
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def test_torchrun_two_processes_matches_one(prepared, tmp_path):
 NAN_ON_RANK_1 = """
 import os, sys
 from mammo_utils import train as T
-from mammo_utils.config import TrainConfig
-from mammo_utils.distributed import shutdown_distributed
+from mammo_utils.learn.config import TrainConfig
+from mammo_utils.learn.distributed import shutdown_distributed
 
 real, calls = T.compute_loss, [0]
 
@@ -199,7 +199,7 @@ def test_cli_scheduler_option(tiny_data, tmp_path):
 def test_notebook_launcher_runs_torchrun_and_returns_the_same_result(prepared, tmp_path):
     """Notebook 04's `gpus` parameter: train_fold(cfg, gpus=2) runs torchrun (gloo here) and returns
     the result dict a single-process run returns."""
-    from mammo_utils.launch import train_fold
+    from mammo_utils.learn.launch import train_fold
 
     result = train_fold(config(prepared, tmp_path / "nb", batch_size=4, epochs=1), gpus=2)
     assert result["world_size"] == 2 and result["best_epoch"] == 1 and 0 <= result["threshold"] <= 1

@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mammo_utils import inference
-from mammo_utils import train as T
-from mammo_utils.checkpoint import load_checkpoint
-from mammo_utils.config import TrainConfig
-from mammo_utils.engine import predict_batch
 from mammo_utils.errors import UserError
-from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.sampling import patient_folds
+from mammo_utils.judge import inference
+from mammo_utils.learn import train as T
+from mammo_utils.learn.checkpoint import load_checkpoint
+from mammo_utils.learn.config import TrainConfig
+from mammo_utils.learn.engine import predict_batch
+from mammo_utils.learn.sampling import patient_folds
+from mammo_utils.prepare.preprocess import PreprocessConfig
+from mammo_utils.prepare.runner import run_preprocess
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_tta_averages_the_image_and_its_vertical_flip():
 
 
 def test_ensembling_rules(trained_run, tmp_path):
-    from mammo_utils.evaluate import save_decision
+    from mammo_utils.judge.evaluate import save_decision
 
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(trained_run / "fold0", a)
@@ -137,7 +138,7 @@ def test_ensembling_rules(trained_run, tmp_path):
 
 
 def test_threshold_json_overrides_training_threshold(trained_run, tmp_path):
-    from mammo_utils.evaluate import save_decision
+    from mammo_utils.judge.evaluate import save_decision
 
     run = tmp_path / "r"
     shutil.copytree(trained_run / "fold0", run)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mammo_utils import metadata as md
 from mammo_utils.errors import UserError
-from mammo_utils.models import build_model
+from mammo_utils.learn import metadata as md
+from mammo_utils.learn.models import build_model
 
 TRAIN = pd.DataFrame({"age": [40.0, 60.0, np.nan, 80.0], "implant": [0, 0, 1, 0], "view": ["CC", "MLO", "CC", "MLO"],
                       "machine_id": [49, 48, 49, 29], "site_id": [1, 1, 2, 2], "BIRADS": [1.0, np.nan, 0.0, 2.0],
@@ -41,7 +41,7 @@ def test_training_only_columns_are_refused_with_the_reason():
 
 
 def test_encoders_round_trip_through_the_checkpoint(tmp_path):
-    from mammo_utils.checkpoint import load_model, save_checkpoint
+    from mammo_utils.learn.checkpoint import load_model, save_checkpoint
 
     spec, aux = md.fit_metadata(TRAIN, META), md.fit_aux(TRAIN, "BIRADS,density")
     assert spec["machine_id"]["values"] == ["29", "48", "49"] and spec["age"]["mean"] == pytest.approx(60.0)
@@ -106,12 +106,13 @@ def test_fused_and_per_image_paths_agree(fusion):
 
 def test_prediction_with_missing_age_unseen_machine_and_one_view(tiny_data, tmp_path):
     """Train one step with metadata, auxiliary heads and fusion; predict a test set with gaps."""
-    from mammo_utils.config import TrainConfig
-    from mammo_utils.inference import predict
-    from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-    from mammo_utils.sampling import make_folds
+    from mammo_utils.judge.inference import predict
+    from mammo_utils.learn.config import TrainConfig
+    from mammo_utils.learn.sampling import make_folds
+    from mammo_utils.learn.train import train
+    from mammo_utils.prepare.preprocess import PreprocessConfig
+    from mammo_utils.prepare.runner import run_preprocess
     from mammo_utils.tables import read_table
-    from mammo_utils.train import train
 
     run_preprocess(tiny_data, "train", tmp_path / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
     make_folds(read_table(tiny_data), n_splits=2).to_csv(tmp_path / "folds.csv", index=False)
@@ -160,7 +161,8 @@ def test_generator_gives_the_table_a_signal_only_when_asked():
 
 
 def test_stacking_uses_the_metadata_signal_and_is_judged_on_the_holdout():
-    from mammo_utils import metrics, stacking
+    from mammo_utils import metrics
+    from mammo_utils.judge import stacking
 
     rng = np.random.default_rng(0)
 
@@ -179,7 +181,7 @@ def test_stacking_uses_the_metadata_signal_and_is_judged_on_the_holdout():
 
 
 def test_cli_offers_every_synthetic_preset():
-    from mammo_utils.__main__ import PRESET_NAMES
+    from mammo_utils.cli.common import PRESET_NAMES
     from mammo_utils.synthetic.dataset import PRESETS
 
     assert set(PRESET_NAMES) == set(PRESETS)

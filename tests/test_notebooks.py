@@ -6,8 +6,16 @@ import nbformat
 import pandas as pd
 import pytest
 
-from mammo_utils.pipeline import (COMPARE_NOTEBOOK, NOTEBOOK_DIR, NOTEBOOKS, notebook_defaults, notebook_parameters,
-                                  parse_value, plan_parameters, run_pipeline)
+from mammo_utils.workflow.pipeline import (
+    COMPARE_NOTEBOOK,
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    notebook_defaults,
+    notebook_parameters,
+    parse_value,
+    plan_parameters,
+    run_pipeline,
+)
 
 ALL_NOTEBOOKS = NOTEBOOKS + ([COMPARE_NOTEBOOK] if (NOTEBOOK_DIR / f"{COMPARE_NOTEBOOK}.ipynb").exists() else [])
 LOGIC = (ast.For, ast.AsyncFor, ast.While, ast.Try, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
@@ -64,7 +72,7 @@ def test_notebook_04_defaults_are_the_train_config_defaults():
     """One source: a parameter of notebook 04 named like a TrainConfig field has that field's default."""
     from dataclasses import fields
 
-    from mammo_utils.config import TrainConfig
+    from mammo_utils.learn.config import TrainConfig
 
     declared = notebook_defaults("04_train")
     other_meaning = {"run_dir", "folds"}  # the pipeline's run folder; which folds to train (TrainConfig: folds.csv)
@@ -83,7 +91,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     import re
     import shutil
 
-    from mammo_utils import plots
+    from mammo_utils.explore import plots
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -131,7 +139,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     assert (run / "folds.csv").exists() and (run / "train" / "fold0" / "best.pt").exists()
     assert (run / "train" / "fold0" / "threshold.json").exists()
     # a locked holdout, every fold trained, out-of-fold predictions, estimates side by side
-    from mammo_utils.estimates import split_holdout
+    from mammo_utils.judge.estimates import split_holdout
     from mammo_utils.tables import read_table
 
     holdout, folds = pd.read_csv(run / "holdout.csv"), pd.read_csv(run / "folds.csv")

@@ -1,7 +1,8 @@
 """Environment descriptions agree; the README test command is what CI runs."""
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_utils import png
+from mammo_utils.prepare import png
 
 
 def _images():

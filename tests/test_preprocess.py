@@ -8,17 +8,17 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
-from mammo_utils import crop as cr
-from mammo_utils import crop_quality as cq
-from mammo_utils.synthetic import phantoms
-from mammo_utils import preprocess as pp
 from mammo_utils.dicom import read_dicom, read_image
 from mammo_utils.paths import parse_size
-from mammo_utils.png import to_uint
-from mammo_utils.synthetic import plan_dataset, truth_mask, write_dataset
-
-from conftest import TINY
+from mammo_utils.prepare import crop as cr
+from mammo_utils.prepare import crop_quality as cq
+from mammo_utils.prepare import manifest as pm
+from mammo_utils.prepare import preprocess as pp
+from mammo_utils.prepare import runner
+from mammo_utils.prepare.png import to_uint
+from mammo_utils.synthetic import phantoms, plan_dataset, truth_mask, write_dataset
 
 
 def phantom(h=400, w=320, side="left", touch=False, seed=0):
@@ -198,12 +198,12 @@ def test_torn_manifest_line_is_dropped(tmp_path):
     path = tmp_path / "manifest.csv"
     header = "image_id,path,seconds\n"
     path.write_text(header + "1,1/1.png,0.1\n2,1/2.png,0.2\n1,1/1.png,0.3\n3,1/3.p")  # cut inside the path
-    df = pp.read_rows(path)
+    df = pm.read_rows(path)
     assert sorted(df.image_id) == ["1", "2"] and df.set_index("image_id").seconds["1"] == 0.3  # duplicate: last wins
     path.write_text(header + "1,1/1.png,0.1\n3,1/3.png,")  # cut before the last value
-    assert sorted(pp.read_rows(path).image_id) == ["1"]
+    assert sorted(pm.read_rows(path).image_id) == ["1"]
     path.write_text(header + "1,1/1.png,0.1\n3")  # cut after the id
-    assert sorted(pp.read_rows(path).image_id) == ["1"]
+    assert sorted(pm.read_rows(path).image_id) == ["1"]
 
 
 def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
@@ -218,7 +218,7 @@ def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
 
 
 def test_preprocessing_path_does_not_import_torch():
-    code = ("import sys, mammo_utils.preprocess, mammo_utils.dicom, mammo_utils.synthetic, mammo_utils.sampling; "
+    code = ("import sys, mammo_utils.prepare.preprocess, mammo_utils.dicom, mammo_utils.synthetic, mammo_utils.learn.sampling; "
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
@@ -430,7 +430,7 @@ def test_small_breast_in_large_file_is_never_upsampled(tmp_path, syntax, toleran
 def test_no_crop_of_a_dataset_is_upsampled(tiny_data, tmp_path):
     """Every manifest row: the crop box, in the pixels it was resized from, covers its output shape."""
     cfg = pp.PreprocessConfig(size=(80, 40))
-    pp.run_preprocess(tiny_data, "train", tmp_path / "png", cfg, jobs=2, progress=False)
+    runner.run_preprocess(tiny_data, "train", tmp_path / "png", cfg, jobs=2, progress=False)
     m = pd.read_csv(tmp_path / "png" / "manifest.csv")
     assert (m.decode_scale > 1).any(), "the check needs reduced reads"
     h = (m.bbox_y1 - m.bbox_y0) / m.decode_scale

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils.tables import read_csv
 from mammo_utils import paths
-from mammo_utils import preprocess as pp
 from mammo_utils.errors import UserError
+from mammo_utils.prepare import manifest as pm
+from mammo_utils.prepare import preprocess as pp
+from mammo_utils.prepare import runner
+from mammo_utils.tables import read_csv
 
 
 def cli(*args, cwd=None, timeout=300):
@@ -24,7 +26,7 @@ def cli(*args, cwd=None, timeout=300):
 # ---- 1, 2: sweep folders and comparisons ---------------------------------------------------------------
 
 def test_sweep_names_map_to_folders_one_to_one(tmp_path):
-    from mammo_utils.sweep import read_grid
+    from mammo_utils.workflow.sweep import read_grid
 
     g = tmp_path / "g.json"
     g.write_text(json.dumps({"combinations": [{"name": "recipe/a", "04.loss": "bce"},
@@ -47,7 +49,7 @@ def test_sweep_names_map_to_folders_one_to_one(tmp_path):
 
 
 def test_comparison_names_stale_runs_and_lists_failed_ones(tmp_path, capsys):
-    from mammo_utils import compare
+    from mammo_utils.judge import compare
 
     for name in ("old_seed0", "new_seed0"):
         (tmp_path / name).mkdir()
@@ -70,18 +72,18 @@ def test_errors_survive_a_failed_run_and_changed_sources_are_redone(tiny_data, t
     bad = train.iloc[0]
     (data / "train_images" / str(bad.patient_id) / f"{bad.image_id}.dcm").write_text("not a dicom")
     out, cfg = tmp_path / "png", pp.PreprocessConfig(size=(64, 32))
-    first = pp.run_preprocess(data, "train", out, cfg, jobs=1, progress=False)
-    assert first["failed"] == 1 and pp.read_errors(out).image_id.tolist() == [str(bad.image_id)]
+    first = runner.run_preprocess(data, "train", out, cfg, jobs=1, progress=False)
+    assert first["failed"] == 1 and pm.read_errors(out).image_id.tolist() == [str(bad.image_id)]
     with pytest.raises(UserError, match="local:N"):
-        pp.run_preprocess(data, "train", out, cfg, jobs=1, progress=False, scheduler="bogus")
-    assert pp.read_errors(out).image_id.tolist() == [str(bad.image_id)], "a run that did nothing wiped errors.csv"
+        runner.run_preprocess(data, "train", out, cfg, jobs=1, progress=False, scheduler="bogus")
+    assert pm.read_errors(out).image_id.tolist() == [str(bad.image_id)], "a run that did nothing wiped errors.csv"
     # a source that changed (other bytes, other time) is preprocessed again; the others are kept
     changed = train.iloc[1]
     src = data / "train_images" / str(changed.patient_id) / f"{changed.image_id}.dcm"
     other = data / "train_images" / str(train.iloc[2].patient_id) / f"{train.iloc[2].image_id}.dcm"
     shutil.copy(other, src)
     os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))
-    again = pp.run_preprocess(data, "train", out, cfg, jobs=1, progress=False)
+    again = runner.run_preprocess(data, "train", out, cfg, jobs=1, progress=False)
     assert again["processed"] == 1 and again["skipped"] == 4 and again["failed"] == 1
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 5 and manifest.image_id.is_unique
@@ -92,7 +94,7 @@ def test_errors_survive_a_failed_run_and_changed_sources_are_redone(tiny_data, t
 def test_one_writer_per_folder(tmp_path):
     """A second writer stops at once with one line naming the holder."""
     from mammo_utils.locks import folder_lock
-    from mammo_utils.pipeline import run_pipeline
+    from mammo_utils.workflow.pipeline import run_pipeline
 
     with folder_lock(tmp_path / "run", "a pipeline run"):
         with pytest.raises(UserError, match=rf"in use by a pipeline run \(pid {os.getpid()} on "):
@@ -126,7 +128,7 @@ def test_concurrent_preprocessing_into_one_folder(tiny_data, tmp_path):
 def test_checkpoint_temporary_names_are_unique(tmp_path, monkeypatch):
     import torch
 
-    from mammo_utils import checkpoint
+    from mammo_utils.learn import checkpoint
 
     names = []
     real = torch.save
@@ -140,7 +142,7 @@ def test_checkpoint_temporary_names_are_unique(tmp_path, monkeypatch):
 # ---- 6, 9: parameters ----------------------------------------------------------------------------------
 
 def test_relative_parameter_paths_resolve_in_the_callers_folder(tiny_data, tmp_path, monkeypatch):
-    from mammo_utils.pipeline import run_pipeline
+    from mammo_utils.workflow.pipeline import run_pipeline
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -152,7 +154,7 @@ def test_relative_parameter_paths_resolve_in_the_callers_folder(tiny_data, tmp_p
 
 
 def test_none_is_a_value(tmp_path):
-    from mammo_utils.pipeline import parse_value, plan_parameters
+    from mammo_utils.workflow.pipeline import parse_value, plan_parameters
 
     plan = plan_parameters(tmp_path, tmp_path / "run", {"03.label_control": "none", "04.model": "none",
                                                         "05.aggregate": "none"})
@@ -168,8 +170,8 @@ def test_none_is_a_value(tmp_path):
 # ---- 7, 8: what viewers and galleries show ---------------------------------------------------------------
 
 def test_gallery_and_viewer_skip_an_unreadable_image(tiny_data, tmp_path, capsys):
-    from mammo_utils import eda
-    from mammo_utils import viewer as V
+    from mammo_utils.explore import eda
+    from mammo_utils.explore import viewer as V
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -208,7 +210,7 @@ def test_bad_values_get_one_line(tiny_data, tmp_path, args, needle):
 
 def test_diverged_training_is_one_line(monkeypatch, capsys):
     from mammo_utils import __main__ as M
-    from mammo_utils import train as T
+    from mammo_utils.learn import train as T
 
     def diverge(cfg, progress=True):
         raise T.NonFiniteLossError("5 non-finite losses in a row at step 3: lower lr")
@@ -253,7 +255,7 @@ def test_one_bit_file_reads(tmp_path):
 
 def test_header_summary_of_a_machine_whose_files_all_fail():
     """Notebook 01 must not stop when every scanned file of the split is unreadable."""
-    from mammo_utils import eda
+    from mammo_utils.explore import eda
 
     headers = pd.DataFrame({"image_id": [1, 2], "machine_id": [21, 48], "error": ["file not found"] * 2})
     summary = eda.header_summary(headers)

@@ -5,7 +5,12 @@ import pytest
 
 from mammo_utils import metrics
 from mammo_utils.errors import UserError
-from mammo_utils.sampling import BalancedBatchSampler, paired_breast_undersample, patient_folds, pos_weight
+from mammo_utils.learn.sampling import (
+    BalancedBatchSampler,
+    paired_breast_undersample,
+    patient_folds,
+    pos_weight,
+)
 
 
 def rsna_table(n_patients=3000, seed=0):
@@ -137,7 +142,7 @@ def test_bootstrap_interval_is_the_percentiles_of_the_resampled_statistic():
     97.5th percentiles, undefined resamples (one class) left out; seeds average on the same resample."""
     import itertools
 
-    from mammo_utils.bootstrap import interval, paired_difference
+    from mammo_utils.judge.bootstrap import interval, paired_difference
 
     y = np.array([1, 0, 1, 0])
     a, b = np.array([0.9, 0.2, 0.4, 0.6]), np.array([0.8, 0.1, 0.7, 0.3])
@@ -169,7 +174,7 @@ def test_cli_folds(tmp_path):
 
 
 def test_shuffled_label_control_keeps_prevalence_and_breasts(table):
-    from mammo_utils.sampling import make_folds, shuffle_breast_labels
+    from mammo_utils.learn.sampling import make_folds, shuffle_breast_labels
     from mammo_utils.tables import with_prediction_id
 
     df = with_prediction_id(table)
@@ -188,7 +193,7 @@ def test_shuffled_label_control_keeps_prevalence_and_breasts(table):
 def test_paired_folds_validate_every_image_at_full_prevalence(table):
     """Paired undersampling picks training images only: folds.csv keeps every image with its fold, a
     fold validates on all of its images (the data's prevalence), and trains on the others' sampled ones."""
-    from mammo_utils.sampling import make_folds
+    from mammo_utils.learn.sampling import make_folds
     from mammo_utils.tables import with_prediction_id
 
     folds = make_folds(table, "paired", neg_per_pos=1.0, n_splits=4, seed=0)
@@ -209,8 +214,8 @@ def test_paired_folds_validate_every_image_at_full_prevalence(table):
 
 
 def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
-    from mammo_utils.data import read_split
-    from mammo_utils.sampling import make_folds
+    from mammo_utils.learn.data import read_split
+    from mammo_utils.learn.sampling import make_folds
 
     t = rsna_table(200, seed=4)
     folds = make_folds(t, "paired", neg_per_pos=1.0, n_splits=3, seed=0)
@@ -233,7 +238,7 @@ def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
 
 
 def test_holdout_is_grouped_stratified_deterministic_and_fingerprinted(table):
-    from mammo_utils.estimates import fingerprint, split_holdout
+    from mammo_utils.judge.estimates import fingerprint, split_holdout
 
     holdout, rest, info = split_holdout(table, 0.15, seed=0)
     assert not set(holdout.patient_id) & set(rest.patient_id) and len(holdout) + len(rest) == len(table)
@@ -257,7 +262,7 @@ def test_holdout_is_grouped_stratified_deterministic_and_fingerprinted(table):
 
 
 def test_fold_list():
-    from mammo_utils.estimates import fold_list
+    from mammo_utils.judge.estimates import fold_list
 
     assert fold_list("all", 3) == [0, 1, 2] and fold_list([2, 0, 2], 3) == [0, 2] and fold_list(1, 3) == [1]
     with pytest.raises(UserError, match="folds must be"):
@@ -266,7 +271,8 @@ def test_fold_list():
 
 def test_breakdown_says_undefined_not_zero():
     """A machine without a cancer breast has no pF1 (nor AUC): NaN in the table, "n/a" in the figure."""
-    from mammo_utils import evaluate, plots
+    from mammo_utils.explore import plots
+    from mammo_utils.judge import evaluate
 
     breasts = pd.DataFrame({"machine_id": [1, 1, 1, 2, 2], "cancer": [1, 0, 0, 0, 0],
                             "pred": [0.9, 0.2, 0.6, 0.7, 0.1]})
@@ -281,7 +287,7 @@ def test_the_holdout_is_judged_only_by_folds_trained_beside_it(tmp_path):
     import json
 
     from mammo_utils import paths
-    from mammo_utils.estimates import check_fingerprints
+    from mammo_utils.judge.estimates import check_fingerprints
 
     paths.train_dir(tmp_path, 0).mkdir(parents=True)
     (paths.train_dir(tmp_path, 0) / paths.CONFIG).write_text(json.dumps({"holdout_fingerprint": "abc"}))

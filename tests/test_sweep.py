@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils import compare, metrics, paths
+from mammo_utils import metrics, paths
 from mammo_utils.errors import UserError
-from mammo_utils.sweep import read_grid, run_sweep
+from mammo_utils.judge import compare
+from mammo_utils.workflow.sweep import read_grid, run_sweep
 
 
 def hand_auc(y, p):
@@ -127,7 +128,7 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
 
 
 def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
-    from mammo_utils.pipeline import score_synthetic_test
+    from mammo_utils.workflow.pipeline import score_synthetic_test
 
     data, run = tmp_path / "data", tmp_path / "run"
     data.mkdir()

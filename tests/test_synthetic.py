@@ -4,11 +4,10 @@ import filecmp
 import numpy as np
 import pandas as pd
 import pydicom
+from conftest import TINY
 
 from mammo_utils.dicom import read_image
 from mammo_utils.synthetic import TEST_COLUMNS, TRAIN_COLUMNS, write_dataset
-
-from conftest import TINY
 
 
 def test_schema(tiny_data):

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from mammo_utils import tracking
-from mammo_utils import train as T
-from mammo_utils.config import TrainConfig
-from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.sampling import make_folds
+from mammo_utils.learn import train as T
+from mammo_utils.learn.config import TrainConfig
+from mammo_utils.learn.sampling import make_folds
+from mammo_utils.prepare.preprocess import PreprocessConfig
+from mammo_utils.prepare.runner import run_preprocess
 
 mlflow = pytest.importorskip("mlflow")
-from mlflow import MlflowClient  # noqa: E402
-
 from conftest import CHROMEDRIVER, CHROMIUM, free_port, start_server, wait_for  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 
 
 @pytest.fixture(scope="module")

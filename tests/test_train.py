@@ -7,15 +7,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mammo_utils import train as T
-from mammo_utils.config import resolve_model
-from mammo_utils.checkpoint import load_checkpoint, load_model
-from mammo_utils.config import TrainConfig
-from mammo_utils.engine import create_grad_scaler, resolve_amp
 from mammo_utils.errors import CheckpointError, UserError
-from mammo_utils.models import build_model
-from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.sampling import patient_folds
+from mammo_utils.learn import optim
+from mammo_utils.learn import train as T
+from mammo_utils.learn.checkpoint import load_checkpoint, load_model
+from mammo_utils.learn.config import TrainConfig, resolve_model
+from mammo_utils.learn.engine import create_grad_scaler, resolve_amp
+from mammo_utils.learn.models import build_model
+from mammo_utils.learn.sampling import patient_folds
+from mammo_utils.prepare.preprocess import PreprocessConfig
+from mammo_utils.prepare.runner import run_preprocess
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_accumulation_equals_large_batch_gradient(amp):
     state = T.StepState()
     T.train_one_epoch(a, loader, opt, sched, scaler, cfg, cpu, dtype, 1.0, state, progress=False)
     assert state.step == 1
-    loss = T.compute_loss(b(x)["cancer"], y)
+    loss = optim.compute_loss(b(x)["cancer"], y)
     loss.backward()
     tol = dict(rtol=2e-2, atol=2e-3) if amp == "fp16" else dict(rtol=1e-5, atol=1e-6)
     for n, p in b.named_parameters():
@@ -115,8 +116,8 @@ def test_train_checkpoints_best_and_resume(prepared, tmp_path):
     saved = json.loads((run / "config.json").read_text())
     assert saved["world_size"] == 1 and saved["provenance"]["versions"]["timm"]
     # best.pt holds the weights that made val_predictions.csv: scoring it again gives the same numbers
-    from mammo_utils.data import MammoDataset, create_loader, read_split
-    from mammo_utils.engine import predict_loader
+    from mammo_utils.learn.data import MammoDataset, create_loader, read_split
+    from mammo_utils.learn.engine import predict_loader
 
     model, _ = load_model(run / "best.pt")
     preds = pd.read_csv(run / "val_predictions.csv")
@@ -175,7 +176,7 @@ def test_pretrained_from_local_file(tmp_path, caplog):
     # misspelled arguments are refused, by the builder and when a checkpoint names them
     with pytest.raises(TypeError):
         build_model("resnet10t", drop_rat=0.1)
-    from mammo_utils.models import model_from_args
+    from mammo_utils.learn.models import model_from_args
 
     with pytest.raises(CheckpointError, match="unknown key"):
         model_from_args({"name": "resnet10t", "drop_rat": 0.1})
@@ -194,7 +195,7 @@ def test_efficientnet_b4_step_cpu_1024x512(amp):
     x, y = torch.rand(2, 1, 1024, 512), torch.tensor([0.0, 1.0])
     with torch.autocast("cpu", dtype=dtype):
         out = model(x)
-    loss = T.compute_loss(out["cancer"], y)
+    loss = optim.compute_loss(out["cancer"], y)
     scaler.scale(loss).backward()
     T.optimizer_step(model, opt, scaler, 1.0, T.StepState())
     assert torch.isfinite(loss) and out["cancer"].dtype == dtype
@@ -211,17 +212,17 @@ def test_resolve_amp():
 
 
 def test_schedule_warmup_then_cosine():
-    f = T.lr_lambda("cosine", total_steps=110, warmup_steps=10)
+    f = optim.lr_lambda("cosine", total_steps=110, warmup_steps=10)
     assert [round(f(s), 3) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]       # linear warmup
     assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5)   # cosine: half-way at the middle
     assert f(110) == pytest.approx(0.0, abs=1e-9) and f(35) > f(60) > f(85)
-    g = T.lr_lambda("constant", total_steps=110, warmup_steps=10)
+    g = optim.lr_lambda("constant", total_steps=110, warmup_steps=10)
     assert g(0) == pytest.approx(0.1) and g(60) == g(109) == 1.0
     # through a real optimizer: the lr falls to ~0 by the last step
     model = Tiny()
     cfg = TrainConfig(epochs=2, lr=0.1, warmup_epochs=0.5)
-    opt = T.build_optimizer(model, cfg)
-    sched = T.build_scheduler(opt, cfg, steps_per_epoch=10)
+    opt = optim.build_optimizer(model, cfg)
+    sched = optim.build_scheduler(opt, cfg, steps_per_epoch=10)
     lrs = []
     for _ in range(20):
         lrs.append(opt.param_groups[0]["lr"])
@@ -236,12 +237,12 @@ def test_focal_loss_down_weights_easy_examples():
     p_t = p * y + (1 - p) * (1 - y)
     bce = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
     expect = ((1 - p_t) ** 2 * bce).mean()
-    torch.testing.assert_close(T.compute_loss(logit, y, "focal", focal_gamma=2.0), expect)
-    torch.testing.assert_close(T.compute_loss(logit, y, "focal", focal_gamma=0.0), bce.mean())
-    torch.testing.assert_close(T.compute_loss(logit, y, "bce"), bce.mean())
-    assert T.compute_loss(logit, y, "focal") < 0.5 * T.compute_loss(logit, y, "bce")
+    torch.testing.assert_close(optim.compute_loss(logit, y, "focal", focal_gamma=2.0), expect)
+    torch.testing.assert_close(optim.compute_loss(logit, y, "focal", focal_gamma=0.0), bce.mean())
+    torch.testing.assert_close(optim.compute_loss(logit, y, "bce"), bce.mean())
+    assert optim.compute_loss(logit, y, "focal") < 0.5 * optim.compute_loss(logit, y, "bce")
     # pos_weight scales the positive terms of BCE
-    torch.testing.assert_close(T.compute_loss(logit, y, "bce", pos_weight=3.0),
+    torch.testing.assert_close(optim.compute_loss(logit, y, "bce", pos_weight=3.0),
                                (-(3 * y * torch.log(p) + (1 - y) * torch.log(1 - p))).mean())
 
 
@@ -297,8 +298,8 @@ def test_fp16_on_cpu_trains_and_resume_restores_the_scaler(prepared, tmp_path):
 def test_ema_weights_are_validated_and_saved(prepared, tmp_path):
     """With a decay this close to 1 the EMA stays at the weights of the first step: best.pt must hold
     the EMA weights (not the trained ones), and the validation predictions must be theirs."""
-    from mammo_utils.data import MammoDataset, create_loader, read_split
-    from mammo_utils.engine import predict_loader
+    from mammo_utils.learn.data import MammoDataset, create_loader, read_split
+    from mammo_utils.learn.engine import predict_loader
 
     run = tmp_path / "run"
     cfg = small_cfg(prepared, run, epochs=1, ema_decay=0.999999, lr=1e-2, max_steps_per_epoch=4)
@@ -367,7 +368,7 @@ def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypa
     assert resolve_model(None, cuda=True, verbose=False) == "efficientnet_b4"
     assert build_model("resnet10t", drop_rate=0.42).head[0].p == 0.42
     model = Tiny()
-    groups = T.build_optimizer(model, TrainConfig(weight_decay=0.05)).param_groups
+    groups = optim.build_optimizer(model, TrainConfig(weight_decay=0.05)).param_groups
     assert groups[0]["weight_decay"] == 0.05 and all(p.ndim >= 2 for p in groups[0]["params"])
     assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
     with pytest.raises(UserError, match="augment has unknown"):
@@ -402,12 +403,12 @@ def test_every_remaining_knob_has_an_effect(prepared, tmp_path, capsys, monkeypa
 
 
 class caplog_at:
-    """Collect the messages of mammo_utils.train at a level (pytest's caplog is function-scoped only)."""
+    """Collect the messages of mammo_utils.learn.train at a level (pytest's caplog is function-scoped only)."""
 
     def __init__(self, level):
         import logging
 
-        self.level, self.records, self.logger = level, [], logging.getLogger("mammo_utils.train")
+        self.level, self.records, self.logger = level, [], logging.getLogger("mammo_utils.learn.train")
 
     def __enter__(self):
         import logging
@@ -431,7 +432,7 @@ def record_augmentations(monkeypatch, log_file):
     DataLoader's worker processes are forked, so they inherit the wrapper and write to the same file."""
     import hashlib
 
-    from mammo_utils import data as D
+    from mammo_utils.learn import data as D
 
     real = D.augment
 
@@ -449,7 +450,7 @@ def record_validation_loads(monkeypatch, log_file):
     """Wrap the PNG reader of the dataset so every load appends (process id, path) to ``log_file``."""
     import os
 
-    from mammo_utils import data as D
+    from mammo_utils.learn import data as D
 
     real = D.load_png
 
@@ -465,7 +466,7 @@ def test_workers_draw_new_augmentations_and_reproduce(prepared, tmp_path, monkey
     """With 2 persistent workers over 2 full epochs, every draw of an image (repeats of a positive
     within an epoch included) gets its own augmentation, and the run equals a run without workers.
     Validation reads its images in the same 2 worker processes every epoch: its loader is built once."""
-    from mammo_utils.data import read_split
+    from mammo_utils.learn.data import read_split
 
     runs = {}
     for workers in (2, 0):

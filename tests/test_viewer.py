@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
-from mammo_utils.tables import read_csv
-from mammo_utils import viewer as V
 from mammo_utils.errors import UserError
+from mammo_utils.explore import tiles
+from mammo_utils.explore import viewer as V
+from mammo_utils.explore.mistakes import MistakeBrowser
+from mammo_utils.tables import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def test_render_shows_every_view_side_by_side(pv):
     img = pv.render()
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert img.shape[1] == 160 * len(pv.views) and len(pv.views) >= 4
-    assert [(v["laterality"], v["view"]) for v in pv.views[:4]] == V.STANDARD_VIEWS
+    assert [(v["laterality"], v["view"]) for v in pv.views[:4]] == tiles.STANDARD_VIEWS
 
 
 def test_window_changes_the_pixels(pv):
@@ -128,10 +130,12 @@ def test_widget_controls_drive_the_viewer(pv):
 @pytest.fixture(scope="module")
 def small_run(tiny_data, tmp_path_factory):
     """A run folder as the pipeline lays it out: preprocessed images, folds, one trained fold."""
-    from mammo_utils import paths, train
-    from mammo_utils.config import TrainConfig
-    from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-    from mammo_utils.sampling import make_folds
+    from mammo_utils import paths
+    from mammo_utils.learn import train
+    from mammo_utils.learn.config import TrainConfig
+    from mammo_utils.learn.sampling import make_folds
+    from mammo_utils.prepare.preprocess import PreprocessConfig
+    from mammo_utils.prepare.runner import run_preprocess
     from mammo_utils.tables import read_table
 
     run = tmp_path_factory.mktemp("viewer_run")
@@ -155,7 +159,7 @@ def test_run_overlays_probability_and_cam(tiny_data, small_run):
 
 
 def test_mistake_browser_steps_through_the_worst_breasts(small_run):
-    m = V.MistakeBrowser(small_run, display_px=256)
+    m = MistakeBrowser(small_run, display_px=256)
     assert len(m.mistakes) >= 1 and set(m.mistakes.kind) <= {"false negative", "false positive", "lowest cancer",
                                                                "highest negative"}
     first = m.patient_id
@@ -187,14 +191,14 @@ def test_viewer_reads_exactly_what_training_reads(tmp_path, photometric):
     path = tmp_path / "lut.dcm"
     write_dicom(path, sv, dict(BitsStored=12, VOILUTSequence=Sequence([item]), WindowCenter=2000, WindowWidth=400,
                                PhotometricInterpretation=photometric, PixelPaddingValue=0), "explicit")
-    view = V.read_stored_view(path, 256)
-    as_read = V.display_image(view, "read", None)
+    view = tiles.read_stored_view(path, 256)
+    as_read = tiles.display_image(view, "read", None)
     np.testing.assert_allclose(as_read, read_image(path, min_size=(256, 128)), atol=1e-6)
     assert view.display.used_voi == "VOILUTSequence"
     window = Window(1500.0, 800.0, "LINEAR")
-    np.testing.assert_allclose(V.display_image(view, "read", window),
+    np.testing.assert_allclose(tiles.display_image(view, "read", window),
                                read_dicom(path, min_size=(256, 128), window=window).image, atol=1e-6)
-    assert not np.allclose(V.display_image(view, "read", window), as_read, atol=0.05)
+    assert not np.allclose(tiles.display_image(view, "read", window), as_read, atol=0.05)
 
 
 def test_viewers_use_the_preprocessed_folder_the_model_trained_on(small_run, tmp_path):
@@ -216,7 +220,7 @@ def test_viewers_use_the_preprocessed_folder_the_model_trained_on(small_run, tmp
     cfg = json.loads(cfg_path.read_text())
     cfg["preprocessed"] = str(shared)
     cfg_path.write_text(json.dumps(cfg))
-    m = V.MistakeBrowser(run, display_px=256)
+    m = MistakeBrowser(run, display_px=256)
     assert m._preprocessed_dir() == shared
     screen = m.render()
     assert screen[30:].max() > 100 and "breast p=" in m.title()  # real images, and the model's probabilities

@@ -12,7 +12,14 @@ from pathlib import Path
 from ..errors import UserError
 from . import cbis, cmmd, inbreast, mias, vindr
 from .combine import combine
-from .common import IMPORT_JSON, LESION_COLUMNS, LESIONS_CSV, check_destination, read_lesions, write_import
+from .common import (
+    IMPORT_JSON,
+    LESION_COLUMNS,
+    LESIONS_CSV,
+    check_destination,
+    read_lesions,
+    write_import,
+)
 
 IMPORTERS = {"vindr": vindr, "cbis-ddsm": cbis, "cmmd": cmmd, "inbreast": inbreast, "mias": mias}
 __all__ = ["IMPORTERS", "IMPORT_JSON", "LESIONS_CSV", "LESION_COLUMNS", "combine", "import_dataset", "labels",

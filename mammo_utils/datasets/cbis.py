@@ -15,9 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, find_all, find_optional, parallel_map, \
-    require_columns, strip_cells
 from ..errors import UserError
+from .common import (
+    BIRADS_NOTE,
+    DENSITY_LETTERS,
+    RSNA_BIRADS,
+    Imported,
+    find_all,
+    find_optional,
+    parallel_map,
+    require_columns,
+    strip_cells,
+)
 
 LABELS = {"malignant": "cancer = pathology MALIGNANT; BENIGN and BENIGN_WITHOUT_CALLBACK are benign"}
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)

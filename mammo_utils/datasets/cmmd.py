@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import Imported, find_all, find_one, parallel_map, require_columns, strip_cells
 from ..errors import UserError
+from .common import (
+    Imported,
+    find_all,
+    find_one,
+    parallel_map,
+    require_columns,
+    strip_cells,
+)
 
 LABELS = {"malignant": "cancer = the breast's clinical row says Malignant; Benign rows and imaged breasts "
                        "without a row are 0 (those are normal, not biopsy-verified)"}

@@ -8,7 +8,15 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .common import IMPORT_JSON, LESIONS_CSV, TRAIN_COLUMNS, check_destination, place, read_lesions, write_csv
+from .common import (
+    IMPORT_JSON,
+    LESIONS_CSV,
+    TRAIN_COLUMNS,
+    check_destination,
+    place,
+    read_lesions,
+    write_csv,
+)
 
 
 def source_name(folder: Path, df: pd.DataFrame) -> pd.Series:

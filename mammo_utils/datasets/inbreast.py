@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, age_years, find_all, find_one, \
-    is_dicom, require_columns, strip_cells
 from ..errors import UserError
+from .common import (
+    BIRADS_NOTE,
+    DENSITY_LETTERS,
+    RSNA_BIRADS,
+    Imported,
+    age_years,
+    find_all,
+    find_one,
+    is_dicom,
+    require_columns,
+    strip_cells,
+)
 
 LABELS = {
     "4c": "cancer = BI-RADS 4c, 5 or 6 (common practice; INbreast has no per-image pathology)",

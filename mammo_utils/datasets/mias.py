@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .. import paths
-from .common import Imported, find_all, parallel_map
 from ..errors import UserError
+from .common import Imported, find_all, parallel_map
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
 LINE = re.compile(r"^mdb\d{3}\b", re.IGNORECASE)

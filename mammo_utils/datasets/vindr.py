@@ -11,8 +11,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import BIRADS_NOTE, DENSITY_LETTERS, RSNA_BIRADS, Imported, age_years, find_one, find_optional, \
-    is_dicom, require_columns, strip_cells
+from .common import (
+    BIRADS_NOTE,
+    DENSITY_LETTERS,
+    RSNA_BIRADS,
+    Imported,
+    age_years,
+    find_one,
+    find_optional,
+    is_dicom,
+    require_columns,
+    strip_cells,
+)
 
 LABELS = {
     "birads5": "cancer = breast BI-RADS 5 (the RSNA 1st place's mapping)",

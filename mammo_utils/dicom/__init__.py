@@ -11,11 +11,32 @@ returns is plain numpy. Split by stage, as pydicom 3's ``pixels`` is:
 * :mod:`.read`      ``read_image`` / ``read_dicom`` / ``read_metadata``: decode -> reduce -> LUT;
 * :mod:`.write`     the only writer (synthetic data and tests).
 """
-from .dataset import JPEG2000_SYNTAXES, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, DicomReadError
+from .dataset import (
+                   JPEG2000_SYNTAXES,
+                   JPEG_LOSSLESS_SV1,
+                   JPEG_LOSSLESS_SYNTAXES,
+                   NATIVE_SYNTAXES,
+                   DicomReadError,
+)
 from .decoders import BACKENDS, available_backends, choose_reduction
-from .lut import apply_lut, apply_minmax, apply_modality_lut, apply_window, build_display_lut
-from .read import (DicomImage, Display, StoredImage, Window, read_dicom, read_image, read_metadata, read_stored,
-                   read_stored_image)
+from .lut import (
+                   apply_lut,
+                   apply_minmax,
+                   apply_modality_lut,
+                   apply_window,
+                   build_display_lut,
+)
+from .read import (
+                   DicomImage,
+                   Display,
+                   StoredImage,
+                   Window,
+                   read_dicom,
+                   read_image,
+                   read_metadata,
+                   read_stored,
+                   read_stored_image,
+)
 from .write import TRANSFER_SYNTAXES, make_uid, write_dicom
 
 __all__ = [

@@ -18,7 +18,12 @@ import warnings
 
 import numpy as np
 
-from .dataset import JPEG2000_SYNTAXES, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, open_dataset
+from .dataset import (
+    JPEG2000_SYNTAXES,
+    JPEG_LOSSLESS_SYNTAXES,
+    NATIVE_SYNTAXES,
+    open_dataset,
+)
 
 BACKENDS = ("auto", "imagecodecs", "dicomsdl", "pydicom", "pillow")
 _MODULE = {"imagecodecs": "imagecodecs", "dicomsdl": "dicomsdl", "pydicom": "pydicom", "pillow": "PIL"}

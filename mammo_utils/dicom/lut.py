@@ -241,7 +241,7 @@ class Display:
         return float(np.abs(t - line).max()) < 0.25 / 65535  # off the straight line by < 1/4 of a 16-bit level
 
     def to_uint(self, arr: np.ndarray, bits: int = 8) -> np.ndarray:
-        """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.png.to_uint` of ``self(arr)``);
+        """Display values of ``arr`` as uint8/uint16 (:func:`mammo_utils.prepare.png.to_uint` of ``self(arr)``);
         integer data takes one lookup in a quantized table, with no float image in between."""
 
         if self.table is not None and arr.dtype.kind in "ui":

@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import (JPEG2000_SYNTAXES, JPEG_LOSSLESS_SYNTAXES, NATIVE_SYNTAXES, DicomReadError, first_value,
-                      is_multi, open_dataset, plain_value, transfer_syntax)
+from .dataset import (
+    JPEG2000_SYNTAXES,
+    JPEG_LOSSLESS_SYNTAXES,
+    NATIVE_SYNTAXES,
+    DicomReadError,
+    first_value,
+    is_multi,
+    open_dataset,
+    plain_value,
+    transfer_syntax,
+)
 from .decoders import BACKENDS, DECODERS, backend_order, choose_reduction, is_available
 from .lut import Display, LutData, Window, make_display, usable_mask
 

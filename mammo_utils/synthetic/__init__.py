@@ -2,10 +2,29 @@
 :mod:`.dataset` plans and writes a whole dataset (see its docstring for the layout), :mod:`.phantoms` draws
 the hard cases of breast finding."""
 from ..tables import TEST_COLUMNS, TRAIN_COLUMNS
-from .anatomy import (MACHINE_WEIGHTS, MACHINES, Machine, breast_params, burn_in, draw_breast, draw_lesion,
-                      draw_vascular_calcs, lesion_position, smooth_noise, to_stored, truth_mask)
-from .dataset import (MIN_SYNTH_PX, PRESETS, check_synthetic_target, default_test_patients, make_image, plan_dataset,
-                      write_dataset)
+from .anatomy import (
+                      MACHINE_WEIGHTS,
+                      MACHINES,
+                      Machine,
+                      breast_params,
+                      burn_in,
+                      draw_breast,
+                      draw_lesion,
+                      draw_vascular_calcs,
+                      lesion_position,
+                      smooth_noise,
+                      to_stored,
+                      truth_mask,
+)
+from .dataset import (
+                      MIN_SYNTH_PX,
+                      PRESETS,
+                      check_synthetic_target,
+                      default_test_patients,
+                      make_image,
+                      plan_dataset,
+                      write_dataset,
+)
 
 __all__ = [
     "MACHINES", "MACHINE_WEIGHTS", "MIN_SYNTH_PX", "Machine", "PRESETS", "TEST_COLUMNS", "TRAIN_COLUMNS",

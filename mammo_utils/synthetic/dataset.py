@@ -23,12 +23,21 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
 from .. import paths
+from ..errors import UserError
 from ..paths import parse_size
 from ..tables import TEST_COLUMNS, TRAIN_COLUMNS
-from .anatomy import (MACHINE_WEIGHTS, MACHINES, breast_params, burn_in, draw_breast, draw_lesion,
-                      draw_vascular_calcs, lesion_position, to_stored)
+from .anatomy import (
+    MACHINE_WEIGHTS,
+    MACHINES,
+    breast_params,
+    burn_in,
+    draw_breast,
+    draw_lesion,
+    draw_vascular_calcs,
+    lesion_position,
+    to_stored,
+)
 
 MIN_SYNTH_PX = 64
 
@@ -193,8 +202,8 @@ def write_dataset(out, patients: int = 200, seed: int = 0, size=(640, 512), test
     Only into a folder that is missing or empty: the generator never overwrites a file.
     """
     from joblib import Parallel, delayed
-    from ..progress import bar
 
+    from ..progress import bar
     from ..tables import with_prediction_id
 
     out = Path(out)

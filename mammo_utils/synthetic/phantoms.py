@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .. import crop_quality
+from ..prepare import crop_quality
 from .anatomy import breast_params, draw_breast, lesion_position
 from .film import FILM_ARTEFACTS, film_scan
 

@@ -1,0 +1,83 @@
+"""Whole jobs: ``pipeline``, ``sweep``, ``kaggle-bundle``."""
+from __future__ import annotations
+
+import json
+
+from .common import PRESET_NAMES, data_arg, positive
+
+def _pipeline(a) -> int:
+    from ..workflow.pipeline import run_pipeline
+
+    params = {name: value for name, value in a.p or []}
+    return run_pipeline(a.data_dir, a.run_dir, params=params, start=a.from_, only=a.only, synth_patients=a.patients,
+                        preset=a.preset)
+
+
+def _sweep(a) -> int:
+    from ..workflow.sweep import run_sweep
+
+    return run_sweep(a.data_dir, a.run_dir, a.grid, seeds=a.seeds, params={n: v for n, v in a.p or []},
+                     synth_patients=a.patients, compare=not a.no_compare, baseline=a.baseline, preset=a.preset)
+
+
+def _bundle(a) -> int:
+    from ..workflow.bundle import build_bundle
+
+    path = build_bundle(a.run_dir, a.out, with_deps=not a.no_deps)
+    print(f"Kaggle bundle written to {path}")
+    return 0
+
+
+def notebook_epilog() -> str:
+    """Every notebook parameter with its default, for ``pipeline --help`` and ``sweep --help``."""
+    from ..workflow.pipeline import (
+        COMPARE_NOTEBOOK,
+        NOTEBOOKS,
+        notebook_defaults,
+        notebook_help,
+    )
+
+    lines = ["Notebook parameters (-p NAME VALUE sets it in every notebook that declares it, -p NN.NAME VALUE in "
+             "notebook NN only; `none` is None):"]
+    for name in NOTEBOOKS + [COMPARE_NOTEBOOK]:
+        lines.append(f"  {name}:")
+        meaning = notebook_help(name)
+        lines += [f"    {k:22s} {json.dumps(v, default=str):28s} {meaning.get(k, '')}"
+                  for k, v in notebook_defaults(name).items()]
+    return "\n".join(lines)
+
+
+def register(command) -> None:
+    """Add these commands' parsers (``command(name, help)`` returns a subparser)."""
+    s = command("pipeline", "run notebooks 01-06 with papermill", epilog_fn=notebook_epilog)
+    data_arg(s, required=False, default="data/synthetic")
+    s.add_argument("--run-dir", "--run", dest="run_dir", default="runs/demo", help="run folder to write")
+    s.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="notebook parameter: NAME (every notebook declaring it) or NN.NAME (notebook NN only)")
+    s.add_argument("--from", dest="from_", metavar="NN", default=None, help="first notebook number, e.g. 04")
+    s.add_argument("--only", metavar="NN", default=None, help="run only this notebook number")
+    s.add_argument("--patients", type=positive(int), default=200,
+                   help="synthetic patients when --data is a missing or empty folder")
+    s.add_argument("--preset", default="default", choices=PRESET_NAMES, help="synthetic preset for an empty --data")
+    s.set_defaults(func=_pipeline)
+
+
+    s = command("sweep", "run the pipeline once per parameter combination and compare the runs",
+                epilog_fn=notebook_epilog)
+    data_arg(s, required=False, default="data/synthetic")
+    s.add_argument("--run-dir", "--run", dest="run_dir", required=True, help="sweep folder (one run folder per combination)")
+    s.add_argument("--grid", required=True, help="YAML or JSON mapping NN.param -> list of values")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds: an axis of the grid")
+    s.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="fixed notebook parameter")
+    s.add_argument("--baseline", default=None, help="combination name to compare against (default: the first)")
+    s.add_argument("--no-compare", action="store_true", help="skip notebook 07 at the end")
+    s.add_argument("--patients", type=positive(int), default=200, help="synthetic patients for an empty --data")
+    s.add_argument("--preset", default="default", choices=PRESET_NAMES, help="synthetic preset for an empty --data")
+    s.set_defaults(func=_sweep)
+
+
+    s = command("kaggle-bundle", "folder to upload as a Kaggle dataset (wheels + run)")
+    s.add_argument("--run-dir", "--run", dest="run_dir", required=True, help="the run whose checkpoints to ship")
+    s.add_argument("--out", required=True, help="bundle folder to write")
+    s.add_argument("--no-deps", action="store_true", help="skip downloading dependency wheels")
+    s.set_defaults(func=_bundle)

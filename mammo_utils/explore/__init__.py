@@ -1,0 +1,1 @@
+"""Explore: what a person looks at: EDA tables, figures, the patient viewer and the mistake browser."""

@@ -1,0 +1,329 @@
+"""The main job: run the notebooks with papermill into a run folder and summarize.
+
+Shared parameters (data_dir, run_dir, image_size, seed, ...) go to every notebook that declares
+them; ``-p NAME VALUE`` overrides a parameter in every notebook that has it, ``-p 04.NAME VALUE``
+in one notebook only. Every override is checked (notebook, name, type) before any notebook runs.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from .. import paths
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = paths.SOURCE_NOTEBOOKS
+NOTEBOOKS = ["01_eda", "02_preprocess", "03_sampling", "04_train", "05_evaluate", "06_submission"]
+COMPARE_NOTEBOOK = "07_compare"
+ECHOED = ("epoch ", "training ", "fold ", "resuming ")  # lines of notebook 04 the pipeline echoes to the console
+
+
+def parse_value(text: str, default=None):
+    """CLI strings to Python literals where they look like one ("3" -> 3, "[1,2]" -> list, "none" -> None).
+
+    Where the parameter's ``default`` is a string, "none" stays the string "none": a choice such as
+    ``label_control``, ``amp`` or ``aggregate`` takes the word, and None would be no choice at all."""
+    if not isinstance(text, str):
+        return text
+    if isinstance(default, str) and text.lower() == "none":
+        return "none"
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+@lru_cache(maxsize=None)
+def notebook_defaults(name: str) -> dict:
+    """{parameter: default value} of a notebook's ``parameters`` cell."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    return {k: parse_value(v["default"]) for k, v in params.items()}
+
+
+@lru_cache(maxsize=None)
+def notebook_help(name: str) -> dict:
+    """{parameter: the comment beside it} of a notebook's ``parameters`` cell."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    return {k: v.get("help", "") for k, v in params.items()}
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    return set(notebook_defaults(Path(path).stem))
+
+
+def check_type(notebook: str, name: str, value, default) -> None:
+    """A value must have its default's type (ints pass for floats; a None default accepts anything)."""
+    if default is None or value is None:
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str),
+          list: lambda v: isinstance(v, (list, tuple)),
+          dict: lambda v: isinstance(v, dict)}.get(type(default), lambda v: True)
+    if not ok(value):
+        raise UserError(f"parameter {name} of {notebook} must be {type(default).__name__} "
+                        f"(default {default!r}); got {value!r}")
+
+
+def notebook_names(names=None) -> list[str]:
+    return list(names or NOTEBOOKS)
+
+
+def plan_parameters(data: Path, run: Path, overrides: dict, names=None) -> dict[str, dict]:
+    """Parameters for each notebook: the shared ones it declares, then the user's checked overrides."""
+    names = notebook_names(names)
+    shared = {"data_dir": str(data), "run_dir": str(run)}
+    for key in overrides:  # checked against every notebook of the pipeline, whichever of them run now
+        nb, _, pname = key.rpartition(".")
+        targets = [n for n in NOTEBOOKS if n.startswith(nb)] if nb else NOTEBOOKS
+        if nb and not targets:
+            raise UserError(f"-p {key}: no notebook starts with {nb!r} (notebooks: {', '.join(names)})")
+        if not any(pname in notebook_defaults(n) for n in targets):
+            where = f"notebook {targets[0]}" if nb else "any notebook"
+            shown = targets[0] if nb else "NN_name"
+            raise UserError(f"-p {key}: {where} has no parameter {pname!r}; `python -m mammo_utils pipeline --help` "
+                            f"lists them all, or `papermill --help-notebook {NOTEBOOK_DIR / shown}.ipynb`")
+    per_nb = {}
+    for name in names:
+        declared = notebook_defaults(name)
+        params = {k: v for k, v in shared.items() if k in declared}
+        if name == "06_submission":  # defaults point at Kaggle; here everything is local
+            params.update(data_dir=str(data), run_dirs=[str(paths.train_root(run))],
+                          out_path=str(paths.submission_csv(run)), wheels_dir="")
+        for key, value in overrides.items():
+            nb, _, pname = key.rpartition(".")
+            if (nb and not name.startswith(nb)) or pname not in declared:
+                continue
+            value = parse_value(value, declared[pname])
+            check_type(name, pname, value, declared[pname])
+            params[pname] = value
+        per_nb[name] = params
+    return per_nb
+
+
+def select_notebooks(start: str | None, only: str | None, names=None) -> list[str]:
+    names = notebook_names(names)
+    for flag, prefix in (("--from", start), ("--only", only)):
+        if prefix is not None and not any(n.startswith(str(prefix).zfill(2)[:2]) for n in names):
+            raise UserError(f"{flag} {prefix}: no such notebook (choose from {', '.join(n[:2] for n in names)})")
+    return [n for n in names if (only is None or n.startswith(str(only).zfill(2)[:2]))
+            and (start is None or n[:2] >= str(start).zfill(2)[:2])]
+
+
+class _EpochEcho(logging.Handler):
+    """Echo the kernel's per-epoch lines (papermill logs cell output) to the console."""
+
+    def emit(self, record):
+        for line in record.getMessage().splitlines():
+            if line.startswith(ECHOED):
+                print(f"[pipeline]   {line}", flush=True)
+
+
+def prepare_data(data: Path, synth_patients: int, progress: bool = True, preset: str = "default") -> float | None:
+    """Use ``data`` when it holds train.csv; write the synthetic default into it only when it is missing
+    or empty. Returns the seconds spent writing synthetic data (None when the data was there)."""
+    from ..synthetic import check_synthetic_target, write_dataset
+
+    if paths.split_csv(data, "train").exists():
+        return None
+    check_synthetic_target(data)
+    print(f"{data} is empty: writing the synthetic {preset} dataset ({synth_patients} patients)")
+    t0 = time.perf_counter()
+    size = (256, 208) if preset.startswith("hard") else (640, 512)  # the benchmark trades pixels for patients
+    write_dataset(data, patients=synth_patients, seed=0, progress=progress, preset=preset, size=size)
+    return round(time.perf_counter() - t0, 1)
+
+
+def execute_notebook(name: str, out_nb: Path, params: dict, progress: bool = True) -> None:
+    import papermill
+
+    papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out_nb), parameters=params,
+                               kernel_name="python3", cwd=str(Path.cwd()),  # relative parameters: the caller's
+                               progress_bar=progress and sys.stderr.isatty(),  # a log gets the per-notebook lines
+                               log_output=True, request_save_on_cell_execute=True)
+
+
+def run_pipeline(data, run, params: dict | None = None, start: str | None = None, only: str | None = None,
+                 synth_patients: int = 200, progress: bool = True, notebooks=None, preset: str = "default") -> int:
+    """Execute the notebooks; write ``<run>/summary.json``; return a process exit status."""
+    from ..locks import folder_lock
+
+    pm_log = logging.getLogger("papermill")
+    pm_log.setLevel(logging.INFO)
+    pm_log.propagate = False
+    if not any(isinstance(h, _EpochEcho) for h in pm_log.handlers):
+        pm_log.addHandler(_EpochEcho())
+    # Kernels inherit the environment: a non-interactive MPLBACKEND (Agg) would keep every figure out of
+    # the executed notebooks, which use the inline backend.
+    if os.environ.get("MPLBACKEND", "").lower() == "agg":
+        os.environ.pop("MPLBACKEND")
+    data, run = Path(data).resolve(), Path(run).resolve()
+    names = select_notebooks(start, only, notebooks)
+    plan = plan_parameters(data, run, params or {}, notebooks)  # every override checked before any work
+    run.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run, "a pipeline run"):  # before any work: two pipelines on one folder overwrite each other
+        return _run_locked(data, run, names, plan, params or {}, notebooks, synth_patients, progress, preset)
+
+
+def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebooks, synth_patients: int,
+                progress: bool, preset: str) -> int:
+    """The body of :func:`run_pipeline`, run while this process holds the run folder's lock."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from ..provenance import provenance
+    from ..tables import read_table
+    from .report import save_figures, write_report
+
+    synth_seconds = prepare_data(data, synth_patients, progress, preset)
+    for split in ("train", "test"):  # bad tables stop here with one line, not inside a notebook
+        if paths.split_csv(data, split).exists():
+            read_table(data, split)
+    if not paths.split_csv(data, "test").exists() and "06_submission" in names:
+        print(f"[pipeline] {paths.split_csv(data, 'test')} does not exist (an imported or combined dataset): "
+              f"no submission, 06_submission skipped", flush=True)
+        names = [n for n in names if n != "06_submission"]
+    with tracked(run, data, params) as tracker:
+        summary_path = paths.summary_json(run)
+        previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        seconds = dict(previous.get("seconds", {}))
+        if synth_seconds is not None:
+            seconds["synth"] = synth_seconds
+        out_dir = paths.notebooks_dir(run)
+        out_dir.mkdir(exist_ok=True)
+        for i, name in enumerate(names, 1):
+            out_nb = out_dir / f"{name}.ipynb"
+            print(f"[pipeline] {i}/{len(names)} {name} {json.dumps(plan[name], default=str)}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                execute_notebook(name, out_nb, plan[name], progress)
+            except PapermillExecutionError as exc:
+                print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                      f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
+                return 1
+            finally:
+                if out_nb.exists():
+                    save_figures(out_nb)
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            print(f"[pipeline] {name} done in {seconds[name]:.1f} s, {len(list(out_dir.glob(name + '_fig*.png')))} "
+                  f"figure(s)", flush=True)
+
+        summary = {"data_dir": str(data), "run_dir": str(run), "seconds": seconds,
+                   "total_seconds": round(sum(seconds.values()), 1), "provenance": provenance()}
+        summary.update(read_results(data, run))
+        summary_path.write_text(json.dumps(summary, indent=2))
+        report = write_report(run, notebook_names(notebooks) + [COMPARE_NOTEBOOK])
+        record_run(tracker, run, plan, summary)
+        print("[pipeline] summary\n" + json.dumps(summary, indent=2))
+        print(f"[pipeline] report: {report}; figures: {out_dir}/*_fig*.png; notebooks: make lab RUN={run}")
+    return 0
+
+
+@contextmanager
+def tracked(run: Path, data: Path, overrides: dict):
+    """The pipeline's tracking run (see :mod:`.tracking`): continued when the run folder already has one
+    in the same store, nested under a sweep's run when there is one; handed to the notebooks' kernels
+    through the environment for as long as the pipeline runs. Ends FAILED if the pipeline does not finish."""
+    from .. import tracking
+
+    settings = plan_parameters(data, run, overrides, ["04_train"])["04_train"]
+    defaults = notebook_defaults("04_train")
+    mode = settings.get("tracking", defaults.get("tracking", "mlflow"))
+    uri = tracking.resolve_uri(settings.get("tracking_uri", defaults.get("tracking_uri")), run.parent)
+    saved = json.loads(paths.tracking_json(run).read_text()) if paths.tracking_json(run).exists() else {}
+    tracker = tracking.start(mode, run.parent, run.name, uri, saved.get("run_id") if saved.get("uri") == uri else None,
+                             parent_id=os.environ.get(tracking.RUN_ID_ENV),
+                             tags={**tracking.provenance_tags(), "data_dir": str(data), "kind": "pipeline"})
+    if tracker.active:
+        paths.tracking_json(run).write_text(json.dumps({"run_id": tracker.run_id, "uri": uri}))
+    try:
+        with tracking.passed_on(tracker):
+            yield tracker
+    finally:
+        if not tracker.ended:  # record_run ends it FINISHED; anything else is a run that did not finish
+            tracker.end("FAILED")
+
+
+def record_run(tracker, run: Path, plan: dict, summary: dict) -> None:
+    """Parameters of every notebook, the estimates and timings as metrics, and the run's files."""
+    if not tracker.active:
+        return
+    for name, params in plan.items():
+        tracker.params(params, f"{name}.")
+    holdout = json.loads(paths.holdout_json(run).read_text()) if paths.holdout_json(run).exists() else {}
+    tracker.params({"holdout_fingerprint": holdout.get("fingerprint")})
+    for name, est in summary.get("estimates", {}).items():
+        tracker.metrics({f"{name}_{k}": v for k, v in est.items() if k in ("auc", "pf1", "pr_auc", "threshold")})
+        for k in ("auc_ci", "pf1_ci"):
+            if est.get(k) and None not in est[k]:
+                tracker.metrics({f"{name}_{k}_low": est[k][0], f"{name}_{k}_high": est[k][1]})
+    tracker.metrics({f"seconds_{k}": v for k, v in summary.get("seconds", {}).items()})
+    for path in (paths.summary_json(run), paths.evaluation_json(run), paths.report_html(run), paths.holdout_json(run),
+                 paths.oof_csv(run), paths.holdout_predictions_csv(run)):
+        tracker.artifact(path)
+    tracker.artifact(paths.notebooks_dir(run), "notebooks")
+    for threshold in sorted(paths.train_root(run).glob(f"*/{paths.THRESHOLD}")):
+        tracker.artifact(threshold, f"train/{threshold.parent.name}")
+    tracker.end("FINISHED")
+
+
+def read_results(data: Path, run: Path) -> dict:
+    """The figures a run produced: validation (selection) metrics, and held-out test metrics when labelled."""
+    out = {}
+    evaluation = paths.evaluation_json(run)
+    if evaluation.exists():
+        ev = json.loads(evaluation.read_text())
+        out.update(val_auc=ev.get("auc"), val_pf1=ev.get("pf1"), val_pr_auc=ev.get("pr_auc"),
+                   threshold=ev.get("threshold"), aggregate=ev.get("aggregate"), val_breasts=ev.get("breasts"),
+                   val_positives=ev.get("positives"), best_epoch=ev.get("best_epoch"),
+                   estimates=ev.get("estimates", {}))
+        if len({r["source"] for r in ev.get("by_source", {}).get("holdout", [])}) > 1:
+            out["by_source"] = {r["source"]: {k: r[k] for k in ("breasts", "positives", "auc", "pf1")}
+                                for r in ev["by_source"]["holdout"]}
+    sub = paths.submission_csv(run)
+    if sub.exists():
+        from ..tables import read_csv
+
+        s = read_csv(sub)
+        out.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
+        out.update(score_synthetic_test(data, run))
+    if "test_auc" in out and "estimates" in out and out.get("threshold") is not None:
+        from ..judge.compare import test_breasts
+        from ..judge.estimates import clean, estimate
+
+        breasts = test_breasts(data, run)  # the ensemble's probabilities per breast, and the true labels
+        out["estimates"]["synthetic_test"] = clean({
+            **estimate(breasts, out["threshold"]),
+            "note": "the generator's labelled test set, predicted by the submission: an untouched estimate"})
+    return out
+
+
+def score_synthetic_test(data: Path, run: Path) -> dict:
+    """With the generator's side file, the synthetic test set has labels: score the submission on it.
+    These breasts took no part in training, epoch selection or the threshold: an untouched estimate."""
+    from .. import metrics
+    from ..judge.compare import test_breasts
+
+    if not paths.synthetic_truth(data).exists() or not paths.image_predictions_csv(paths.submission_csv(run)).exists():
+        return {}
+    b = test_breasts(data, run)
+    return {"test_pf1": metrics.pfbeta(b.cancer, b.binary), "test_auc": metrics.auc(b.cancer, b.pred),
+            "test_pr_auc": metrics.pr_auc(b.cancer, b.pred), "test_breasts": int(len(b)),
+            "test_positives": int(b.cancer.sum())}
