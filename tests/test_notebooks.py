@@ -139,7 +139,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     assert (run / "folds.csv").exists() and (run / "train" / "fold0" / "best.pt").exists()
     assert (run / "train" / "fold0" / "threshold.json").exists()
     # a locked holdout, every fold trained, out-of-fold predictions, estimates side by side
-    from mammo_utils.judge.estimates import split_holdout
+    from mammo_utils.learn.holdout import split_holdout
     from mammo_utils.tables import read_table
 
     holdout, folds = pd.read_csv(run / "holdout.csv"), pd.read_csv(run / "folds.csv")

@@ -238,7 +238,7 @@ def test_read_split_trains_on_sampled_and_validates_on_all(tmp_path):
 
 
 def test_holdout_is_grouped_stratified_deterministic_and_fingerprinted(table):
-    from mammo_utils.judge.estimates import fingerprint, split_holdout
+    from mammo_utils.learn.holdout import fingerprint, split_holdout
 
     holdout, rest, info = split_holdout(table, 0.15, seed=0)
     assert not set(holdout.patient_id) & set(rest.patient_id) and len(holdout) + len(rest) == len(table)

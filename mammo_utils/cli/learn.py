@@ -7,7 +7,7 @@ from pathlib import Path
 from .common import data_arg, positive
 
 def _folds(a) -> int:
-    from ..judge.estimates import split_holdout, write_holdout
+    from ..learn.holdout import split_holdout, write_holdout
     from ..learn.sampling import folds_summary, make_folds
     from ..tables import read_table
 
