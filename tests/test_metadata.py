@@ -185,3 +185,34 @@ def test_cli_offers_every_synthetic_preset():
     from mammo_utils.synthetic.dataset import PRESETS
 
     assert set(PRESET_NAMES) == set(PRESETS)
+
+
+def test_stacking_threshold_comes_from_its_cross_validated_oof_predictions_never_the_holdout(tmp_path):
+    """The stacked model is judged on the holdout at a threshold chosen on its own OOF predictions: the
+    holdout's labels cannot move it, and it is exactly the OOF choice."""
+    from mammo_utils import paths
+    from mammo_utils.judge import stacking
+    from mammo_utils.judge.evaluate import choose_threshold
+
+    rng = np.random.default_rng(1)
+
+    def images(n, offset):
+        age = rng.uniform(40, 85, n)
+        cancer = (rng.random(n) < 0.1 + 0.4 * (age > 70)).astype(int)
+        pred = np.clip(0.3 + 0.25 * cancer + rng.normal(0, 0.2, n), 0.01, 0.99)
+        return pd.DataFrame({"patient_id": [f"p{offset + i}" for i in range(n)], "image_id": [f"i{offset + i}" for i in range(n)],
+                             "laterality": "L", "view": "CC", "cancer": cancer, "pred": pred, "age": age,
+                             "machine_id": "49", "site_id": "1", "implant": "0"})
+
+    oof, held = images(300, 0), images(200, 10_000)
+    oof.to_csv(paths.oof_csv(tmp_path), index=False)
+    results = []
+    for labels in (held.cancer, 1 - held.cancer):  # the same holdout images with their labels flipped
+        held.assign(cancer=labels).to_csv(paths.holdout_predictions_csv(tmp_path), index=False)
+        results.append(stacking.run_stacking(tmp_path, "mean", n_boot=50))
+    assert results[0]["threshold"] == results[1]["threshold"]
+    assert results[0]["auc"] == pytest.approx(1 - results[1]["auc"])  # the holdout labels did reach the figures
+    oof_stacked, _, threshold = stacking.fit_and_judge(stacking.breast_rows(oof, "mean"),
+                                                       stacking.breast_rows(held, "mean"))
+    assert threshold == pytest.approx(choose_threshold(oof_stacked.cancer, oof_stacked.pred, "best"))
+    assert results[0]["threshold"] == pytest.approx(threshold)

@@ -294,3 +294,21 @@ def test_the_holdout_is_judged_only_by_folds_trained_beside_it(tmp_path):
     check_fingerprints(tmp_path, [0], "abc")
     with pytest.raises(UserError, match="trained beside another holdout"):
         check_fingerprints(tmp_path, [0], "def")
+
+
+def test_best_threshold_method_finds_the_best_threshold_on_the_breasts_given():
+    """`choose_threshold(..., "best")` is the pF1 maximizer on the OOF breasts, not a default; the
+    quantile method is the quantile. A constant 0.5 (or any fixed value) fails this."""
+    from mammo_utils.judge.evaluate import choose_threshold
+
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(30), np.zeros(300)].astype(int)
+    p = np.r_[rng.uniform(0.15, 0.35, 30), rng.uniform(0.0, 0.2, 300)]  # cancers score low but above most negatives
+    thr = choose_threshold(y, p, "best")
+    grid = np.unique(np.r_[np.linspace(0, 1, 1001), p])
+    best = max(metrics.pfbeta(y, p >= t) for t in grid)
+    assert metrics.pfbeta(y, p >= thr) == pytest.approx(best, abs=0.02)
+    assert 0.1 < thr < 0.35 and metrics.pfbeta(y, p >= thr) > 2 * metrics.pfbeta(y, p >= 0.5)
+    # another OOF table, another threshold: it is computed from the breasts it is given
+    assert abs(choose_threshold(y, p + 0.4, "best") - thr - 0.4) < 0.02
+    assert choose_threshold(y, p, "quantile", 0.9) == pytest.approx(np.quantile(p, 0.9))
