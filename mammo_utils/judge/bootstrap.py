@@ -1,17 +1,88 @@
-"""Percentile bootstrap over breasts: intervals of one statistic, and paired differences between runs.
+"""Percentile bootstrap: intervals of one statistic, and paired differences between runs.
 
-One home for both, so an interval and a difference always resample the same way: breasts drawn with
-replacement, ``n`` resamples from ``seed``, resamples where the statistic is undefined (AUC with one
-class) left out and counted.
+One home for both, so an interval and a difference always resample the same way: ``n`` resamples from
+``seed``, resamples where the statistic is undefined (AUC with one class) left out and counted.
+
+**Patients, not breasts.** A patient's two breasts (and four images) are correlated: one woman's dense
+tissue or one machine's noise moves both of her breasts' scores. Resampling breasts as if independent
+then makes intervals too narrow. Given ``groups`` (a patient id per row), every resample draws
+*patients* with replacement and takes all of their rows: the cluster bootstrap (Davison & Hinkley,
+*Bootstrap Methods and their Application*, 1997, section 3.8; Field & Welsh, JASA 2007). Without
+``groups`` rows are drawn one by one, as before. ``benchmarks/bootstrap_coverage.py`` measures both.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def resamples(n_items: int, n: int = 1000, seed: int = 0) -> np.ndarray:
-    """``n`` x ``n_items`` indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n_items, size=(n, n_items))
+def resamples(n_items: int, n: int = 1000, seed: int = 0, groups=None):
+    """``n`` resamples of row indices. Without ``groups``: an ``n`` x ``n_items`` array, rows drawn with
+    replacement. With ``groups`` (one patient id per row): a list of ``n`` index arrays, each holding
+    every row of the patients drawn (with replacement), so its length varies with their breasts."""
+    if groups is None:
+        return np.random.default_rng(seed).integers(0, n_items, size=(n, n_items))
+    codes, draws = _cluster_draws(groups, n, seed)
+    if len(codes) != n_items:
+        raise ValueError(f"groups has {len(codes)} entries for {n_items} rows")
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes, minlength=draws.shape[1])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = []
+    for d in draws:
+        counts = sizes[d]
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        out.append(order[np.repeat(starts[d], counts) + offsets])
+    return out
+
+
+def patient_groups(breasts) -> np.ndarray:
+    """The patient of each row of a breast table: its ``patient_id`` column, else the patient part of
+    ``prediction_id`` (a column or the index), the competition's ``f"{patient_id}_{laterality}"``."""
+    if "patient_id" in breasts:
+        return breasts["patient_id"].astype(str).to_numpy()
+    ids = breasts["prediction_id"] if "prediction_id" in breasts else breasts.index.to_series()
+    return ids.astype(str).str.rsplit("_", n=1).str[0].to_numpy()
+
+
+def _cluster_draws(groups, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster code of each row, ``n`` x ``n_clusters`` clusters drawn with replacement)."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(np.asarray(groups), sort=True)
+    if (codes < 0).any():
+        raise ValueError("groups has missing values: every row needs its patient")
+    return codes, np.random.default_rng(seed).integers(0, len(uniques), size=(n, len(uniques)))
+
+
+def resample_weights(n_items: int, n: int = 1000, seed: int = 0, groups=None) -> np.ndarray:
+    """``n`` x ``n_items``: how often each row is in each resample, the same resamples as
+    :func:`resamples` with the same ``seed`` and ``groups`` (a patient's rows share her count). A count
+    (true positives, recalls, ...) of a resample is then one matrix product: ``weights @ indicator``,
+    so ratio statistics (sensitivity, specificity, recall rate, CDR, PPV) need no loop."""
+    if groups is None:
+        draws = resamples(n_items, n, seed)
+        return np.stack([np.bincount(d, minlength=n_items) for d in draws]) if n else np.zeros((0, n_items))
+    codes, draws = _cluster_draws(groups, n, seed)
+    if len(codes) != n_items:
+        raise ValueError(f"groups has {len(codes)} entries for {n_items} rows")
+    k = draws.shape[1]
+    counts = np.zeros((n, k), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), draws.ravel()), 1)
+    return counts[:, codes]
+
+
+def ratio_interval(numerator, denominator, weights: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of ``sum(numerator) / sum(denominator)`` over the resamples in ``weights``
+    (from :func:`resample_weights`); resamples with an empty denominator are left out."""
+    num = weights @ np.asarray(numerator, dtype=np.float64)
+    den = weights @ np.asarray(denominator, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _percentiles(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan), alpha)
+
+
+def percentile_interval(values, alpha: float = 0.05) -> tuple[float, float]:
+    """(low, high) percentiles of the finite resampled ``values`` (NaN, NaN when none is finite)."""
+    return _percentiles(values, alpha)
 
 
 def _percentiles(values, alpha: float) -> tuple[float, float]:
@@ -24,24 +95,26 @@ def _percentiles(values, alpha: float) -> tuple[float, float]:
 
 
 def interval(statistic, labels, *predictions, n: int = 1000, seed: int = 0, alpha: float = 0.05,
-             indices: np.ndarray | None = None) -> tuple[float, float]:
+             indices=None, groups=None) -> tuple[float, float]:
     """(low, high) percentile interval of ``mean_k statistic(labels, predictions[k])``.
 
     Several prediction arrays (the seeds of one recipe) share each resample, and the statistic is
-    averaged over them: the interval is the one of the mean over seeds that a table reports."""
+    averaged over them: the interval is the one of the mean over seeds that a table reports.
+    ``groups``: a patient id per row, to resample patients (see the module docstring)."""
     y = np.asarray(labels)
     preds = [np.asarray(p, dtype=np.float64) for p in predictions]
-    idx = resamples(len(y), n, seed) if indices is None else indices
+    idx = resamples(len(y), n, seed, groups) if indices is None else indices
     return _percentiles([np.mean([statistic(y[i], p[i]) for p in preds]) for i in idx], alpha)
 
 
 def paired_difference(statistic, labels, preds_a, preds_b, n: int = 2000, seed: int = 0, alpha: float = 0.05,
-                      indices: np.ndarray | None = None) -> dict:
+                      indices=None, groups=None) -> dict:
     """``mean_s statistic(a_s) - mean_s statistic(b_s)`` on the same breasts, with a percentile interval.
 
     ``preds_a`` and ``preds_b`` are lists of arrays (one per seed; a single array is one seed). Each
-    resample of breasts is applied to every run of both sides: that is what makes it paired, and the
-    difference estimates exactly the difference of the seed means a comparison table shows."""
+    resample (of patients, given ``groups``) is applied to every run of both sides: that is what makes
+    it paired, and the difference estimates exactly the difference of the seed means a comparison
+    table shows."""
     y = np.asarray(labels)
     a = [np.asarray(p, dtype=np.float64) for p in (preds_a if isinstance(preds_a, list) else [preds_a])]
     b = [np.asarray(p, dtype=np.float64) for p in (preds_b if isinstance(preds_b, list) else [preds_b])]
@@ -53,7 +126,7 @@ def paired_difference(statistic, labels, preds_a, preds_b, n: int = 2000, seed: 
     def diff(i):
         return np.mean([statistic(y[i], p[i]) for p in a]) - np.mean([statistic(y[i], p[i]) for p in b])
 
-    idx = resamples(len(y), n, seed) if indices is None else indices
+    idx = resamples(len(y), n, seed, groups) if indices is None else indices
     diffs = np.array([diff(i) for i in idx], dtype=np.float64)
     finite = diffs[np.isfinite(diffs)]
     lo, hi = _percentiles(finite, alpha)

@@ -17,7 +17,7 @@ import pandas as pd
 from .. import metrics, paths, tables
 from ..errors import UserError
 from ..learn.holdout import read_holdout
-from .bootstrap import interval, resamples
+from .bootstrap import interval, patient_groups, resamples
 
 SELECTION_NOTE = "optimistic: the best epoch and the threshold were chosen on these breasts"
 
@@ -55,13 +55,13 @@ def collect_oof(run, folds=None) -> pd.DataFrame:
 # ---- figures -----------------------------------------------------------------------------------------
 
 def estimate(breasts: pd.DataFrame, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict:
-    """AUC, PR-AUC and pF1 at ``threshold`` per breast, each with a 95 % bootstrap interval over breasts."""
+    """AUC, PR-AUC and pF1 at ``threshold`` per breast, each with a 95 % bootstrap interval over patients."""
     y, p = breasts.cancer.to_numpy(), breasts.pred.to_numpy()
     out = {"threshold": float(threshold), "breasts": int(len(y)), "cancer_breasts": int(np.sum(y))}
     if not len(y):
         return {**out, **{k: float("nan") for k in ("auc", "pr_auc", "pf1")},
                 **{f"{k}_ci": [float("nan")] * 2 for k in ("auc", "pr_auc", "pf1")}}
-    idx = resamples(len(y), n_boot, seed)
+    idx = resamples(len(y), n_boot, seed, patient_groups(breasts))  # a patient's breasts resampled together
     for name, fn, pred in (("auc", metrics.auc, p), ("pr_auc", metrics.pr_auc, p), ("pf1", metrics.pfbeta, p >= threshold)):
         out[name] = float(fn(y, pred))
         out[f"{name}_ci"] = list(interval(fn, y, pred, indices=idx))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import metrics, paths, tables
 from ..errors import UserError
-from .bootstrap import interval
+from .bootstrap import interval, patient_groups
 
 THRESHOLD_METHODS = ("best", "quantile")
 
@@ -52,7 +52,7 @@ def evaluate_breasts(breasts: pd.DataFrame, threshold: float, bootstrap: int = 5
     sensitivity and specificity, plus the threshold-free summary."""
     y, p = breasts.cancer.to_numpy(), breasts.pred.to_numpy()
     out = metrics.summarize(breasts)
-    lo, hi = interval(metrics.pfbeta, y, p >= threshold, n=bootstrap, seed=seed)
+    lo, hi = interval(metrics.pfbeta, y, p >= threshold, n=bootstrap, seed=seed, groups=patient_groups(breasts))
     sens, spec = metrics.sensitivity_specificity(y, p, threshold)
     out.update(threshold=float(threshold), pf1=metrics.pfbeta(y, p >= threshold), pf1_ci_low=lo, pf1_ci_high=hi,
                sensitivity=sens, specificity=spec)
