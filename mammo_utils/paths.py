@@ -27,6 +27,8 @@ A Kaggle bundle::
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 BEST = "best.pt"
@@ -66,6 +68,60 @@ def format_size(size) -> str:
     return f"{h}x{w}"
 
 
+# ---- ids -----------------------------------------------------------------------------------------
+
+ID_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # letters, digits, '._-'; no separator, no leading '.' or '-'
+WINDOWS_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+MAX_ID_CHARS = 200  # a file name is at most 255 bytes on common file systems; '.dcm' and prefixes need room
+
+
+def id_problem(value) -> str | None:
+    """Why ``value`` cannot be an id (ids become folder and file names), or None when it can.
+
+    Text read from a CSV cell is data, never a path: an id holding a separator, ``..``, a leading
+    ``.`` or ``-``, a control character, a character or a device name Windows treats specially, a
+    trailing ``.``, or nothing at all, would name a file somewhere else (or none)."""
+    text = "" if value is None else str(value)
+    if not text.strip():
+        return "it is empty"
+    if "/" in text or "\\" in text:
+        return "it holds a path separator"
+    if ".." in text:
+        return "it holds '..'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "it holds a control character"
+    if text[0] in ".-":
+        return f"it starts with {text[0]!r}"
+    if text.split(".")[0].upper() in WINDOWS_NAMES:
+        return "it is a device name on Windows"
+    if text.endswith("."):
+        return "it ends with '.'"
+    if len(text) > MAX_ID_CHARS:
+        return f"it is longer than {MAX_ID_CHARS} characters"
+    if not ID_TEXT.match(text):
+        return "it may hold only letters, digits, '.', '_' and '-'"
+    return None
+
+
+def safe_id(value, what: str = "id", where: str = "") -> str:
+    """``value`` as id text, or one UserError naming where it came from, the column and the value."""
+    problem = id_problem(value)
+    if problem:
+        from .errors import UserError
+
+        raise UserError(f"{where + ': ' if where else ''}{what} {str(value)!r} cannot name a file: {problem}")
+    return str(value)
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path``, after checking that it stays below ``root`` once ``..`` are resolved (defence in depth)."""
+    if os.path.commonpath([os.path.abspath(root), os.path.abspath(path)]) != os.path.abspath(root):
+        from .errors import UserError
+
+        raise UserError(f"{path} lies outside {root}; an id must never name a path")
+    return path
+
+
 # ---- data ----------------------------------------------------------------------------------------
 
 def split_csv(data, split: str) -> Path:
@@ -77,7 +133,9 @@ def images_dir(data, split: str) -> Path:
 
 
 def dicom_path(data, split: str, patient_id, image_id) -> Path:
-    return images_dir(data, split) / str(patient_id) / f"{image_id}.dcm"
+    """``<data>/<split>_images/<patient_id>/<image_id>.dcm``; an id that would name another path is refused."""
+    root = images_dir(data, split)
+    return _inside(root, root / safe_id(patient_id, "patient_id") / f"{safe_id(image_id, 'image_id')}.dcm")
 
 
 def sample_submission(data) -> Path:
@@ -105,7 +163,8 @@ def preprocessed_dir(run, split: str, size) -> Path:
 
 
 def png_relpath(patient_id, image_id) -> str:
-    return f"{patient_id}/{image_id}.png"
+    """``<patient_id>/<image_id>.png`` below a preprocessing folder; an id that would name another path is refused."""
+    return f"{safe_id(patient_id, 'patient_id')}/{safe_id(image_id, 'image_id')}.png"
 
 
 def folds_csv(run) -> Path:
@@ -132,6 +191,12 @@ def image_predictions_csv(submission) -> Path:
     """The per-image predictions written beside a submission file."""
     submission = Path(submission)
     return submission.with_name(submission.stem + "_images.csv")
+
+
+def submission_record(submission) -> Path:
+    """What a submission was made with (its checkpoints' fingerprints, threshold, aggregation), beside it."""
+    submission = Path(submission)
+    return submission.with_name(submission.stem + ".json")
 
 
 def summary_json(run) -> Path:
@@ -208,3 +273,14 @@ def report_html(run) -> Path:
 
 def notebooks_dir(run) -> Path:
     return Path(run) / "notebooks"
+
+
+def model_card_md(run) -> Path:
+    """The run described for a reader: intended use, data, every estimate with its interval, operating
+    points beside the radiologists', calibration, subgroups and limitations."""
+    return Path(run) / "model_card.md"
+
+
+def model_card_json(run) -> Path:
+    """The figures of ``model_card.md`` as data (thresholds, counts, intervals)."""
+    return Path(run) / "model_card.json"

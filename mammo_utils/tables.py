@@ -8,7 +8,6 @@ the CSV, the row numbers (as in a spreadsheet: header = row 1) and what is wrong
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +21,9 @@ TEST_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age"
                 "prediction_id"]
 REQUIRED = ["patient_id", "image_id", "laterality", "view"]
 KNOWN_VIEWS = {"CC", "MLO", "AT", "LM", "ML", "LMO", "XCCL", "XCCM", "FB", "SIO"}
-ID_COLUMNS = {"patient_id": str, "image_id": str, "prediction_id": str, "source": str, "official_split": str}
+ID_COLUMNS = {"patient_id": str, "image_id": str, "prediction_id": str, "source": str, "official_split": str,
+              "duplicate_group": str}
 _STRING_COLUMNS = {**ID_COLUMNS, "laterality": str, "view": str, "density": str}
-_ID_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _rows(mask) -> str:
@@ -39,10 +38,12 @@ def _as_id_text(df: pd.DataFrame, col: str, path: Path) -> None:
     blank = text == ""
     if blank.any():
         raise UserError(f"{path}: {col} is empty in row(s) {_rows(blank)}")
-    bad = ~text.map(lambda t: bool(_ID_TEXT.match(t)))
+    problems = text.map(paths.id_problem)
+    bad = problems.notna()
     if bad.any():
-        raise UserError(f"{path}: {col} may hold only letters, digits, '.', '_' and '-' (it names files); bad value(s) "
-                        f"{text[bad].head(3).tolist()} in row(s) {_rows(bad)}")
+        raise UserError(f"{path}: {col} may hold only letters, digits, '.', '_' and '-' (it names files; no '..', "
+                        f"no leading '.' or '-'); bad value(s) {text[bad].head(3).tolist()} in row(s) {_rows(bad)}: "
+                        f"{problems[bad].iloc[0]}")
     df[col] = text
 
 

@@ -29,7 +29,8 @@ def _import_dataset(a) -> int:
     for note in record["notes"]:
         print(f"found: {note}")
     for s in record["skipped"][:10]:
-        print(f"skipped: {s['file']}: {s['reason']}", file=sys.stderr)
+        where = f" row {s['row']} {s['column']} {s['value']!r}" if "row" in s else ""
+        print(f"skipped: {s['file']}{where}: {s['reason']}", file=sys.stderr)
     if len(record["skipped"]) > 10:
         print(f"... and {len(record['skipped']) - 10} more skipped files: see {Path(a.out) / 'import.json'}",
               file=sys.stderr)

@@ -17,6 +17,7 @@ from .common import (
     LESION_COLUMNS,
     LESIONS_CSV,
     check_destination,
+    check_out,
     read_lesions,
     write_import,
 )
@@ -40,6 +41,8 @@ def import_dataset(name: str, src, out, copy: bool = False, label: str | None = 
     if not src.is_dir():
         raise UserError(f"{src}: not a folder; give the dataset as downloaded and unpacked")
     check_destination(src, out)
+    prior = check_out(out, lambda r: r.get("source") == name and r.get("source_folder") == str(src.resolve()),
+                      f"{name} from {src.resolve()}")
     module = IMPORTERS[name]
     label = label or next(iter(module.LABELS))
     if label not in module.LABELS:
@@ -47,6 +50,6 @@ def import_dataset(name: str, src, out, copy: bool = False, label: str | None = 
                         + "; ".join(f"{k} ({v})" for k, v in module.LABELS.items()))
     kwargs = {"jobs": jobs, "progress": progress} if name in ("cbis-ddsm", "cmmd", "mias") else {}
     if name == "mias":
-        kwargs["out"] = out
+        kwargs.update(out=out, prior=prior)
     imported = module.load(src, label, **kwargs)
-    return write_import(imported, out, name, copy, label, src, progress)
+    return write_import(imported, out, name, copy, label, src, progress, prior)

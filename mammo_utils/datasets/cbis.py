@@ -8,6 +8,7 @@ Headers are read (in parallel) only to tell them apart; mask pixels only for the
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +27,7 @@ from .common import (
     parallel_map,
     require_columns,
     strip_cells,
+    unsafe_ids,
 )
 
 LABELS = {"malignant": "cancer = pathology MALIGNANT; BENIGN and BENIGN_WITHOUT_CALLBACK are benign"}
@@ -87,9 +89,11 @@ def _by_series(src: Path) -> dict[str, list[Path]]:
     meta = strip_cells(pd.read_csv(meta_csv, dtype=str))
     if not {"Series UID", "File Location"} <= set(meta.columns):
         return {}
-    out = {}
+    out, root = {}, os.path.abspath(src)
     for uid, loc in zip(meta["Series UID"], meta["File Location"]):
-        folder = (meta_csv.parent / str(loc).replace("\\", "/")).resolve()
+        folder = Path(os.path.normpath(meta_csv.parent.absolute() / str(loc).replace("\\", "/")))
+        if os.path.commonpath([root, str(folder)]) != root:
+            continue  # a cell is data, never a path out of the dataset
         if folder.is_dir():
             out[uid] = sorted(folder.glob("*.dcm"))
     return out
@@ -107,7 +111,8 @@ def _read_descriptions(src: Path) -> pd.DataFrame:
         df.columns = [c.lower().replace(" ", "_") for c in df.columns]  # 'breast density' in the calc files
         require_columns(df, {"patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology",
                              "image_file_path"}, path)
-        parts.append(df.assign(kind=kind.lower(), split=split.lower(), csv=path.name))
+        parts.append(df.assign(kind=kind.lower(), split=split.lower(), csv=path.name, csv_path=str(path),
+                               row=df.index + 2))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -120,6 +125,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     for r in rows[bad].itertuples():
         imp.skip(r.image_file_path, f"{r.csv}: image file path does not start with a per-view folder name")
     rows = rows[~bad]
+    rows = rows[~unsafe_ids(rows, ["patient_id"], rows.csv_path, imp, rows.row)]
     folders, series = _folders(src), _by_series(src)
     if series:
         imp.notes.append(f"NBIA metadata.csv found: files joined by series UID ({len(series)} series)")
@@ -173,17 +179,21 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     malignant = rows.pathology.str.upper().eq("MALIGNANT")
     rows = rows.assign(malignant=malignant)
     density_col = "breast_density" if "breast_density" in rows else None
+    disagree = 0
     for key, group in rows[rows.key.isin(full)].groupby("key", sort=True):
         path = full[key]
         if isinstance(shapes[str(path)], str):
             imp.skip(path, shapes[str(path)])
             continue
         first = group.iloc[0]
+        _, _, _, side, view, _ = FOLDER.match(key).groups()  # the folder names the breast and view; cells may be empty
+        said = {(str(c).upper()[:1], str(v).upper()) for c, v in zip(group.left_or_right_breast, group.image_view)}
+        disagree += said != {(side[0].upper(), view.upper())}
         assessment = pd.to_numeric(group["assessment"], errors="coerce").max() if "assessment" in group else None
         birads = RSNA_BIRADS.get(str(int(assessment)), pd.NA) if pd.notna(assessment) else pd.NA
         imp.rows.append({
             "site_id": "", "patient_id": first.patient_id, "image_id": _image_id(key),
-            "laterality": first.left_or_right_breast.upper()[:1], "view": first.image_view.upper(), "age": None,
+            "laterality": side[0].upper(), "view": view.upper(), "age": None,
             "cancer": int(group.malignant.any()), "biopsy": 1, "invasive": pd.NA,
             "BIRADS": birads, "implant": 0,
             "density": DENSITY_LETTERS.get(str(first[density_col]).split(".")[0], "") if density_col else "",
@@ -201,6 +211,9 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
                                     "pathology": str(r.pathology).upper()})
             elif isinstance(box, str):
                 imp.skip(masks[i], box)
+    if disagree:
+        imp.notes.append(f"{disagree} image(s) whose 'left or right breast' or 'image view' cells are empty or disagree "
+                         f"with the folder name (the folder name was used)")
     n_abn = int(rows.key.isin(full).sum())
     imp.notes.append(f"{n_abn} abnormalities on {len(full)} images; {len(masks)} ROI masks found by shape "
                      f"(the mask is the file of the full image's shape, whichever CSV column names it)")

@@ -1,7 +1,6 @@
 """Several RSNA-layout folders as one: links, a ``source`` column, and ids unique across sources."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +12,12 @@ from .common import (
     LESIONS_CSV,
     TRAIN_COLUMNS,
     check_destination,
+    check_free,
+    check_out,
     place,
     read_lesions,
     write_csv,
+    write_json,
 )
 
 
@@ -39,9 +41,14 @@ def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
     tables, lesions, seen = [], [], {}
     for folder in map(Path, folders):
         check_destination(folder, out)
+    parts = {str(Path(f).resolve()) for f in folders}
+    prior = check_out(out, lambda r: set(dict(r.get("combined") or {}).values()) == parts,
+                      "these folders (combine)")
+    for folder in map(Path, folders):
         df = read_table(folder, "train").drop(columns=["prediction_id"])
         df["source"] = source_name(folder, df)
-        for name in set(df.source):
+        for name in sorted(set(df.source)):
+            paths.safe_id(name, "source", f"{paths.split_csv(folder, 'train')} (or the folder's name)")
             if name in seen:
                 raise UserError(f"source {name!r} is in both {seen[name]} and {folder}: combine each dataset once")
             seen[name] = folder
@@ -58,11 +65,12 @@ def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
     missing = [str(s) for s in table.src if not Path(s).exists()]
     if missing:
         raise UserError(f"{len(missing)} image(s) listed in the tables are not on disk, e.g. {missing[:2]}")
+    pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(table.src, table.patient_id, table.image_id)]
+    check_free(pairs, copy, prior)
     out.mkdir(parents=True, exist_ok=True)
     made = set()
-    for r in bar(list(table.itertuples()), desc="linking" if not copy else "copying", unit="file",
-                 disable=not progress):
-        place(Path(r.src), paths.dicom_path(out, "train", r.patient_id, r.image_id), copy, made)
+    for src_file, dst in bar(pairs, desc="linking" if not copy else "copying", unit="file", disable=not progress):
+        place(src_file, dst, copy, made, prior)
     write_csv(table.drop(columns=["src"]), paths.split_csv(out, "train"))
     write_csv(pd.concat(lesions, ignore_index=True), out / LESIONS_CSV)
     per_source = table.groupby("source").agg(images=("image_id", "size"), patients=("patient_id", "nunique"),
@@ -70,5 +78,5 @@ def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
     record = {"combined": {name: str(Path(f).resolve()) for name, f in seen.items()},
               "files": "copied" if copy else "linked",
               "counts": {s: {k: int(v) for k, v in row.items()} for s, row in per_source.iterrows()}}
-    (out / IMPORT_JSON).write_text(json.dumps(record, indent=2))
+    write_json(record, out / IMPORT_JSON)
     return record

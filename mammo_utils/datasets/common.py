@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,9 +43,44 @@ class Imported:
     notes: list[str] = field(default_factory=list)        # what the importer found, in plain words
     label: str = ""                                       # the label mapping used, in words
     written: bool = False                                 # rows' images are files the importer wrote (not links)
+    box_fixes: Counter = field(default_factory=Counter)   # lesion boxes reordered, clamped, dropped (no area)
 
     def skip(self, file, reason: str) -> None:
         self.skipped.append({"file": str(file), "reason": reason})
+
+    def skip_row(self, file, row: int, column: str, value, reason: str) -> None:
+        """A table row left out, named by its file, spreadsheet row number (header = 1), column and value."""
+        self.skipped.append({"file": str(file), "row": int(row), "column": column, "value": str(value),
+                             "reason": reason})
+
+
+@dataclass
+class Prior:
+    """What an earlier import of the same source wrote into ``--out``: the only files a rerun may replace."""
+
+    files: set = field(default_factory=set)   # str paths of its images
+    mode: str = ""                            # "linked", "copied" or "written"
+
+    def owns(self, path: Path) -> bool:
+        """True when ``path`` is one of the earlier import's images, of the kind it made (a link or a file)."""
+        if str(path) not in self.files:
+            return False
+        return os.path.islink(path) == (self.mode == "linked")
+
+
+def unsafe_ids(df: pd.DataFrame, columns, file, imp: Imported, rows: pd.Series | None = None) -> pd.Series:
+    """True for each row whose id cell cannot name a file (:func:`paths.id_problem`); each such row is skipped
+    in ``imp`` naming the file (or each row's, a Series), its row number (``rows``, else the index + 2 as in a spreadsheet), column, value."""
+    bad = pd.Series(False, index=df.index)
+    for col in columns:
+        problems = df[col].map(paths.id_problem)
+        for i in problems.index[problems.notna()]:
+            if not bad[i]:
+                row = rows[i] if rows is not None else i + 2
+                imp.skip_row(file[i] if isinstance(file, pd.Series) else file, row, col, df.at[i, col],
+                             f"{col} cannot name a file: {problems[i]}")
+            bad[i] = True
+    return bad
 
 
 def find_one(src: Path, names, what: str) -> Path:
@@ -112,6 +149,24 @@ def is_dicom(path: Path) -> str | None:
         return exc.reason
 
 
+def clean_box(imp: Imported, x0, y0, x1, y1, width=None, height=None) -> tuple | None:
+    """A lesion box with its corners ordered and clamped to the image (``width`` x ``height`` when known), or
+    None when nothing of it is left (no area); what was done is counted in ``imp.box_fixes``."""
+    xa, xb = sorted((float(x0), float(x1)))
+    ya, yb = sorted((float(y0), float(y1)))
+    if (xa, ya) != (float(x0), float(y0)):
+        imp.box_fixes["reordered"] += 1
+    w = float(width) if width is not None and pd.notna(width) else float("inf")
+    h = float(height) if height is not None and pd.notna(height) else float("inf")
+    box = (min(max(xa, 0.0), w), min(max(ya, 0.0), h), min(max(xb, 0.0), w), min(max(yb, 0.0), h))
+    if box != (xa, ya, xb, yb):
+        imp.box_fixes["clamped"] += 1
+    if box[2] <= box[0] or box[3] <= box[1]:
+        imp.box_fixes["dropped_no_area"] += 1
+        return None
+    return box
+
+
 def parallel_map(fn, items, jobs: int, desc: str, progress: bool = True) -> list:
     """``[fn(str(item)) ...]`` over worker processes, in order, with a progress bar (header reads)."""
     from joblib import Parallel, delayed
@@ -148,16 +203,61 @@ def check_destination(src: Path, out: Path) -> None:
                         f"choose a folder outside it")
 
 
-def place(src_file: Path, dst_file: Path, copy: bool, made: set | None = None) -> None:
+def check_out(out: Path, same, what: str) -> Prior:
+    """``--out`` may be new, empty, or an earlier import of the same source (``same(record)`` is true for its
+    ``import.json``); anything else is a user's folder and one UserError says so before anything is written.
+    Returns the earlier import's images: the only files a rerun may replace."""
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a new or empty folder to write into")
+    if not out.exists() or not any(out.iterdir()):
+        return Prior()
+    try:
+        record = json.loads((out / IMPORT_JSON).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not same(record):
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise UserError(f"--out {out} already holds files ({held}, ...) and is not an earlier import of {what}; "
+                        f"nothing was written: choose a new or empty folder")
+    try:
+        table = pd.read_csv(paths.split_csv(out, "train"), dtype=str, usecols=["patient_id", "image_id"])
+    except (OSError, ValueError):
+        table = pd.DataFrame(columns=["patient_id", "image_id"])
+    files = {str(paths.dicom_path(out, "train", p, i)) for p, i in zip(table.patient_id, table.image_id)
+             if paths.id_problem(p) is None and paths.id_problem(i) is None}
+    return Prior(files=files, mode=str(record.get("files", "")))
+
+
+def up_to_date(src_file: Path, dst_file: Path, copy: bool) -> bool:
+    """True when ``dst_file`` already is what :func:`place` would make of ``src_file`` (a rerun leaves it)."""
+    if not os.path.lexists(dst_file):
+        return False
+    if not copy:
+        return dst_file.is_symlink() and Path(os.readlink(dst_file)) == src_file
+    return not dst_file.is_symlink() and dst_file.stat().st_size == src_file.stat().st_size \
+        and dst_file.stat().st_mtime >= src_file.stat().st_mtime
+
+
+def check_free(pairs, copy: bool, prior: Prior) -> None:
+    """One UserError, before anything is written, when a destination holds a file this import did not make
+    (a user's file is never replaced, whatever its name) or is the source file itself."""
+    taken = [dst for src_file, dst in pairs if os.path.lexists(dst) and not up_to_date(Path(src_file).resolve(), dst, copy)
+             and (not prior.owns(dst) or (not dst.is_symlink() and dst.exists() and os.path.samefile(dst, src_file)))]
+    if taken:
+        raise UserError(f"{len(taken)} file(s) where the import would write are not its own earlier output, e.g. "
+                        f"{taken[0]}; nothing was replaced: move them away or choose a new folder")
+
+
+def place(src_file: Path, dst_file: Path, copy: bool, made: set | None = None, prior: Prior | None = None) -> None:
     """``dst_file`` as a symbolic link to ``src_file`` (or a copy); a rerun leaves a correct one alone.
+    Only ``prior``'s files (the same import's earlier output) are ever replaced.
     ``made``: folders already created in this run (one mkdir per patient, not per image)."""
     src_file = Path(src_file).resolve()
     if os.path.lexists(dst_file):
-        if not copy and dst_file.is_symlink() and Path(os.readlink(dst_file)) == src_file:
+        if up_to_date(src_file, dst_file, copy):
             return
-        if copy and not dst_file.is_symlink() and dst_file.stat().st_size == src_file.stat().st_size \
-                and dst_file.stat().st_mtime >= src_file.stat().st_mtime:
-            return
+        check_free([(src_file, dst_file)], copy, prior or Prior())
         dst_file.unlink()
     if made is None or dst_file.parent not in made:
         dst_file.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +287,13 @@ def table_of(imp: Imported, source: str) -> pd.DataFrame:
     for c in TRAIN_COLUMNS:
         if c not in df:
             df[c] = pd.NA
+    for col in ("patient_id", "image_id"):  # every importer checks its ids; this catches what one missed
+        problems = df[col].map(paths.id_problem)
+        for i in problems.index[problems.notna()]:
+            imp.skip(df.at[i, "src"], f"{col} {df.at[i, col]!r} cannot name a file: {problems[i]}")
+        df = df[problems.isna()]
+    if df.empty:
+        raise UserError(f"{source}: no image could be imported ({len(imp.skipped)} skipped; see import.json)")
     dup = df.image_id.duplicated(keep=False)
     if dup.any():
         raise UserError(f"{source}: image ids repeat after import: {sorted(set(df.image_id[dup]))[:3]}")
@@ -195,19 +302,38 @@ def table_of(imp: Imported, source: str) -> pd.DataFrame:
                                                    kind="stable").reset_index(drop=True)
 
 
+def write_json(record: dict, path: Path) -> None:
+    """Write through a temporary file (never through a link that stands at ``path``)."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def warn_skipped_rows(imp: Imported, source: str) -> None:
+    """One warning line for the table rows left out (each is named in import.json's skipped list)."""
+    rows = [s for s in imp.skipped if "row" in s]
+    if rows:
+        first = rows[0]
+        warnings.warn(f"{source}: {len(rows)} table row(s) skipped, e.g. {first['file']} row {first['row']} "
+                      f"{first['column']} {first['value']!r}: {first['reason']} (all in import.json)", stacklevel=3)
+
+
 def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: str, src: Path,
-                 progress: bool = True) -> dict:
-    """Lay out ``out`` in the RSNA layout from ``imp``; returns (and writes) the ``import.json`` record."""
+                 progress: bool = True, prior: Prior | None = None) -> dict:
+    """Lay out ``out`` in the RSNA layout from ``imp``; returns (and writes) the ``import.json`` record.
+    ``prior``: the same import's earlier output in ``out`` (the only files it may replace)."""
     from ..progress import bar
 
-    out = Path(out)
+    out, prior = Path(out), prior or Prior()
     df = table_of(imp, source)
     out.mkdir(parents=True, exist_ok=True)
     if not imp.written:
+        pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(df.src, df.patient_id, df.image_id)]
+        check_free(pairs, copy, prior)
         made = set()
-        for r in bar(list(df.itertuples()), desc=f"{'copying' if copy else 'linking'} {source}", unit="file",
-                     disable=not progress):
-            place(Path(r.src), paths.dicom_path(out, "train", r.patient_id, r.image_id), copy, made)
+        for src_file, dst in bar(pairs, desc=f"{'copying' if copy else 'linking'} {source}", unit="file",
+                                 disable=not progress):
+            place(src_file, dst, copy, made, prior)
     write_csv(df.drop(columns=["src"]), paths.split_csv(out, "train"))
     lesions = pd.DataFrame(imp.lesions, columns=LESION_COLUMNS)
     lesions = lesions[lesions.image_id.isin(set(df.image_id))]
@@ -218,11 +344,13 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
         "label_mapping": imp.label, "files": "copied" if copy else ("written" if imp.written else "linked"),
         "counts": {"images": len(df), "patients": int(df.patient_id.nunique()), "breasts": len(breasts),
                    "cancer_breasts": int(breasts.sum()), "cancer_images": int(df.cancer.sum()),
-                   "lesion_boxes": len(lesions), "skipped": len(imp.skipped),
+                   "lesion_boxes": len(lesions), "lesion_boxes_fixed": dict(sorted(imp.box_fixes.items())),
+                   "skipped": len(imp.skipped),
                    "official_split": {str(k): int(v) for k, v in df.official_split.fillna("").value_counts().items()}},
         "notes": imp.notes, "skipped": imp.skipped,
     }
-    (out / IMPORT_JSON).write_text(json.dumps(record, indent=2, default=str))
+    write_json(record, out / IMPORT_JSON)
+    warn_skipped_rows(imp, source)
     return record
 
 

@@ -6,6 +6,7 @@ count from the bottom-left corner, so the image row is ``height - y``.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .common import Imported, find_all, parallel_map
+from .common import Imported, Prior, clean_box, find_all, parallel_map
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
 LINE = re.compile(r"^mdb\d{3}\b", re.IGNORECASE)
@@ -62,7 +63,7 @@ def wrap_pgm(task: str) -> str | tuple:
     return img.shape
 
 
-def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True) -> Imported:
+def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True, prior: Prior | None = None) -> Imported:
     info_path = next(iter(find_all(src, lambda p: p.name.lower() == "info.txt")), None)
     if info_path is None:
         raise UserError(f"{src}: expected mini-MIAS's Info.txt (lines like 'mdb001 G CIRC B 535 425 197') below "
@@ -81,6 +82,9 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
         n = int(ref[3:])
         patient, side = f"mias{(n + 1) // 2:03d}", "L" if n % 2 == 0 else "R"
         dst = paths.dicom_path(out, "train", patient, ref)
+        if os.path.lexists(dst) and not (prior or Prior()).owns(dst):
+            imp.skip(pgms[ref], f"{dst} is already there and this import did not write it; left alone")
+            continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         tasks.append(f"{pgms[ref]}|{dst}|{patient}|{side}")
         refs.append((ref, patient, side, group))
@@ -101,8 +105,10 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
                 continue  # NORM, or spread calcifications without a centre
             radius = 1.0 if pd.isna(r.radius) else r.radius
             cx, cy = r.x, h - r.y
-            imp.lesions.append({"image_id": ref, "x0": max(0.0, cx - radius), "y0": max(0.0, cy - radius),
-                                "x1": min(float(w), cx + radius), "y1": min(float(h), cy + radius),
+            box = clean_box(imp, cx - radius, cy - radius, cx + radius, cy + radius, w, h)
+            if box is None:
+                continue  # a centre beyond the image, or no radius: counted in import.json
+            imp.lesions.append({"image_id": ref, "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
                                 "finding": r.abnormality,
                                 "pathology": {"M": "MALIGNANT", "B": "BENIGN"}.get(r.severity, "")})
     unlisted = sorted(set(pgms) - set(info.reference))
@@ -111,4 +117,7 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
     no_centre = int((info.x.isna() & info.severity.isin(["B", "M"])).sum())
     imp.notes.append(f"Info.txt: {len(info)} lines for {info.reference.nunique()} images; {no_centre} abnormalities "
                      f"without a centre (no box)")
+    if imp.box_fixes:
+        imp.notes.append("lesion boxes: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(imp.box_fixes.items()))
+                         + " (a centre and radius that leave the image are clamped to it; nothing left is dropped)")
     return imp

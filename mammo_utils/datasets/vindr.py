@@ -11,17 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError
 from .common import (
     BIRADS_NOTE,
     DENSITY_LETTERS,
     RSNA_BIRADS,
     Imported,
     age_years,
+    clean_box,
     find_one,
     find_optional,
     is_dicom,
     require_columns,
     strip_cells,
+    unsafe_ids,
 )
 
 LABELS = {
@@ -63,6 +66,21 @@ def _metadata(path: Path | None, image_ids: set, notes: list) -> pd.DataFrame:
                          "machine_id": meta[model] if model else None}).drop_duplicates("image_id")
 
 
+def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFrame:
+    """The rows whose ids can name files, each image once (a repeated row is skipped, naming both rows)."""
+    bad = unsafe_ids(breasts, ["study_id", "image_id"], path, imp)
+    ok = breasts[~bad]
+    first = ok.drop_duplicates("image_id").reset_index().set_index("image_id")["index"]
+    repeated = ok.image_id.duplicated()
+    for i in ok.index[repeated]:
+        imp.skip_row(path, i + 2, "image_id", ok.at[i, "image_id"],
+                     f"repeats row {first[ok.at[i, 'image_id']] + 2}'s image; the first row is kept")
+    ok = ok[~repeated]
+    if ok.empty:
+        raise UserError(f"{path}: no row with usable study_id and image_id ({len(breasts)} rows; see import.json)")
+    return ok
+
+
 def load(src: Path, label: str) -> Imported:
     breast_csv = find_one(src, "breast-level_annotations.csv", "VinDr-Mammo's breast-level_annotations.csv")
     root = breast_csv.parent
@@ -70,6 +88,7 @@ def load(src: Path, label: str) -> Imported:
     breasts = strip_cells(pd.read_csv(breast_csv, dtype=str))
     need = {"study_id", "image_id", "laterality", "view_position", "breast_birads", "split"}
     require_columns(breasts, need, breast_csv)
+    breasts = _usable_rows(breasts, breast_csv, imp)
     images_dir = root / "images"
     if not images_dir.is_dir():
         found = find_optional(src, [f"{breasts.image_id.iloc[0]}.dicom", f"{breasts.image_id.iloc[0]}.dcm"])
@@ -99,22 +118,26 @@ def load(src: Path, label: str) -> Imported:
         imp.notes.append("finding_annotations.csv not found: lesions.csv is empty")
         return imp
     findings = strip_cells(pd.read_csv(findings_csv, dtype=str))
+    require_columns(findings, {"image_id", "xmin", "ymin", "xmax", "ymax"}, findings_csv)
     size = breasts.set_index("image_id")[["height", "width"]].apply(pd.to_numeric, errors="coerce") \
         if {"height", "width"} <= set(breasts.columns) else None
-    boxed = findings.dropna(subset=["xmin", "ymin", "xmax", "ymax"])
-    clamped = 0
+    corners = ["xmin", "ymin", "xmax", "ymax"]
+    findings[corners] = findings[corners].apply(pd.to_numeric, errors="coerce")
+    boxed = findings.dropna(subset=corners)
+    repeated = int(boxed.duplicated().sum())
+    boxed = boxed.drop_duplicates()
+    if repeated:
+        imp.notes.append(f"{findings_csv.name}: {repeated} repeated row(s) dropped")
     for r in boxed.itertuples():
-        x0, y0, x1, y1 = (float(v) for v in (r.xmin, r.ymin, r.xmax, r.ymax))
-        if size is not None and r.image_id in size.index:
-            h, w = size.loc[r.image_id]
-            box = (min(max(x0, 0), w), min(max(y0, 0), h), min(max(x1, 0), w), min(max(y1, 0), h))
-        else:
-            box = (max(x0, 0), max(y0, 0), max(x1, 0), max(y1, 0))
-        clamped += box != (x0, y0, x1, y1)
+        h, w = size.loc[r.image_id] if size is not None and r.image_id in size.index else (None, None)
+        box = clean_box(imp, r.xmin, r.ymin, r.xmax, r.ymax, w, h)
+        if box is None:
+            continue
         imp.lesions.append({"image_id": r.image_id, "x0": round(box[0], 1), "y0": round(box[1], 1),
                             "x1": round(box[2], 1), "y1": round(box[3], 1),
                             "finding": _categories(getattr(r, "finding_categories", "")),
                             "pathology": ""})
-    imp.notes.append(f"{len(boxed)} finding boxes, {clamped} clamped to the image")
+    imp.notes.append(f"{len(boxed)} finding boxes, {imp.box_fixes['clamped']} clamped to the image"
+                     + "".join(f", {n} {k.replace('_', ' ')}" for k, n in sorted(imp.box_fixes.items()) if k != "clamped"))
     return imp
 
