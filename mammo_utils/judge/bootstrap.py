@@ -94,6 +94,47 @@ def _percentiles(values, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _class_weights_at(labels, scores, weights):
+    """(distinct scores' index of each row, positives' and negatives' resampled weight at each distinct
+    score: two ``n_resamples`` x ``n_distinct`` arrays)."""
+    from scipy import sparse
+
+    y = np.asarray(labels).astype(bool)
+    values, inverse = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    out = []
+    for rows in (np.flatnonzero(y), np.flatnonzero(~y)):
+        onehot = sparse.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), inverse[rows])),
+                                   shape=(len(rows), len(values)))
+        out.append(np.asarray((onehot.T @ weights[:, rows].T).T))
+    return inverse, out[0], out[1]
+
+
+def weighted_average_precision(labels, scores, weights: np.ndarray) -> np.ndarray:
+    """Average precision of every resample in ``weights``, as :func:`mammo_utils.metrics.pr_auc` gives
+    it on the resampled rows (sklearn's step sum over distinct scores, no interpolation)."""
+    _, pos, neg = _class_weights_at(labels, scores, weights)
+    tp, fp = np.cumsum(pos[:, ::-1], axis=1), np.cumsum(neg[:, ::-1], axis=1)  # called at score >= each value
+    total = tp[:, -1:] if tp.shape[1] else np.zeros((len(tp), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
+        ap = (pos[:, ::-1] * precision).sum(axis=1) / total[:, 0]
+    return np.where((total[:, 0] > 0) & (neg.sum(axis=1) > 0), ap, np.nan)
+
+
+def weighted_auc(labels, scores, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of every resample in ``weights`` (from :func:`resample_weights`) at once: the
+    Mann-Whitney statistic with each row counted as often as it was drawn (ties count one half), the
+    same number :func:`mammo_utils.metrics.auc` gives on the resampled rows. NaN where a resample
+    lacks a class."""
+    _, pos, at = _class_weights_at(labels, scores, weights)  # at: negatives' weight at each distinct score
+    below = np.cumsum(at, axis=1) - at
+    wins = (pos * (below + 0.5 * at)).sum(axis=1)
+    pairs = pos.sum(axis=1) * at.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1), np.nan)
+
+
 def interval(statistic, labels, *predictions, n: int = 1000, seed: int = 0, alpha: float = 0.05,
              indices=None, groups=None) -> tuple[float, float]:
     """(low, high) percentile interval of ``mean_k statistic(labels, predictions[k])``.
@@ -104,7 +145,23 @@ def interval(statistic, labels, *predictions, n: int = 1000, seed: int = 0, alph
     y = np.asarray(labels)
     preds = [np.asarray(p, dtype=np.float64) for p in predictions]
     idx = resamples(len(y), n, seed, groups) if indices is None else indices
-    return _percentiles([np.mean([statistic(y[i], p[i]) for p in preds]) for i in idx], alpha)
+    return _percentiles(np.mean([per_resample(statistic, y, p, idx) for p in preds], axis=0), alpha)
+
+
+def per_resample(statistic, labels, preds, indices, chunk: int = 200) -> np.ndarray:
+    """``statistic(labels[i], preds[i])`` for every resample ``i`` of ``indices``. AUC and average
+    precision (:func:`mammo_utils.metrics.auc`, ``pr_auc``) are computed for a chunk of resamples at
+    once (:func:`weighted_auc`, :func:`weighted_average_precision`): the same numbers, a hundred
+    times faster than one sklearn call each."""
+    from .. import metrics
+
+    y, p = np.asarray(labels), np.asarray(preds)
+    fast = {metrics.auc: weighted_auc, metrics.pr_auc: weighted_average_precision}.get(statistic)
+    if fast is None or not len(indices):
+        return np.array([statistic(y[i], p[i]) for i in indices], dtype=np.float64)
+    parts = [fast(y, p, np.stack([np.bincount(i, minlength=len(y)) for i in indices[k:k + chunk]]))
+             for k in range(0, len(indices), chunk)]
+    return np.concatenate(parts)
 
 
 def paired_difference(statistic, labels, preds_a, preds_b, n: int = 2000, seed: int = 0, alpha: float = 0.05,
@@ -123,12 +180,13 @@ def paired_difference(statistic, labels, preds_a, preds_b, n: int = 2000, seed: 
 
         raise UserError(f"a paired difference needs predictions of the same {len(y)} breasts on both sides")
 
-    def diff(i):
-        return np.mean([statistic(y[i], p[i]) for p in a]) - np.mean([statistic(y[i], p[i]) for p in b])
+    def diff(idx):
+        return (np.mean([per_resample(statistic, y, p, idx) for p in a], axis=0)
+                - np.mean([per_resample(statistic, y, p, idx) for p in b], axis=0))
 
     idx = resamples(len(y), n, seed, groups) if indices is None else indices
-    diffs = np.array([diff(i) for i in idx], dtype=np.float64)
+    diffs = diff(idx)
     finite = diffs[np.isfinite(diffs)]
     lo, hi = _percentiles(finite, alpha)
-    return {"diff": float(diff(np.arange(len(y)))), "ci_low": lo, "ci_high": hi, "resamples": int(len(finite)),
+    return {"diff": float(diff([np.arange(len(y))])[0]), "ci_low": lo, "ci_high": hi, "resamples": len(finite),
             "significant": bool(len(finite) and (lo > 0 or hi < 0))}
