@@ -304,3 +304,55 @@ def test_vectorised_auc_and_average_precision_equal_sklearn_on_every_resample():
         wrapped = bootstrap.interval(lambda a, b, f=fn: f(a, b), y, s, indices=idx)  # not the fast path
         assert bootstrap.interval(fn, y, s, indices=idx) == pytest.approx(wrapped, abs=1e-12)
     assert np.isnan(bootstrap.weighted_auc(np.ones(4), [.1, .2, .3, .4], np.ones((1, 4))))[0]
+
+
+def fake_run(sweep, name, combination, images: pd.DataFrame):
+    """A finished sweep run as compare reads it: its holdout image predictions at the OOF threshold 0.5."""
+    run = sweep / name
+    paths.train_dir(run, 0).mkdir(parents=True)
+    (run / "sweep_params.json").write_text(json.dumps({"combination": combination, "seed": 0, "params": {}}))
+    (run / "summary.json").write_text(json.dumps({"val_auc": 0.7, "val_pf1": 0.3, "val_pr_auc": 0.4}))
+    (paths.train_dir(run, 0) / "threshold.json").write_text(json.dumps({"threshold": 0.5, "aggregate": "mean"}))
+    paths.holdout_json(run).write_text(json.dumps({"fingerprint": "abc"}))
+    images.to_csv(paths.holdout_predictions_csv(run), index=False)
+
+
+def test_compare_matches_breasts_on_prediction_id_not_row_position(tmp_path):
+    """Recipe b lists its holdout images in another order than a: the paired figures must be those of
+    the same rows written in a's order (pairing by position would pair one woman's breast with another's)."""
+    from mammo_utils.judge import compare
+
+    rng = np.random.default_rng(0)
+    rows = [{"patient_id": f"P{k}", "laterality": side, "image_id": f"{k}{side}{v}", "cancer": int(k % 5 == 0 and side == "L")}
+            for k in range(40) for side in "LR" for v in (0, 1)]
+    images = pd.DataFrame(rows)
+    a = images.assign(pred=np.clip(0.3 * images.cancer + rng.random(len(images)) * 0.7, 0, 1))
+    b = images.assign(pred=np.clip(0.5 * images.cancer + rng.random(len(images)) * 0.5, 0, 1))
+    tables = {}
+    for case, b_rows in (("same order", b), ("shuffled", b.sample(frac=1, random_state=1))):
+        sweep = tmp_path / case.replace(" ", "_")
+        fake_run(sweep, "a_seed0", "a", a)
+        fake_run(sweep, "b_seed0", "b", b_rows)
+        runs = compare.collect(sweep)
+        tables[case] = (compare.combination_table(runs, sweep, None, n_boot=100).set_index("combination"),
+                        compare.paired_table(runs, sweep, None, "a", "sens_at_spec", n_boot=100),
+                        compare.paired_table(runs, sweep, None, "a", "auc", n_boot=100))
+    for same, shuffled in zip(tables["same order"], tables["shuffled"]):
+        pd.testing.assert_frame_equal(same, shuffled)
+    table, at_spec, _ = tables["shuffled"]
+    breasts = metrics_breasts(b)
+    assert table.loc["b", "holdout_sens_at_spec_seed_mean"] == screening.sensitivity_at_specificity(
+        breasts.cancer, breasts.pred, 0.889)
+    assert at_spec["diff"].iloc[0] == pytest.approx(table.loc["b", "holdout_sens_at_spec_seed_mean"]
+                                                    - table.loc["a", "holdout_sens_at_spec_seed_mean"])
+    assert at_spec.metric.tolist() == ["holdout_sens_at_spec_seed_mean"]
+    fake_run(tmp_path / "gap", "a_seed0", "a", a)
+    fake_run(tmp_path / "gap", "b_seed0", "b", b[b.patient_id != "P3"])
+    with pytest.raises(UserError, match="runs predicted different breasts .*P3_L, P3_R"):
+        compare.paired_table(compare.collect(tmp_path / "gap"), tmp_path / "gap", None, "a", "auc", n_boot=10)
+
+
+def metrics_breasts(images):
+    from mammo_utils import metrics
+
+    return metrics.aggregate_breasts(images)

@@ -12,10 +12,16 @@ One statistic per name, everywhere in this module, its tables and its figures:
 * ``auc``     ROC AUC of the per-breast probabilities, aggregated as each run trained (mean or max);
 * ``pr_auc``  average precision of the same probabilities;
 * ``pf1``     pF1 of the per-breast predictions binarized at the run's own threshold (its submission);
+* ``sens_at_spec`` sensitivity of the breasts at the lowest threshold that keeps specificity at the
+  BCSC radiologists' 88.9 % on them (a point of each run's ROC curve): recipes compared where a
+  screening programme would run them;
 * ``<target>_<stat>`` where target is ``holdout`` or ``test`` (the synthetic test set);
 * ``_seed_mean`` (combination tables): the mean of that statistic over the seeds of a combination.
   Its interval and the paired difference resample the same breasts for every seed, so the difference
   of two rows of the table is exactly the difference the paired table estimates.
+
+Runs are matched breast by breast on ``prediction_id`` (never by row position: two runs may list their
+breasts in different orders), and every resample draws *patients*, both breasts of each together.
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ import pandas as pd
 
 from .. import metrics, paths, tables
 from ..errors import UserError
-from .bootstrap import interval, paired_difference, resamples
+from .bootstrap import interval, paired_difference, patient_groups, resamples
+from .screening import sensitivity_at_specificity
 
 # statistic -> (the per-breast column it reads, the function)
-STATISTICS = {"auc": ("pred", metrics.auc), "pr_auc": ("pred", metrics.pr_auc), "pf1": ("binary", metrics.pfbeta)}
+STATISTICS = {"auc": ("pred", metrics.auc), "pr_auc": ("pred", metrics.pr_auc), "pf1": ("binary", metrics.pfbeta),
+              "sens_at_spec": ("pred", sensitivity_at_specificity)}
 
 
 def statistic(name: str):
@@ -134,6 +142,24 @@ def _variants(g: pd.DataFrame) -> list[str]:
     return list(g.variant) if "variant" in g else ["network"] * len(g)
 
 
+def aligned(breasts: list[pd.DataFrame], order: pd.Index | None = None) -> list[pd.DataFrame]:
+    """The runs' breasts in one order (``order``, else the first run's), matched on ``prediction_id``:
+    never by row position. Runs that predicted other breasts, or label one differently, are refused
+    in one line that names them."""
+    order = breasts[0].index if order is None else order
+    for b in breasts:
+        differ = sorted(set(order).symmetric_difference(b.index))
+        if differ:
+            raise UserError(f"runs predicted different breasts ({len(differ)}: {', '.join(map(str, differ[:10]))}): "
+                            f"compare runs of the same data and holdout")
+    out = [b.loc[order] for b in breasts]
+    labels = np.column_stack([b.cancer.to_numpy() for b in out])
+    relabelled = [str(i) for i in order[(labels != labels[:, :1]).any(axis=1)]]
+    if relabelled:
+        raise UserError(f"runs disagree on the label of breast(s) {', '.join(relabelled[:10])}: not the same data")
+    return out
+
+
 def holdout_fingerprint(run_dir) -> str | None:
     path = paths.holdout_json(run_dir)
     return json.loads(path.read_text()).get("fingerprint") if path.exists() else None
@@ -218,9 +244,9 @@ def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, s
         check_same_holdout(runs)
     rows = []
     for combo, g in runs.groupby("combination", sort=False):
-        breasts = [target_breasts(data, Path(sweep_dir) / r, target, v) for r, v in zip(g.run, _variants(g))]
+        breasts = aligned([target_breasts(data, Path(sweep_dir) / r, target, v) for r, v in zip(g.run, _variants(g))])
         y = breasts[0].cancer.to_numpy()
-        idx = resamples(len(y), n_boot, seed)
+        idx = resamples(len(y), n_boot, seed, patient_groups(breasts[0]))
         row = {"combination": combo, "control": bool(g.control.any()), "seeds": len(g), "runs": ", ".join(g.run)}
         for name, (col, fn) in STATISTICS.items():
             per_seed = np.array([fn(y, b[col].to_numpy()) for b in breasts])
@@ -243,7 +269,8 @@ def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, s
 def paired_table(runs: pd.DataFrame, sweep_dir, data, baseline: str | None = None, metric: str = "auc",
                  n_boot: int = 2000, seed: int = 0, target: str = "holdout") -> pd.DataFrame:
     """Each combination against ``baseline``: the difference of ``<target>_<metric>_seed_mean`` (the
-    combination table's column), with a paired bootstrap over the same breasts."""
+    combination table's column), with a paired bootstrap over the same patients (breasts matched on
+    ``prediction_id``)."""
     col, fn = statistic(metric)
     pre = prefix(target)
     if target == "holdout":
@@ -253,19 +280,21 @@ def paired_table(runs: pd.DataFrame, sweep_dir, data, baseline: str | None = Non
     if baseline not in combos:
         raise UserError(f"baseline {baseline!r} is not a combination of this sweep: {combos}")
 
-    def per_seed(combo):
+    def per_seed(combo, order=None):
         g = runs[runs.combination == combo]
-        breasts = [target_breasts(data, Path(sweep_dir) / r, target, v) for r, v in zip(g.run, _variants(g))]
-        return breasts[0].cancer.to_numpy(), [b[col].to_numpy() for b in breasts]
+        return aligned([target_breasts(data, Path(sweep_dir) / r, target, v) for r, v in zip(g.run, _variants(g))],
+                       order)
 
-    y, base = per_seed(baseline)
+    base = per_seed(baseline)
+    y, order, groups = base[0].cancer.to_numpy(), base[0].index, patient_groups(base[0])
     rows = []
     for combo in combos:
         if combo == baseline:
             continue
-        _, preds = per_seed(combo)
+        preds = [b[col].to_numpy() for b in per_seed(combo, order)]
         rows.append({"combination": combo, "baseline": baseline, "metric": f"{pre}_{metric}_seed_mean",
-                     **paired_difference(fn, y, preds, base, n_boot, seed)})
+                     **paired_difference(fn, y, preds, [b[col].to_numpy() for b in base], n_boot, seed,
+                                         groups=groups)})
     return pd.DataFrame(rows)
 
 
@@ -296,5 +325,6 @@ def headline_columns(target: str = "holdout") -> list[str]:
     """The columns of a combination table a reader looks at first."""
     pre = prefix(target)
     return ["combination", "control", "seeds", f"{pre}_auc_seed_mean", f"{pre}_auc_seed_mean_ci_low",
-            f"{pre}_auc_seed_mean_ci_high", f"{pre}_pf1_seed_mean", f"{pre}_pr_auc_seed_mean", "oof_auc_seed_mean",
+            f"{pre}_auc_seed_mean_ci_high", f"{pre}_pf1_seed_mean", f"{pre}_pr_auc_seed_mean",
+            f"{pre}_sens_at_spec_seed_mean", "oof_auc_seed_mean",
             "val_auc_seed_mean", "minutes_per_run"]
