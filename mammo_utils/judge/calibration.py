@@ -156,3 +156,8 @@ def judge(oof_breasts: pd.DataFrame, holdout_breasts: pd.DataFrame, recalibratio
         tables[recalibration] = reliability_table(target.cancer, mapped, bins)
     out["reliability"] = tables
     return out
+
+
+def summary_table(judged: dict) -> pd.DataFrame:
+    """The figures of :func:`judge` side by side: one column per set of probabilities (raw, recalibrated)."""
+    return pd.DataFrame({name: v for name, v in judged.items() if name not in ("judged_on", "reliability")})
