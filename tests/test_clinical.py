@@ -1,6 +1,7 @@
 """Operating points, the patient bootstrap, calibration, subgroups and the model card, on hand-made runs."""
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -356,3 +357,33 @@ def metrics_breasts(images):
     from mammo_utils import metrics
 
     return metrics.aggregate_breasts(images)
+
+
+def test_report_shows_the_model_card_and_mlflow_gets_it(tmp_path):
+    """report.html opens with the card, its tables rendered; the pipeline's tracking run receives it."""
+    from mammo_utils.workflow.model_card import write_model_card
+    from mammo_utils.workflow.pipeline import record_run
+    from mammo_utils.workflow.report import write_report
+
+    _, run = write_tiny_run(tmp_path)
+    html = write_report(run, ["05_evaluate"]).read_text()  # no executed notebook yet: the card alone
+    assert "Model card" not in html
+    write_model_card(run, n_boot=20)
+    html = write_report(run, ["05_evaluate"]).read_text()
+    assert "Model card: run" in html and "<td>23a</td>" in html and "Operating points" in html
+
+    class Recorder:
+        active, artifacts = True, []
+
+        def params(self, *a, **k): pass
+
+        def metrics(self, *a, **k): pass
+
+        def artifact(self, path, folder=None):
+            self.artifacts.append(Path(path).name)
+
+        def end(self, status="FINISHED"): pass
+
+    tracker = Recorder()
+    record_run(tracker, run, {}, {})
+    assert {"model_card.md", "model_card.json"} <= set(tracker.artifacts)

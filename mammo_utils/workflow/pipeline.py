@@ -276,7 +276,8 @@ def record_run(tracker, run: Path, plan: dict, summary: dict) -> None:
                 tracker.metrics({f"{name}_{k}_low": est[k][0], f"{name}_{k}_high": est[k][1]})
     tracker.metrics({f"seconds_{k}": v for k, v in summary.get("seconds", {}).items()})
     for path in (paths.summary_json(run), paths.evaluation_json(run), paths.report_html(run), paths.holdout_json(run),
-                 paths.oof_csv(run), paths.holdout_predictions_csv(run)):
+                 paths.oof_csv(run), paths.holdout_predictions_csv(run), paths.model_card_md(run),
+                 paths.model_card_json(run)):
         tracker.artifact(path)
     tracker.artifact(paths.notebooks_dir(run), "notebooks")
     for threshold in sorted(paths.train_root(run).glob(f"*/{paths.THRESHOLD}")):

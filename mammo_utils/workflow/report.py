@@ -2,7 +2,8 @@
 
 Both are made from the executed notebooks (papermill's copies in ``<run>/notebooks/``), so they show
 exactly what the notebooks showed: ``<run>/notebooks/NN_name_figK.png`` beside each notebook, and
-``<run>/report.html`` with every executed notebook in order.
+``<run>/report.html`` with every executed notebook in order, after the run's model card
+(``<run>/model_card.md``, written by notebook 05) when it has one.
 """
 from __future__ import annotations
 
@@ -33,13 +34,17 @@ def save_figures(executed: Path) -> list[Path]:
 
 
 def write_report(run, names) -> Path:
-    """``<run>/report.html``: the executed notebooks ``names`` (those that exist), one after another,
-    with a heading each; images are embedded, so the file stands alone."""
+    """``<run>/report.html``: the run's model card first (when notebook 05 wrote one), then the executed
+    notebooks ``names`` (those that exist), one after another, with a heading each; images are
+    embedded, so the file stands alone."""
     import nbformat
     from nbconvert import HTMLExporter
 
     run = Path(run)
     combined = nbformat.v4.new_notebook()
+    card = paths.model_card_md(run)
+    if card.exists():
+        combined.cells.append(nbformat.v4.new_markdown_cell(f"<a id='model_card'></a>\n\n{card.read_text(encoding='utf-8')}"))
     for name in names:
         executed = paths.notebooks_dir(run) / f"{name}.ipynb"
         if not executed.exists():
