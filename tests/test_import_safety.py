@@ -32,15 +32,19 @@ def digest(root, skip=None) -> dict:
             if os.path.islink(p):
                 out[p] = "link:" + os.readlink(p)
             elif os.path.isfile(p):
-                out[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+                with open(p, "rb") as f:
+                    out[p] = hashlib.sha256(f.read()).hexdigest()
             else:
                 out[p] = "dir"
     return out
 
 
 def one_error_line(capsys, *needles) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    """The one ``error:`` line, last on stderr (after any progress bar), and no traceback."""
+    text = capsys.readouterr().err
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in text and len(errors) == 1 and text.strip().endswith(errors[0]), text
+    err = errors[0]
     for n in needles:
         assert n in err, (n, err)
     return err
@@ -171,7 +175,7 @@ def test_out_naming_a_file_is_one_line(vindr_src, tmp_path, capsys):
 
 
 def test_rerun_into_an_earlier_import_of_the_same_source_is_idempotent(vindr_src, tmp_path, capsys):
-    src, truth = vindr_src
+    src, _ = vindr_src
     out = tmp_path / "out"
     import_dataset("vindr", src, out, jobs=1, progress=False)
     (out / "my_notes.txt").write_text("notes beside the import")

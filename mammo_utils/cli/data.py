@@ -26,6 +26,9 @@ def _import_dataset(a) -> int:
     print(f"{a.dataset}: {c['images']} images of {c['patients']} patients ({c['cancer_breasts']} of {c['breasts']} "
           f"breasts cancer), {c['lesion_boxes']} lesion boxes, {c['skipped']} file(s) skipped -> {a.out}")
     print(f"label: {record['label']}: {record['label_mapping']}")
+    if c["duplicate_images_dropped"]:
+        print(f"duplicates: {c['duplicate_images_dropped']} image(s) not imported, each the same image as one kept; "
+              f"{c['patients_linked_by_duplicates']} patients linked (kept on one side of every split)")
     for note in record["notes"]:
         print(f"found: {note}")
     for s in record["skipped"][:10]:
@@ -40,9 +43,12 @@ def _import_dataset(a) -> int:
 def _combine(a) -> int:
     from ..datasets import combine
 
-    record = combine(a.folders, a.out, copy=a.copy)
+    record = combine(a.folders, a.out, copy=a.copy, jobs=a.jobs)
     for source, c in record["counts"].items():
         print(f"{source}: {c['images']} images, {c['patients']} patients, {c['cancer_images']} cancer images")
+    if record["duplicate_images_dropped"]:
+        print(f"duplicates: {record['duplicate_images_dropped']} image(s) not combined, each the same image as one "
+              f"kept: see {Path(a.out) / 'import.json'}")
     print(f"-> {a.out}")
     return 0
 
@@ -84,4 +90,5 @@ def register(command) -> None:
     s.add_argument("folders", nargs="+", metavar="FOLDER", help="imported datasets or RSNA-layout folders")
     s.add_argument("--out", required=True, help="folder to write (links to the parts' images)")
     s.add_argument("--copy", action="store_true", help="copy the DICOMs instead of linking them")
+    s.add_argument("--jobs", type=jobs_arg, default=-1, help="header-reading processes (-1: all CPUs)")
     s.set_defaults(func=_combine)

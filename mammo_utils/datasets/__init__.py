@@ -12,15 +12,8 @@ from pathlib import Path
 from ..errors import UserError
 from . import cbis, cmmd, inbreast, mias, vindr
 from .combine import combine
-from .common import (
-    IMPORT_JSON,
-    LESION_COLUMNS,
-    LESIONS_CSV,
-    check_destination,
-    check_out,
-    read_lesions,
-    write_import,
-)
+from .common import LESION_COLUMNS, LESIONS_CSV, read_lesions, write_import
+from .destination import IMPORT_JSON, check_destination, check_out
 
 IMPORTERS = {"vindr": vindr, "cbis-ddsm": cbis, "cmmd": cmmd, "inbreast": inbreast, "mias": mias}
 __all__ = ["IMPORTERS", "IMPORT_JSON", "LESIONS_CSV", "LESION_COLUMNS", "combine", "import_dataset", "labels",
@@ -48,7 +41,7 @@ def import_dataset(name: str, src, out, copy: bool = False, label: str | None = 
     if label not in module.LABELS:
         raise UserError(f"--label {label!r} is not a {name} mapping; choose from: "
                         + "; ".join(f"{k} ({v})" for k, v in module.LABELS.items()))
-    kwargs = {"jobs": jobs, "progress": progress} if name in ("cbis-ddsm", "cmmd", "mias") else {}
+    kwargs = {"jobs": jobs, "progress": progress}
     if name == "mias":
         kwargs.update(out=out, prior=prior)
     imported = module.load(src, label, **kwargs)

@@ -4,7 +4,9 @@ The CSVs' file paths do not match the disk, so files are found by their per-view
 (``Mass-Training_P_00001_LEFT_CC``) or, when NBIA's ``metadata.csv`` is there, by series UID. Each
 abnormality folder (``..._LEFT_CC_1``) holds the ROI mask and the cropped lesion, their CSV columns
 sometimes swapped: the mask is the file with the full image's shape, whatever its column says.
-Headers are read (in parallel) only to tell them apart; mask pixels only for their boxes.
+Headers are read (in parallel, no pixel decoded) to tell them apart, to check that each file is whole
+and to find duplicates (the same mammogram under a ``Mass-`` and a ``Calc-`` folder is imported once,
+its lesions merged); mask pixels only for their boxes.
 """
 from __future__ import annotations
 
@@ -29,24 +31,11 @@ from .common import (
     strip_cells,
     unsafe_ids,
 )
+from .headers import header_facts
 
 LABELS = {"malignant": "cancer = pathology MALIGNANT; BENIGN and BENIGN_WITHOUT_CALLBACK are benign"}
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$", re.IGNORECASE)
-
-
-def _shape(path: str):
-    """(rows, columns) from the header, or the reason it cannot be read."""
-    from ..dicom import DicomReadError
-    from ..dicom.dataset import open_dataset
-
-    try:
-        ds = open_dataset(path, stop_before_pixels=True)
-        return int(ds.Rows), int(ds.Columns)
-    except DicomReadError as exc:
-        return exc.reason
-    except (AttributeError, TypeError, ValueError) as exc:
-        return f"no image size in the header ({exc})"
 
 
 def _mask_box(path: str):
@@ -154,7 +143,8 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
                  for f in candidates(getattr(r, c), folder)} | {str(f) for f in folders.get(folder.upper(), [])}
         abnormal[r.Index] = sorted(files)
     to_read = sorted(set(map(str, full.values())) | {f for fs in abnormal.values() for f in fs})
-    shapes = dict(zip(to_read, parallel_map(_shape, to_read, jobs, "headers", progress)))
+    facts = dict(zip(to_read, parallel_map(header_facts, to_read, jobs, "headers", progress)))
+    shapes = {f: v if isinstance(v, str) else (v["rows"], v["columns"]) for f, v in facts.items()}
     masks, rescale = {}, {}
     for i, files in abnormal.items():
         r = rows.loc[i]
@@ -198,7 +188,8 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
             "BIRADS": birads, "implant": 0,
             "density": DENSITY_LETTERS.get(str(first[density_col]).split(".")[0], "") if density_col else "",
             "machine_id": None, "difficult_negative_case": pd.NA,
-            "official_split": "train" if first.split == "train" else "test", "src": path})
+            "official_split": "train" if first.split == "train" else "test", "src": path,
+            "facts": facts[str(path)]})
         image_id = imp.rows[-1]["image_id"]
         for i, r in group.iterrows():
             box = boxes.get(masks.get(i))

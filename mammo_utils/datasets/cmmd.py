@@ -20,51 +20,75 @@ from .common import (
     require_columns,
     strip_cells,
 )
+from .headers import header_facts
 
 LABELS = {"malignant": "cancer = the breast's clinical row says Malignant; Benign rows and imaged breasts "
                        "without a row are 0 (those are normal, not biopsy-verified)"}
 PATIENT = re.compile(r"^D\d-\d+$", re.IGNORECASE)
 SHEETS = ["CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv", "CMMD_clinicaldata.xlsx"]
+CLINICAL_COLUMNS = {"ID1", "LeftRight", "classification"}
 VIEWS = {"cranio-caudal": "CC", "medio-lateral oblique": "MLO", "medio-lateral": "ML", "latero-medial": "LM",
          "cranio-caudal exaggerated laterally": "XCCL", "cc": "CC", "mlo": "MLO"}
 
 
-def _side_view(path: str):
-    """(laterality, view) from the header, or the reason they are not there."""
-    from ..dicom import DicomReadError
-    from ..dicom.dataset import open_dataset
-
-    try:
-        ds = open_dataset(path, stop_before_pixels=True)
-    except DicomReadError as exc:
-        return exc.reason
-    side = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()[:1]
-    view = ""
-    seq = ds.get("ViewCodeSequence")
-    if seq:
-        view = VIEWS.get(str(seq[0].get("CodeMeaning", "")).strip().lower(), "")
-    view = view or VIEWS.get(str(ds.get("ViewPosition") or "").strip().lower(), str(ds.get("ViewPosition") or ""))
-    if side not in ("L", "R"):
+def _side_view(facts):
+    """(laterality, view) from a file's header facts (:func:`~.headers.header_facts`), or the reason they
+    are not there (or the file's own problem)."""
+    if isinstance(facts, str):
+        return facts
+    view = VIEWS.get(facts["view_meaning"], "") or VIEWS.get(facts["view_position"].lower(), facts["view_position"])
+    if facts["laterality"] not in ("L", "R"):
         return "no ImageLaterality (or Laterality) L/R in the header"
     if not view:
         return "no view in ViewCodeSequence or ViewPosition"
-    return side, view.upper()
+    return facts["laterality"], view.upper()
 
 
-def _clinical(src: Path) -> tuple[pd.DataFrame, Path]:
+def _clinical(src: Path, notes: list) -> tuple[pd.DataFrame, Path]:
+    """The clinical sheet: the workbook, or (when it cannot be read, as happens with
+    ``pd.read_excel``) a CSV export of it found anywhere below ``src``."""
     path = find_one(src, SHEETS, "CMMD's clinical sheet")
+    if path.suffix.lower() == ".csv":
+        return _sheet_csv(path), path
     try:
-        df = pd.read_excel(path, dtype=str) if path.suffix.lower() == ".xlsx" else pd.read_csv(path, dtype=str)
+        df = strip_cells(pd.read_excel(path, dtype=str))
+        require_columns(df, CLINICAL_COLUMNS, path)
+        return df, path
     except ImportError as exc:
-        raise UserError(f"{path}: reading .xlsx needs openpyxl ({exc}); pip install openpyxl") from None
-    df = strip_cells(df)
-    require_columns(df, {"ID1", "LeftRight", "classification"}, path)
-    return df, path
+        why = f"reading .xlsx needs openpyxl ({exc})"
+    except UserError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+    except Exception as exc:  # noqa: BLE001 - a corrupt workbook fails in many ways (zip, XML, styles)
+        why = f"{type(exc).__name__}: {exc}".strip()
+    export = next((p for p in find_all(src, lambda p: p.suffix.lower() == ".csv") if _has_columns(p)), None)
+    if export is None:
+        raise UserError(f"{path}: cannot be read as a workbook ({why}); export the sheet as CSV (columns "
+                        f"{', '.join(sorted(CLINICAL_COLUMNS))}) and put the .csv anywhere below {src}")
+    notes.append(f"{path.name} cannot be read ({why}): used its CSV export {export}")
+    return _sheet_csv(export), export
+
+
+def _sheet_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = strip_cells(pd.read_csv(path, dtype=str, sep=None, engine="python", encoding_errors="replace"))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({exc})") from None
+    require_columns(df, CLINICAL_COLUMNS, path)
+    return df
+
+
+def _has_columns(path: Path) -> bool:
+    """True for a CSV whose header has the clinical sheet's columns (a CSV export of the workbook)."""
+    try:
+        header = pd.read_csv(path, nrows=0, sep=None, engine="python", encoding_errors="replace").columns
+    except Exception:  # noqa: BLE001 - any unreadable CSV is simply not the export
+        return False
+    return CLINICAL_COLUMNS <= {str(c).strip() for c in header}
 
 
 def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Imported:
-    clinical, sheet = _clinical(src)
     imp = Imported(rows=[], label=LABELS[label] + "; age from the clinical sheet; no BI-RADS or density")
+    clinical, sheet = _clinical(src, imp.notes)
     files = []
     for p in find_all(src, lambda p: p.suffix.lower() == ".dcm"):
         patient = next((part for part in p.relative_to(src).parts[:-1] if PATIENT.match(part)), None)
@@ -74,12 +98,13 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
             files.append((patient, p))
     if not files:
         raise UserError(f"{src}: expected DICOM files in CMMD/<ID1>/.../1-1.dcm (ID1 like D1-0001) below this folder")
-    found = parallel_map(_side_view, [p for _, p in files], jobs, "headers", progress)
+    facts = parallel_map(header_facts, [p for _, p in files], jobs, "headers", progress)
     labels = {(r.ID1, str(r.LeftRight).upper()[:1]): str(r.classification).strip().lower()
               for r in clinical.itertuples()}
     ages = clinical.groupby("ID1").Age.first() if "Age" in clinical else pd.Series(dtype=str)
     seen = {}
-    for (patient, path), result in zip(files, found):
+    for (patient, path), fact in zip(files, facts):
+        result = _side_view(fact)
         if isinstance(result, str):
             imp.skip(path, result)
             continue
@@ -92,7 +117,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
             "site_id": "", "patient_id": patient, "image_id": image_id, "laterality": side, "view": view,
             "age": pd.to_numeric(ages.get(patient), errors="coerce"), "cancer": int(finding == "malignant"),
             "biopsy": int(bool(finding)), "invasive": pd.NA, "BIRADS": pd.NA, "implant": 0, "density": "",
-            "machine_id": None, "difficult_negative_case": pd.NA, "official_split": "", "src": path})
+            "machine_id": None, "difficult_negative_case": pd.NA, "official_split": "", "src": path, "facts": fact})
     imaged = {(r["patient_id"], r["laterality"]) for r in imp.rows}
     without_row = len(imaged - set(labels))
     not_imaged = sorted(set(labels) - imaged)

@@ -7,18 +7,17 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .common import (
+from .common import LESIONS_CSV, TRAIN_COLUMNS, read_lesions
+from .destination import (
     IMPORT_JSON,
-    LESIONS_CSV,
-    TRAIN_COLUMNS,
     check_destination,
     check_free,
     check_out,
     place,
-    read_lesions,
     write_csv,
     write_json,
 )
+from .headers import header_facts
 
 
 def source_name(folder: Path, df: pd.DataFrame) -> pd.Series:
@@ -29,9 +28,24 @@ def source_name(folder: Path, df: pd.DataFrame) -> pd.Series:
     return df.source.fillna("").replace("", default)
 
 
-def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
+def without_duplicates(table: pd.DataFrame, lesions: pd.DataFrame, jobs: int = -1, progress: bool = True) -> tuple:
+    """``(table, lesions, report)`` with one image of each group of duplicates, within and across sources
+    (:mod:`.duplicates`); a source's own ``duplicate_group`` is kept, joined with the links found here."""
+    from .common import breast_level, parallel_map
+    from .duplicates import merge_duplicates
+
+    facts = parallel_map(header_facts, [str(s) for s in table.src], jobs, "headers", progress)
+    facts = [f if isinstance(f, dict) else {} for f in facts]  # a file a part could not read is kept, unchecked
+    table = table.assign(duplicate_group=[f"{s}-{g}" if isinstance(g, str) and g.strip() else "" for s, g in
+                                          zip(table.source, table.get("duplicate_group", pd.Series(index=table.index)))])
+    rows, merged, report = merge_duplicates(table.to_dict("records"), lesions.to_dict("records"), facts)
+    return breast_level(pd.DataFrame(rows, columns=table.columns)), pd.DataFrame(merged, columns=lesions.columns), report
+
+
+def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int = -1) -> dict:
     """``out`` = every folder's training images, ids prefixed ``<source>-`` so two datasets never share a
-    patient or an image id, with their lesion boxes; the record is also ``out/import.json``."""
+    patient or an image id, with their lesion boxes, each image once (duplicates found across sources);
+    the record is also ``out/import.json``."""
     from ..progress import bar
     from ..tables import read_table
 
@@ -65,6 +79,7 @@ def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
     missing = [str(s) for s in table.src if not Path(s).exists()]
     if missing:
         raise UserError(f"{len(missing)} image(s) listed in the tables are not on disk, e.g. {missing[:2]}")
+    table, lesions, duplicates = without_duplicates(table, pd.concat(lesions, ignore_index=True), jobs, progress)
     pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(table.src, table.patient_id, table.image_id)]
     check_free(pairs, copy, prior)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +87,12 @@ def combine(folders, out, copy: bool = False, progress: bool = True) -> dict:
     for src_file, dst in bar(pairs, desc="linking" if not copy else "copying", unit="file", disable=not progress):
         place(src_file, dst, copy, made, prior)
     write_csv(table.drop(columns=["src"]), paths.split_csv(out, "train"))
-    write_csv(pd.concat(lesions, ignore_index=True), out / LESIONS_CSV)
+    write_csv(lesions, out / LESIONS_CSV)
     per_source = table.groupby("source").agg(images=("image_id", "size"), patients=("patient_id", "nunique"),
                                               cancer_images=("cancer", "sum"))
     record = {"combined": {name: str(Path(f).resolve()) for name, f in seen.items()},
               "files": "copied" if copy else "linked",
-              "counts": {s: {k: int(v) for k, v in row.items()} for s, row in per_source.iterrows()}}
+              "counts": {s: {k: int(v) for k, v in row.items()} for s, row in per_source.iterrows()},
+              "duplicate_images_dropped": sum(len(g["dropped"]) for g in duplicates), "duplicates": duplicates}
     write_json(record, out / IMPORT_JSON)
     return record

@@ -7,10 +7,8 @@ in stored-image pixels, the files it skipped and why, and what it found that a u
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,11 +18,11 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
+from .destination import IMPORT_JSON, Prior, check_free, place, write_csv, write_json
 
 TRAIN_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
-                 "BIRADS", "implant", "density", "machine_id", "difficult_negative_case", "source", "official_split"]
+                 "BIRADS", "implant", "density", "machine_id", "difficult_negative_case", "source", "official_split", "duplicate_group"]
 LESION_COLUMNS = ["image_id", "x0", "y0", "x1", "y1", "finding", "pathology"]
-IMPORT_JSON = "import.json"
 LESIONS_CSV = "lesions.csv"
 DENSITY_LETTERS = {"1": "A", "2": "B", "3": "C", "4": "D", "A": "A", "B": "B", "C": "C", "D": "D"}
 # RSNA's BIRADS column is a screening outcome, not the BI-RADS scale: 0 = recalled, 1 = negative,
@@ -52,20 +50,6 @@ class Imported:
         """A table row left out, named by its file, spreadsheet row number (header = 1), column and value."""
         self.skipped.append({"file": str(file), "row": int(row), "column": column, "value": str(value),
                              "reason": reason})
-
-
-@dataclass
-class Prior:
-    """What an earlier import of the same source wrote into ``--out``: the only files a rerun may replace."""
-
-    files: set = field(default_factory=set)   # str paths of its images
-    mode: str = ""                            # "linked", "copied" or "written"
-
-    def owns(self, path: Path) -> bool:
-        """True when ``path`` is one of the earlier import's images, of the kind it made (a link or a file)."""
-        if str(path) not in self.files:
-            return False
-        return os.path.islink(path) == (self.mode == "linked")
 
 
 def unsafe_ids(df: pd.DataFrame, columns, file, imp: Imported, rows: pd.Series | None = None) -> pd.Series:
@@ -128,27 +112,6 @@ def require_columns(df: pd.DataFrame, need, path) -> None:
         raise UserError(f"{path}: expected column(s) {missing}; found {list(df.columns)}")
 
 
-def is_dicom(path: Path) -> str | None:
-    """None when ``path`` looks like a DICOM file (the 'DICM' magic, or a header pydicom reads), else why not."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except FileNotFoundError:
-        return "file not found"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    if len(head) == 132 and head[128:] == b"DICM":
-        return None
-    from ..dicom import DicomReadError
-    from ..dicom.dataset import open_dataset
-
-    try:
-        open_dataset(path, stop_before_pixels=True)
-        return None
-    except DicomReadError as exc:
-        return exc.reason
-
-
 def clean_box(imp: Imported, x0, y0, x1, y1, width=None, height=None) -> tuple | None:
     """A lesion box with its corners ordered and clamped to the image (``width`` x ``height`` when known), or
     None when nothing of it is left (no area); what was done is counted in ``imp.box_fixes``."""
@@ -195,89 +158,6 @@ def breast_level(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def check_destination(src: Path, out: Path) -> None:
-    """Refuse a destination inside the source (the source is never written to) or the source itself."""
-    src, out = Path(src).resolve(), Path(out).resolve()
-    if out == src or src in out.parents:
-        raise UserError(f"--out {out} is inside the source folder {src}; the source is never written to: "
-                        f"choose a folder outside it")
-
-
-def check_out(out: Path, same, what: str) -> Prior:
-    """``--out`` may be new, empty, or an earlier import of the same source (``same(record)`` is true for its
-    ``import.json``); anything else is a user's folder and one UserError says so before anything is written.
-    Returns the earlier import's images: the only files a rerun may replace."""
-    out = Path(out)
-    if os.path.lexists(out) and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; give a new or empty folder to write into")
-    if not out.exists() or not any(out.iterdir()):
-        return Prior()
-    try:
-        record = json.loads((out / IMPORT_JSON).read_text())
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict) or not same(record):
-        held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
-        raise UserError(f"--out {out} already holds files ({held}, ...) and is not an earlier import of {what}; "
-                        f"nothing was written: choose a new or empty folder")
-    try:
-        table = pd.read_csv(paths.split_csv(out, "train"), dtype=str, usecols=["patient_id", "image_id"])
-    except (OSError, ValueError):
-        table = pd.DataFrame(columns=["patient_id", "image_id"])
-    files = {str(paths.dicom_path(out, "train", p, i)) for p, i in zip(table.patient_id, table.image_id)
-             if paths.id_problem(p) is None and paths.id_problem(i) is None}
-    return Prior(files=files, mode=str(record.get("files", "")))
-
-
-def up_to_date(src_file: Path, dst_file: Path, copy: bool) -> bool:
-    """True when ``dst_file`` already is what :func:`place` would make of ``src_file`` (a rerun leaves it)."""
-    if not os.path.lexists(dst_file):
-        return False
-    if not copy:
-        return dst_file.is_symlink() and Path(os.readlink(dst_file)) == src_file
-    return not dst_file.is_symlink() and dst_file.stat().st_size == src_file.stat().st_size \
-        and dst_file.stat().st_mtime >= src_file.stat().st_mtime
-
-
-def check_free(pairs, copy: bool, prior: Prior) -> None:
-    """One UserError, before anything is written, when a destination holds a file this import did not make
-    (a user's file is never replaced, whatever its name) or is the source file itself."""
-    taken = [dst for src_file, dst in pairs if os.path.lexists(dst) and not up_to_date(Path(src_file).resolve(), dst, copy)
-             and (not prior.owns(dst) or (not dst.is_symlink() and dst.exists() and os.path.samefile(dst, src_file)))]
-    if taken:
-        raise UserError(f"{len(taken)} file(s) where the import would write are not its own earlier output, e.g. "
-                        f"{taken[0]}; nothing was replaced: move them away or choose a new folder")
-
-
-def place(src_file: Path, dst_file: Path, copy: bool, made: set | None = None, prior: Prior | None = None) -> None:
-    """``dst_file`` as a symbolic link to ``src_file`` (or a copy); a rerun leaves a correct one alone.
-    Only ``prior``'s files (the same import's earlier output) are ever replaced.
-    ``made``: folders already created in this run (one mkdir per patient, not per image)."""
-    src_file = Path(src_file).resolve()
-    if os.path.lexists(dst_file):
-        if up_to_date(src_file, dst_file, copy):
-            return
-        check_free([(src_file, dst_file)], copy, prior or Prior())
-        dst_file.unlink()
-    if made is None or dst_file.parent not in made:
-        dst_file.parent.mkdir(parents=True, exist_ok=True)
-        if made is not None:
-            made.add(dst_file.parent)
-    if copy:
-        tmp = dst_file.with_name(dst_file.name + ".part")
-        shutil.copy2(src_file, tmp)
-        os.replace(tmp, dst_file)
-    else:
-        os.symlink(src_file, dst_file)
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write through a temporary file, so an interrupted import never leaves half a table."""
-    tmp = path.with_name(path.name + ".part")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def table_of(imp: Imported, source: str) -> pd.DataFrame:
     """The RSNA training table of an import (one row per image, breast-level labels, known columns first)."""
     df = pd.DataFrame(imp.rows)
@@ -287,13 +167,6 @@ def table_of(imp: Imported, source: str) -> pd.DataFrame:
     for c in TRAIN_COLUMNS:
         if c not in df:
             df[c] = pd.NA
-    for col in ("patient_id", "image_id"):  # every importer checks its ids; this catches what one missed
-        problems = df[col].map(paths.id_problem)
-        for i in problems.index[problems.notna()]:
-            imp.skip(df.at[i, "src"], f"{col} {df.at[i, col]!r} cannot name a file: {problems[i]}")
-        df = df[problems.isna()]
-    if df.empty:
-        raise UserError(f"{source}: no image could be imported ({len(imp.skipped)} skipped; see import.json)")
     dup = df.image_id.duplicated(keep=False)
     if dup.any():
         raise UserError(f"{source}: image ids repeat after import: {sorted(set(df.image_id[dup]))[:3]}")
@@ -302,11 +175,29 @@ def table_of(imp: Imported, source: str) -> pd.DataFrame:
                                                    kind="stable").reset_index(drop=True)
 
 
-def write_json(record: dict, path: Path) -> None:
-    """Write through a temporary file (never through a link that stands at ``path``)."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
+def drop_unsafe_rows(imp: Imported) -> None:
+    """Every importer checks the ids of its tables' rows; this catches an id one built from elsewhere."""
+    kept = []
+    for r in imp.rows:
+        problem = next(((c, p) for c in ("patient_id", "image_id") if (p := paths.id_problem(r[c]))), None)
+        if problem:
+            imp.skip(r["src"], f"{problem[0]} {r[problem[0]]!r} cannot name a file: {problem[1]}")
+        else:
+            kept.append(r)
+    imp.rows = kept
+
+
+def merge_duplicates(imp: Imported) -> list[dict]:
+    """Keep one image of each group of duplicates (see :mod:`.duplicates`); returns the report."""
+    from .duplicates import merge_duplicates as merge
+
+    facts = [r.pop("facts", None) or {} for r in imp.rows]
+    imp.rows, imp.lesions, report = merge(imp.rows, imp.lesions, facts)
+    if report:
+        n = sum(len(g["dropped"]) for g in report)
+        imp.notes.append(f"{n} duplicate image(s) not imported, each the same image as one kept "
+                         f"(SOPInstanceUID or stored pixels; lesions merged): see 'duplicates' in import.json")
+    return report
 
 
 def warn_skipped_rows(imp: Imported, source: str) -> None:
@@ -325,6 +216,8 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
     from ..progress import bar
 
     out, prior = Path(out), prior or Prior()
+    drop_unsafe_rows(imp)
+    duplicates = merge_duplicates(imp)
     df = table_of(imp, source)
     out.mkdir(parents=True, exist_ok=True)
     if not imp.written:
@@ -345,9 +238,11 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
         "counts": {"images": len(df), "patients": int(df.patient_id.nunique()), "breasts": len(breasts),
                    "cancer_breasts": int(breasts.sum()), "cancer_images": int(df.cancer.sum()),
                    "lesion_boxes": len(lesions), "lesion_boxes_fixed": dict(sorted(imp.box_fixes.items())),
+                   "duplicate_images_dropped": sum(len(g["dropped"]) for g in duplicates),
+                   "patients_linked_by_duplicates": int(df.patient_id[df.duplicate_group.fillna("") != ""].nunique()),
                    "skipped": len(imp.skipped),
                    "official_split": {str(k): int(v) for k, v in df.official_split.fillna("").value_counts().items()}},
-        "notes": imp.notes, "skipped": imp.skipped,
+        "notes": imp.notes, "skipped": imp.skipped, "duplicates": duplicates,
     }
     write_json(record, out / IMPORT_JSON)
     warn_skipped_rows(imp, source)

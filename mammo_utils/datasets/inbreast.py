@@ -21,10 +21,11 @@ from .common import (
     age_years,
     find_all,
     find_one,
-    is_dicom,
+    parallel_map,
     require_columns,
     strip_cells,
 )
+from .headers import header_facts
 
 LABELS = {
     "4c": "cancer = BI-RADS 4c, 5 or 6 (common practice; INbreast has no per-image pathology)",
@@ -52,7 +53,7 @@ def roi_boxes(path: Path) -> list[dict]:
     return out
 
 
-def load(src: Path, label: str) -> Imported:
+def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Imported:
     csv = find_one(src, "INbreast.csv", "INbreast's INbreast.csv (semicolon-separated)")
     table = strip_cells(pd.read_csv(csv, sep=";", dtype=str, encoding_errors="replace"))
     require_columns(table, {"File Name", "Bi-Rads"}, csv)
@@ -69,16 +70,19 @@ def load(src: Path, label: str) -> Imported:
     if not files:
         raise UserError(f"{src}: expected AllDICOMs/<File Name>_<hash>_MG_<L|R>_<CC|ML>_ANON.dcm below this folder")
     xmls = {p.stem: p for p in find_all(src, lambda p: p.suffix.lower() == ".xml")}
-    mismatched = 0
+    mismatched, listed = 0, []
     for r in table.to_dict("records"):
         name = r["File Name"]
         if name not in files:
             imp.skip(f"AllDICOMs/{name}_*_ANON.dcm", f"{csv.name} lists File Name {name}; no such DICOM file")
-            continue
+        else:
+            listed.append(r)
+    facts = parallel_map(header_facts, [files[r["File Name"]][0] for r in listed], jobs, "headers", progress)
+    for r, fact in zip(listed, facts):
+        name = r["File Name"]
         path, m = files[name]
-        reason = is_dicom(path)
-        if reason:
-            imp.skip(path, reason)
+        if isinstance(fact, str):
+            imp.skip(path, fact)
             continue
         side, view = m.group(3).upper(), m.group(4).upper()
         view = "MLO" if view == "ML" else view
@@ -91,7 +95,7 @@ def load(src: Path, label: str) -> Imported:
             "age": age_years(r.get("Patient age")), "cancer": int(birads in MALIGNANT[label]), "biopsy": pd.NA,
             "invasive": pd.NA, "BIRADS": RSNA_BIRADS.get(birads, pd.NA), "implant": 0,
             "density": DENSITY_LETTERS.get(str(r.get("ACR", "")).strip(), ""), "machine_id": None,
-            "difficult_negative_case": pd.NA, "official_split": "", "src": path})
+            "difficult_negative_case": pd.NA, "official_split": "", "src": path, "facts": fact})
         if name in xmls:
             try:
                 boxes = roi_boxes(xmls[name])

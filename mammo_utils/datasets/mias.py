@@ -6,6 +6,7 @@ count from the bottom-left corner, so the image row is ``height - y``.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -15,7 +16,8 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .common import Imported, Prior, clean_box, find_all, parallel_map
+from .common import Imported, clean_box, find_all, parallel_map
+from .destination import Prior
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
 LINE = re.compile(r"^mdb\d{3}\b", re.IGNORECASE)
@@ -40,7 +42,8 @@ def _number(text) -> float | None:
 
 
 def wrap_pgm(task: str) -> str | tuple:
-    """Write one PGM as DICOM (pixels unchanged); returns (height, width) or the reason it failed.
+    """Write one PGM as DICOM (pixels unchanged); returns (height, width, SHA-1 of the pixels) or the reason
+    it failed.
 
     ``task`` is ``"<pgm>|<dcm>|<patient>|<side>"``; an up-to-date DICOM is left alone (reruns)."""
     import cv2
@@ -52,15 +55,16 @@ def wrap_pgm(task: str) -> str | tuple:
     img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
     if img is None or img.ndim != 2:
         return "not a readable grayscale PGM"
+    digest = hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
-        return img.shape
+        return (*img.shape, digest)
     bits = 8 if img.dtype == np.uint8 else 16
     attrs = {"PatientID": patient, "ImageLaterality": side, "Laterality": side, "ViewPosition": "MLO",
              "BitsStored": bits, "SOPInstanceUID": make_uid("mias", src.stem),
              "StudyInstanceUID": make_uid("mias-study", patient), "SeriesInstanceUID": make_uid("mias-series", src.stem),
              "Modality": "MG", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2"}
     write_dicom(dst, img, attrs)  # through a temporary file: a killed import leaves no half file
-    return img.shape
+    return (*img.shape, digest)
 
 
 def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True, prior: Prior | None = None) -> Imported:
@@ -93,13 +97,13 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
         if isinstance(shape, str):
             imp.skip(pgms[ref], shape)
             continue
-        h, w = shape
+        h, w, digest = shape
         severities = set(group.severity) - {""}
         imp.rows.append({
             "site_id": "", "patient_id": patient, "image_id": ref, "laterality": side, "view": "MLO", "age": None,
             "cancer": int("M" in severities), "biopsy": pd.NA, "invasive": pd.NA, "BIRADS": pd.NA, "implant": 0,
             "density": "", "machine_id": None, "difficult_negative_case": pd.NA, "official_split": "",
-            "src": pgms[ref]})
+            "src": pgms[ref], "facts": {"pixel_key": digest, "pixel_hash": digest}})
         for r in group.itertuples():
             if pd.isna(r.x) or pd.isna(r.y):
                 continue  # NORM, or spread calcifications without a centre

@@ -1,8 +1,10 @@
 """VinDr-Mammo: ``images/<study_id>/<image_id>.dicom`` with breast- and finding-level CSVs.
 
 The study is the patient (the dataset has no patient id). Labels come from the breast-level BI-RADS
-already on every image row; boxes from ``finding_annotations.csv``, clamped to the image. No pixel
-and no header is read: ``breast-level_annotations.csv`` has each image's height and width.
+already on every image row; boxes from ``finding_annotations.csv``, clamped to the image
+(``breast-level_annotations.csv`` has each image's height and width). Headers are read in parallel,
+no pixel decoded, to check that each file is whole (a truncated copy is skipped) and to find
+duplicates (:mod:`.duplicates`).
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ from .common import (
     clean_box,
     find_one,
     find_optional,
-    is_dicom,
+    parallel_map,
     require_columns,
     strip_cells,
     unsafe_ids,
 )
+from .headers import header_facts
 
 LABELS = {
     "birads5": "cancer = breast BI-RADS 5 (the RSNA 1st place's mapping)",
@@ -67,9 +70,13 @@ def _metadata(path: Path | None, image_ids: set, notes: list) -> pd.DataFrame:
 
 
 def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFrame:
-    """The rows whose ids can name files, each image once (a repeated row is skipped, naming both rows)."""
+    """The rows whose ids can name files and whose side is L or R, each image once (a repeated row is
+    skipped, naming both rows)."""
     bad = unsafe_ids(breasts, ["study_id", "image_id"], path, imp)
-    ok = breasts[~bad]
+    side = breasts.laterality.fillna("").str.upper().str[:1]
+    for i in breasts.index[~bad & ~side.isin(["L", "R"])]:
+        imp.skip_row(path, i + 2, "laterality", breasts.at[i, "laterality"], "laterality is not L or R")
+    ok = breasts[~bad & side.isin(["L", "R"])].assign(laterality=side)
     first = ok.drop_duplicates("image_id").reset_index().set_index("image_id")["index"]
     repeated = ok.image_id.duplicated()
     for i in ok.index[repeated]:
@@ -81,7 +88,7 @@ def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFra
     return ok
 
 
-def load(src: Path, label: str) -> Imported:
+def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Imported:
     breast_csv = find_one(src, "breast-level_annotations.csv", "VinDr-Mammo's breast-level_annotations.csv")
     root = breast_csv.parent
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; density 'DENSITY A'-'D' -> A-D")
@@ -97,22 +104,29 @@ def load(src: Path, label: str) -> Imported:
     meta = _metadata(find_optional(src, "metadata.csv"), set(breasts.image_id), imp.notes).set_index("image_id")
     ages, machines = meta.age.to_dict(), meta.machine_id.to_dict()
     malignant = {"5"} if label == "birads5" else {"4", "5"}
+    found = []
     for r in breasts.itertuples():
         path = next((p for p in (images_dir / r.study_id / f"{r.image_id}.dicom",
                                  images_dir / r.study_id / f"{r.image_id}.dcm") if p.exists()), None)
-        reason = "file not found" if path is None else is_dicom(path)
-        if reason:
-            imp.skip(path or images_dir / r.study_id / f"{r.image_id}.dicom", reason)
+        if path is None:
+            imp.skip(images_dir / r.study_id / f"{r.image_id}.dicom", "file not found")
+        else:
+            found.append((r, path))
+    facts = parallel_map(header_facts, [p for _, p in found], jobs, "headers", progress)
+    for (r, path), fact in zip(found, facts):
+        if isinstance(fact, str):
+            imp.skip(path, fact)
             continue
         birads = _number(r.breast_birads)
         imp.rows.append({
-            "site_id": "", "patient_id": r.study_id, "image_id": r.image_id, "laterality": r.laterality.upper()[:1],
+            "site_id": "", "patient_id": r.study_id, "image_id": r.image_id, "laterality": r.laterality,
             "view": r.view_position.upper(), "age": ages.get(r.image_id),
             "cancer": int(birads in malignant), "biopsy": pd.NA, "invasive": pd.NA,
             "BIRADS": RSNA_BIRADS.get(birads, pd.NA), "implant": 0,
             "density": DENSITY_LETTERS.get(_number(getattr(r, "breast_density", "")), ""),
             "machine_id": machines.get(r.image_id),
-            "difficult_negative_case": pd.NA, "official_split": SPLITS.get(str(r.split).lower(), ""), "src": path})
+            "difficult_negative_case": pd.NA, "official_split": SPLITS.get(str(r.split).lower(), ""), "src": path,
+            "facts": fact})
     findings_csv = find_optional(src, "finding_annotations.csv")
     if findings_csv is None:
         imp.notes.append("finding_annotations.csv not found: lesions.csv is empty")

@@ -6,7 +6,8 @@ of ``(seed, patient_id)`` and the first ``round(fraction * n)`` are taken. So th
 fraction and the seed only, and its fingerprint (a hash of its sorted patient ids, the fraction and
 the seed) says whether two runs were judged on the same patients. A dataset (or, combined, a
 source) with an official test split that has labels (``official_split == "test"``) uses that
-split instead.
+split instead. Patients linked by a duplicated image (``duplicate_group``, see
+:func:`~mammo_utils.learn.sampling.split_groups`) are one unit: all in the holdout or none.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from .. import metrics, paths, tables
 from ..errors import UserError
+from .sampling import split_groups
 
 
 def _rank(seed: int, patient_id) -> str:
@@ -35,21 +37,26 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
     if not 0 <= fraction < 1:
         raise UserError(f"holdout_fraction must be in [0, 1), got {fraction}")
     chosen, hows = set(), []
+    df = df.assign(_unit=split_groups(df))  # a patient, or patients linked by a duplicated image
     for source, part in (df.groupby(df.source.fillna(""), sort=True) if "source" in df else [("", df)]):
         label = f"{source}: " if source else ""
         if "official_split" in part and (part.official_split == "test").any():
-            chosen |= set(part[part.official_split == "test"].patient_id)
+            chosen |= set(part[part.official_split == "test"]._unit)
             hows.append(f"{label}the dataset's official test split")
             continue
         extra = {"site_id": ("site_id", "first")} if "site_id" in part else {}
-        patients = part.groupby("patient_id").agg(cancer=("cancer", "max"), **extra).fillna("")
-        for _, stratum in patients.groupby(list(patients.columns)):
+        units = part.groupby("_unit").agg(cancer=("cancer", "max"), **extra).astype(object).fillna("")
+        for _, stratum in units.groupby(list(units.columns)):
             order = sorted(stratum.index, key=lambda p: _rank(seed, p))
             chosen |= set(order[:int(round(fraction * len(order)))])
         hows.append(f"{label}{fraction:g} of the patients, stratified by cancer{''.join(', ' + c for c in extra)}, "
                     f"seed {seed}")
+    if df._unit.ne(df.patient_id.astype(str)).any():
+        hows.append("patients linked by a duplicated image kept together")
     how = "; ".join(hows)
-    is_holdout = df.patient_id.isin(chosen)
+    is_holdout = df._unit.isin(chosen)
+    df = df.drop(columns="_unit")
+    chosen = set(df.patient_id[is_holdout])
     holdout, rest = df[is_holdout].reset_index(drop=True), df[~is_holdout].reset_index(drop=True)
     if fraction and rest.patient_id.nunique() < 2:
         raise UserError(f"holdout_fraction {fraction} leaves {rest.patient_id.nunique()} patient(s) to train on")

@@ -19,12 +19,41 @@ def patient_labels(df: pd.DataFrame) -> pd.Series:
 STRATA_COLUMNS = ("source", "site_id")
 
 
+def split_groups(df: pd.DataFrame) -> pd.Series:
+    """Per image, the unit no split may cut: its patient, joined with every patient it shares a
+    ``duplicate_group`` with (an import links patients whose images are duplicates: the same pixels
+    under two ids are most likely one woman). Connected components over patients and groups, so a
+    patient named in two groups joins both; each unit is named by its smallest patient id."""
+    patients = df.patient_id.astype(str)
+    if "duplicate_group" not in df:
+        return patients
+    linked = df.duplicate_group.fillna("").astype(str).str.strip()
+    parent = {}
+
+    def root(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p, g in zip(patients, linked):
+        a, b = root("p:" + p), root("g:" + g) if g else None
+        if b is not None and a != b:
+            parent[max(a, b)] = min(a, b)
+    members = {}
+    for p in patients.unique():
+        members.setdefault(root("p:" + p), []).append(p)
+    name = {r: min(ps) for r, ps in members.items()}
+    return patients.map(lambda p: name[root("p:" + p)])
+
+
 def patient_strata(df: pd.DataFrame) -> pd.Series:
     """Per image, a stratum code of its patient: patient-level cancer x source x site (where present)."""
     keys = [df.patient_id.map(patient_labels(df)).astype(str)]
     for col in STRATA_COLUMNS:
         if col in df:
-            keys.append(df.groupby("patient_id")[col].transform("first").fillna("").astype(str))
+            keys.append(df.groupby("patient_id")[col].transform("first").astype(object).fillna("").astype(str))
     return pd.Series(pd.factorize(pd.Series(["|".join(k) for k in zip(*keys)]))[0], index=df.index)
 
 
@@ -54,9 +83,11 @@ def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.Data
     """Copy of ``df`` with an int ``fold`` column in 0..n_splits-1.
 
     No patient is in two folds (grouped by patient_id, which :func:`~mammo_utils.datasets.combine`
-    keeps unique across sources); folds are stratified on patient-level cancer crossed with site and
-    source (scikit-learn's StratifiedGroupKFold), so each fold has the same share of cancer patients
-    from each site and each dataset.
+    keeps unique across sources, and by :func:`split_groups`: patients linked by a duplicated image
+    share a fold); folds are stratified on patient-level cancer crossed with site and source
+    (scikit-learn's StratifiedGroupKFold), so each fold has the same share of cancer patients from
+    each site and each dataset. A table without any cancer is refused: no fold could be stratified,
+    trained or scored on it.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -64,18 +95,29 @@ def patient_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> pd.Data
 
     if n_splits < 2:
         raise UserError(f"n_splits must be at least 2 (one fold validates while the others train), got {n_splits}")
-    n_patients = df.patient_id.nunique()
-    if n_patients < n_splits:
-        from ..errors import UserError
+    groups = split_groups(df)
+    n_patients, n_groups = df.patient_id.nunique(), groups.nunique()
+    if n_groups < n_splits:
+        linked = f" ({n_patients} patients; patients sharing a duplicated image count once)" \
+            if n_groups < n_patients else ""
+        raise UserError(f"{n_groups} patients{linked} cannot fill {n_splits} folds; lower n_splits")
+    cancer = patient_labels(df)
+    if not cancer.any():
+        raise UserError(f"none of the {n_patients} patients has cancer = 1: folds stratified by cancer, training and "
+                        f"AUC all need both classes; check the table (for an imported dataset, its --label mapping)")
+    if cancer.sum() < n_splits:
+        import warnings
 
-        raise UserError(f"{n_patients} patients cannot fill {n_splits} folds; lower n_splits")
+        warnings.warn(f"only {int(cancer.sum())} cancer patient(s) for {n_splits} folds: at least "
+                      f"{n_splits - int(cancer.sum())} fold(s) validate without a cancer (AUC undefined there)",
+                      stacklevel=2)
     strata = patient_strata(df)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.full(len(df), -1, dtype=int)
     import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
-        for k, (_, val) in enumerate(splitter.split(np.zeros(len(df)), strata.to_numpy(), df.patient_id.to_numpy())):
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(df)), strata.to_numpy(), groups.to_numpy())):
             fold[val] = k
     out = df.copy()
     out["fold"] = fold

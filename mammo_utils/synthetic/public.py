@@ -9,6 +9,7 @@ and the breast's box. The importer tests and ``benchmarks/import_datasets.py`` u
 from __future__ import annotations
 
 import plistlib
+import shutil
 from pathlib import Path
 
 import cv2
@@ -107,9 +108,12 @@ def write_vindr(root, studies: int = 4, seed: int = 0, shape=(256, 208)) -> pd.D
 
 # ---- CBIS-DDSM -----------------------------------------------------------------------------------
 
-def write_cbis(root, patients: int = 3, seed: int = 0, shape=(320, 256), nbia_metadata: bool = False) -> pd.DataFrame:
+def write_cbis(root, patients: int = 3, seed: int = 0, shape=(320, 256), nbia_metadata: bool = False,
+               duplicate: bool = False) -> pd.DataFrame:
     """NBIA's download (``CBIS-DDSM/<view folder>/<date>-DDSM-NA-<n>/1.000000-full mammogram images-<n>/1-1.dcm``)
-    and the four case CSVs, whose paths name UIDs instead. Patient 0's mask and cropped columns are swapped."""
+    and the four case CSVs, whose paths name UIDs instead. Patient 0's mask and cropped columns are swapped.
+    ``duplicate``: patient 0's CC mammogram ships a second time, as CBIS does, under a ``Calc-Training_...``
+    folder (the same file) with a calcification of its own (truth row ``duplicate_of`` names it)."""
     root, rng = Path(root), np.random.default_rng(seed)
     top = root / "CBIS-DDSM"
     rows = {(k, sp): [] for k in ("mass", "calc") for sp in ("train", "test")}
@@ -155,6 +159,20 @@ def write_cbis(root, patients: int = 3, seed: int = 0, shape=(320, 256), nbia_me
             rows[(kind, split)].append(row)
             truth.append(_truth_row("cbis-ddsm", patient, folder, side[0], view, pathology == "MALIGNANT", mask,
                                     centre, official_split=split, pathology=pathology))
+            if duplicate and p == 0 and view == "CC":
+                twin = folder.replace("Mass-", "Calc-")
+                shutil.copytree(full, top / twin / full.relative_to(top / folder))
+                cv2.circle(roi, (round(centre[1]), round(centre[0])), max(2, round(radius)), 0, -1)
+                cv2.circle(roi, (shape[1] // 2, shape[0] // 2), 4, 255, -1)  # its own calcification
+                tdir = top / f"{twin}_1" / "07-21-2016-DDSM-NA-00000" / "1.000000-ROI mask images-00000"
+                write_dicom(tdir / "1-1.dcm", roi, {"BitsStored": 8, "PatientID": f"{twin}_1"})
+                rows[("calc", split)].append({
+                    **{k: v for k, v in row.items() if k not in ("mass shape", "mass margins", "breast_density")},
+                    "breast density": row.get("breast_density", 1), "abnormality type": "calcification",
+                    "calc type": "PLEOMORPHIC", "calc distribution": "CLUSTERED", "pathology": "BENIGN",
+                    "image file path": f"{twin}/{study}/{series}/000000.dcm",
+                    "cropped image file path": f"{twin}_1/0/0/000000.dcm", "ROI mask file path": f"{twin}_1/0/0/000001.dcm"})
+                truth[-1]["duplicate_of"] = twin
     for (kind, split), part in rows.items():
         cols = part[0].keys() if part else ["patient_id", "left or right breast", "image view", "abnormality id",
                                            "pathology", "image file path"]
@@ -169,9 +187,11 @@ def write_cbis(root, patients: int = 3, seed: int = 0, shape=(320, 256), nbia_me
 CODE_MEANINGS = {"CC": "cranio-caudal", "MLO": "medio-lateral oblique"}
 
 
-def write_cmmd(root, patients: int = 3, seed: int = 0, shape=(256, 208)) -> pd.DataFrame:
+def write_cmmd(root, patients: int = 3, seed: int = 0, shape=(256, 208), duplicate: bool = False) -> pd.DataFrame:
     """``CMMD/<ID1>/<date>-NA-<n>/1.000000-NA-<n>/1-1.dcm``..``1-4.dcm`` (side and view only in the headers)
-    and the clinical sheet: patient 0's left breast Malignant, patient 1's right Benign, the rest no row."""
+    and the clinical sheet: patient 0's left breast Malignant, patient 1's right Benign, the rest no row.
+    ``duplicate``: patient 0's first image is also the last patient's ``1-5.dcm`` (the same pixels under a
+    new SOPInstanceUID), as CMMD has a few images duplicated across patient ids."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
@@ -197,6 +217,14 @@ def write_cmmd(root, patients: int = 3, seed: int = 0, shape=(256, 208)) -> pd.D
                              "WindowCenter": 128, "WindowWidth": 256, "PatientID": patient})
                 truth.append(_truth_row("cmmd", patient, f"{patient}_1-{k}", side, view, finding == "Malignant",
                                         mask, centre, official_split=""))
+    if duplicate:
+        import pydicom
+
+        first = next((root / "CMMD" / "D1-0001").rglob("1-1.dcm"))
+        ds = pydicom.dcmread(first)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = make_uid("cmmd", "duplicate")
+        ds.PatientID = patient
+        ds.save_as(series / "1-5.dcm", enforce_file_format=True)
     root.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(clinical).to_excel(root / "CMMD_clinicaldata_revision.xlsx", index=False)
     return pd.DataFrame(truth)
