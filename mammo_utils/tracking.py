@@ -28,6 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 RUN_ID_ENV = "MAMMO_TRACKING_RUN_ID"
+PREVIOUS_TAG = "mammo.previous_run_id"  # on a new run that replaces an earlier one (other parameters, a copied folder)
 EXPERIMENT = "mammo-workbook"
 CHOICES = ("mlflow", "none")
 MAX_PARAM = 6000  # MLflow's limit on a parameter value's length
@@ -92,11 +93,19 @@ class MlflowTracker(Tracker):
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking never stops a run
             self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
-            msg = (f"MLflow tracking stopped ({self.uri}): {self.failed}. The run goes on; its files in the run "
-                   f"folder are complete")
-            log.warning(msg)
-            print(f"WARNING: {msg}", flush=True)
+            print(f"WARNING: MLflow tracking stopped ({self.uri}): {self.failed}. The run goes on; its files in the "
+                  f"run folder are complete", flush=True)  # one line, on the console and in the notebook
+            self._close_quietly()
             return None
+
+    def _close_quietly(self) -> None:
+        """A run whose tracking stopped is marked FAILED where the store still answers: none stays RUNNING."""
+        if self.client is None or self.run_id is None:
+            return
+        try:
+            self.client.set_terminated(self.run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the store is gone: nothing more to do
+            pass
 
     def params(self, values: dict, prefix: str = "") -> None:
         from mlflow.entities import Param

@@ -58,7 +58,7 @@ def test_corrupt_test_dicom_still_complete(tiny_data, trained_run, tmp_path):
     sample = pd.read_csv(data / "sample_submission.csv")
     assert list(sub.prediction_id) == list(sample.prediction_id) and sub.cancer.notna().all()
     ckpt = load_checkpoint(trained_run / "fold0" / "best.pt")
-    assert sub.set_index("prediction_id").cancer[last_breast] == pytest.approx(ckpt["train_breast_prevalence"])
+    assert sub.set_index("prediction_id").cancer[last_breast] == pytest.approx(ckpt["data_breast_prevalence"])
     images = pd.read_csv(tmp_path / "s_images.csv")
     n_failed = 1 + (test.prediction_id == last_breast).sum()
     assert images.pred.isna().sum() == n_failed == report["failed"] and report["ok"]

@@ -119,7 +119,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     report = (run / "report.html").read_text()
     assert report.count("data:image/png;base64") >= len(figures) and "06_submission" in report
     assert set(NOTEBOOKS) <= set(summary["seconds"])
-    for key in ("val_auc", "val_pf1", "threshold", "submission"):
+    for key in ("val_auc", "val_pf1", "val_threshold", "decision", "submission"):
         assert key in summary
     sub = pd.read_csv(summary["submission"])
     sample = pd.read_csv(data / "sample_submission.csv")
@@ -154,7 +154,7 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     assert {"selection", "oof", "holdout", "synthetic_test"} <= set(estimates)
     assert {"auc", "auc_ci", "pf1", "pf1_ci", "pr_auc", "threshold", "breasts", "cancer_breasts",
             "fingerprint"} <= set(estimates["holdout"])
-    assert estimates["holdout"]["threshold"] == estimates["oof"]["threshold"] == summary["threshold"]
+    assert estimates["holdout"]["threshold"] == estimates["oof"]["threshold"] == summary["decision"]["threshold"]
     again = split_holdout(read_table(data), 0.15, 0)[2]["fingerprint"]  # the same data, fraction, seed
     assert estimates["holdout"]["fingerprint"] == again == json.loads((run / "holdout.json").read_text())["fingerprint"]
 

@@ -128,7 +128,7 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
 
 
 def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
-    from mammo_utils.workflow.pipeline import score_synthetic_test
+    from mammo_utils.workflow.summary import score_synthetic_test
 
     data, run = tmp_path / "data", tmp_path / "run"
     data.mkdir()
@@ -139,10 +139,11 @@ def test_held_out_score_reads_labels_probabilities_and_the_submission(tmp_path):
         run / "submission.csv", index=False)
     pd.DataFrame({"prediction_id": ["1_L", "1_L", "1_R", "2_L", "2_R"], "pred": [0.9, 0.5, 0.8, 0.1, 0.2]}).to_csv(
         run / "submission_images.csv", index=False)
-    got = score_synthetic_test(data, run)
+    got = score_synthetic_test(data, run, {"threshold": 0.5})  # the threshold the submission applied
     # breast means 0.7, 0.8, 0.1, 0.2: the cancer breast ranks below one negative -> AUC 2/3
     assert got["test_auc"] == pytest.approx(2 / 3) and got["test_breasts"] == 4 and got["test_positives"] == 1
     assert got["test_pf1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # binary submission: precision 1/2, recall 1
+    assert got["test_threshold"] == 0.5 and got["test_sensitivity"] == 1.0 and got["test_specificity"] == 2 / 3
 
 
 def fake_sweep_run(sweep, name, combination, seed, probs, binary, aggregate="mean", fingerprint="abc"):

@@ -49,10 +49,13 @@ def _train(a) -> int:
 
 def train_epilog() -> str:
     """Every TrainConfig field with its default and meaning, for ``train --help``."""
-    from ..learn.config import field_help
+    from ..learn.config import field_help, setting_kind
 
-    rows = [f"  {name:20s} {json.dumps(default):30s} {meaning}" for name, default, meaning in field_help()]
-    return "TrainConfig fields (for --config JSON and --set KEY=VALUE):\n" + "\n".join(rows)
+    rows = [f"  {name:20s} {setting_kind(name):11s} {json.dumps(default):30s} {meaning}"
+            for name, default, meaning in field_help()]
+    return ("TrainConfig fields (for --config JSON and --set KEY=VALUE). Kind: model = changing it makes a rerun "
+            "start the fold afresh (earlier outputs set aside); bookkeeping = a rerun with another value resumes "
+            "where it stopped.\n" + "\n".join(rows))
 
 
 def register(command) -> None:

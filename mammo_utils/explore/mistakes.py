@@ -24,14 +24,15 @@ class MistakeBrowser(PatientViewer):
 
         from .. import metrics
         from ..judge.evaluate import read_predictions, trained_aggregation
+        from ..learn.runs import Run
 
         run = Path(run_dir)
-        preds = read_predictions(paths.train_dir(run, fold))
+        current = Run(run).fold(fold)  # the fold's current outputs, of the run's recipe
+        preds = read_predictions(current.folder)
         if data_dir is None:
-            cfg = json.loads((paths.train_dir(run, fold) / paths.CONFIG).read_text())
-            pre = json.loads((Path(cfg["preprocessed"]) / paths.PREPROCESS_CONFIG).read_text())
+            pre = json.loads((Path(current.config["preprocessed"]) / paths.PREPROCESS_CONFIG).read_text())
             data_dir = pre["data"]
-        breasts = metrics.aggregate_breasts(preds, how=trained_aggregation(paths.train_dir(run, fold), aggregate))
+        breasts = metrics.aggregate_breasts(preds, how=trained_aggregation(current.folder, aggregate))
         fn = breasts[breasts.cancer == 1].nsmallest(n, "pred").assign(kind="false negative")
         fp = breasts[breasts.cancer == 0].nlargest(n, "pred").assign(kind="false positive")
         if threshold is not None:

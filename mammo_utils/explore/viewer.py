@@ -204,8 +204,9 @@ class PatientViewer:
 
             if self._model is None:
                 from ..learn.checkpoint import load_model
+                from ..learn.runs import Run
 
-                self._model, _ = load_model(paths.train_dir(self.run, self.fold) / paths.BEST)
+                self._model, _ = load_model(Run(self.run).fold(self.fold).checkpoint)  # never a set-aside one
             x = torch.from_numpy(img)[None, None]
             with torch.no_grad():
                 prob = float(torch.sigmoid(self._model(x)["cancer"])[0])

@@ -17,6 +17,7 @@ import pandas as pd
 from .. import metrics, paths, tables
 from ..errors import UserError
 from ..learn.holdout import read_holdout
+from ..learn.runs import Run
 from .bootstrap import interval, patient_groups, resamples
 
 SELECTION_NOTE = "optimistic: the best epoch and the threshold were chosen on these breasts"
@@ -34,17 +35,18 @@ def fold_list(folds, n_splits: int) -> list[int]:
 
 
 def trained_folds(run) -> list[int]:
-    """The folds of a run that have a best checkpoint."""
-    return sorted(int(p.parent.name[len("fold"):]) for p in paths.train_root(run).glob(f"fold*/{paths.BEST}"))
+    """The folds of a run with a current checkpoint of the run's recipe (:meth:`Run.folds`)."""
+    return Run(run).fold_numbers()
 
 
 def collect_oof(run, folds=None) -> pd.DataFrame:
-    """Every trained fold's validation predictions (best epoch) with their ``fold``: each image of the
+    """Every current fold's validation predictions (best epoch) with their ``fold``: each image of the
     non-holdout data once, when every fold was trained. Written to ``<run>/oof_predictions.csv``."""
-    folds = trained_folds(run) if folds is None else folds
-    if not folds:
+    current = Run(run).folds()
+    chosen = [f for f in current if folds is None or f.k in folds]
+    if not chosen:
         raise UserError(f"no trained fold under {paths.train_root(run)}: run notebook 04 first")
-    parts = [tables.read_csv(paths.train_dir(run, k) / paths.VAL_PREDICTIONS).assign(fold=k) for k in folds]
+    parts = [tables.read_csv(f.folder / paths.VAL_PREDICTIONS).assign(fold=f.k) for f in chosen]
     oof = pd.concat(parts, ignore_index=True)
     if not oof.image_id.is_unique:
         raise UserError(f"{run}: an image is in the validation of two folds: folds.csv changed between folds?")
@@ -61,6 +63,8 @@ def estimate(breasts: pd.DataFrame, threshold: float, n_boot: int = 1000, seed: 
     if not len(y):
         return {**out, **{k: float("nan") for k in ("auc", "pr_auc", "pf1")},
                 **{f"{k}_ci": [float("nan")] * 2 for k in ("auc", "pr_auc", "pf1")}}
+    sens, spec = metrics.sensitivity_specificity(y, p, threshold)
+    out.update(sensitivity=float(sens), specificity=float(spec))  # at the same threshold as pf1
     idx = resamples(len(y), n_boot, seed, patient_groups(breasts))  # a patient's breasts resampled together
     for name, fn, pred in (("auc", metrics.auc, p), ("pr_auc", metrics.pr_auc, p), ("pf1", metrics.pfbeta, p >= threshold)):
         out[name] = float(fn(y, pred))
@@ -85,36 +89,43 @@ def check_fingerprints(run, folds, expected: str) -> None:
     config.json, so no checkpoint is loaded twice."""
     for k in folds:
         saved = json.loads((paths.train_dir(run, k) / paths.CONFIG).read_text()).get("holdout_fingerprint")
-        if saved is not None and saved != expected:
+        if saved is None:
+            raise UserError(f"fold {k} of {run} records no holdout (trained before the holdout was drawn, or from "
+                            f"folds without one): its training may hold holdout patients; train it again (notebook 04)")
+        if saved != expected:
             raise UserError(f"fold {k} of {run} was trained beside another holdout ({saved}, now {expected}): train "
                             f"the folds again (notebook 04) before judging them on this one")
 
 
-def predict_holdout(run, folds=None, batch_size: int = 16, workers: int = 0) -> pd.DataFrame:
-    """Image probabilities of the holdout: the mean of the trained folds' probabilities, read from the
+def predict_holdout(run, folds=None, batch_size: int | None = None, workers: int | None = None,
+                    device=None) -> pd.DataFrame:
+    """Image probabilities of the holdout: the mean of the current folds' probabilities, read from the
     PNGs the run trained on (preprocessing is reused, never repeated; an image that failed it stays
-    NaN). Written to ``<run>/holdout_predictions.csv``."""
+    NaN). Predicted as the run validated: on the GPU when there is one, at the run's precision, batch
+    size and workers (None: the run's). Written to ``<run>/holdout_predictions.csv``."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from ..learn.engine import predict_loader
+    from ..learn.data import create_loader
+    from ..learn.engine import predict_loader, resolve_amp
     from ..tables import read_manifest
     from .inference import PngDataset, load_ensemble, model_samples
 
     holdout, info = read_holdout(run)
-    folds = trained_folds(run) if folds is None else folds
+    current = Run(run)
+    folds = current.fold_numbers() if folds is None else folds
     if holdout.empty:
         raise UserError(f"{paths.holdout_csv(run)} is empty: holdout_fraction was 0")
-    check_fingerprints(run, folds, info["fingerprint"])
     if not folds:
         raise UserError(f"no trained fold under {paths.train_root(run)}: run notebook 04 first")
-    config = json.loads((paths.train_dir(run, folds[0]) / paths.CONFIG).read_text())
-    manifest = read_manifest(config["preprocessed"])
-    ens = load_ensemble([paths.train_dir(run, k) / paths.BEST for k in folds], "cpu")
+    check_fingerprints(run, folds, info["fingerprint"])
+    manifest = read_manifest(current.fold(folds[0]).config["preprocessed"])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ens = load_ensemble([current.fold(k).checkpoint for k in folds], device)
     ds = model_samples(PngDataset(holdout, dict(zip(manifest.image_id.astype(str), manifest.abs_path)),
                                   ens.preprocess.size), holdout, ens.models)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    preds = ds.image_predictions(predict_loader(ens.models, loader, len(ds), torch.device("cpu")))
+    loader = create_loader(ds, batch_size or ens.batch_size, ens.workers if workers is None else workers)
+    preds = ds.image_predictions(predict_loader(ens.models, loader, len(ds), device, resolve_amp(ens.amp, device),
+                                                channels_last=device.type == "cuda"))
     images = holdout.assign(pred=preds, folds=len(folds))
     images.to_csv(paths.holdout_predictions_csv(run), index=False)
     return images
@@ -127,10 +138,29 @@ def holdout_breasts(run, aggregate: str, folds=None) -> pd.DataFrame:
         print("no holdout (holdout_fraction 0): only the out-of-fold figures are estimates")
         return pd.DataFrame({"prediction_id": [], "cancer": [], "pred": []})
     images = predict_holdout(run, folds)
-    failed = int(images.pred.isna().sum())
-    if failed:
-        print(f"{failed} holdout image(s) have no preprocessed file: left out of their breasts")
-    return metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=aggregate)
+    from ..learn.sampling import data_breast_prevalence
+
+    return with_unreadable(images, aggregate, data_breast_prevalence(paths.folds_csv(run)))
+
+
+def with_unreadable(images: pd.DataFrame, aggregate: str, prior: float) -> pd.DataFrame:
+    """Per-breast probabilities (images without one, NaN, left out of their breasts) where a breast whose
+    images all failed is kept, never dropped: it gets ``prior`` (the data's prevalence, as a submission
+    gives it) and is named in one line with the count."""
+    from ..tables import with_prediction_id
+
+    images = with_prediction_id(images)
+    failed = images.pred.isna()
+    breasts = metrics.aggregate_breasts(images[~failed], how=aggregate)
+    every = metrics.aggregate_breasts(images.assign(pred=0.0), how=aggregate)
+    lost = every[~every.prediction_id.isin(breasts.prediction_id)]
+    if failed.any():
+        print(f"{int(failed.sum())} holdout image(s) have no preprocessed file: left out of their breasts")
+    if len(lost):
+        print(f"{len(lost)} holdout breast(s) have no readable image ({', '.join(map(str, lost.prediction_id[:10]))}): "
+              f"kept, at the data's prevalence {prior:.4f}, as a submission predicts them")
+        breasts = pd.concat([breasts, lost.assign(pred=prior)], ignore_index=True)
+    return breasts
 
 
 def clean(d):
@@ -148,11 +178,14 @@ def clean(d):
 
 def summarize(selection: dict, oof: dict, holdout: dict | None, holdout_info: dict) -> dict:
     """The ``estimates`` object of evaluation.json and summary.json: which figure is which."""
-    out = {"selection": {**{k: selection.get(k) for k in ("auc", "pf1", "pr_auc", "threshold", "breasts", "positives",
-                                                          "best_epoch")}, "note": SELECTION_NOTE},
-           "oof": {**oof, "note": "out of fold: every trained fold's validation breasts, threshold chosen on them"}}
+    out = {"selection": {**{k: selection.get(k) for k in ("auc", "pf1", "pr_auc", "threshold", "sensitivity",
+                                                          "specificity", "breasts", "positives", "best_epoch", "fold")},
+                         "measured_on": selection.get("measured_on"), "note": SELECTION_NOTE},
+           "oof": {**oof, "measured_on": paths.oof_csv("").name,
+                   "note": "out of fold: every trained fold's validation breasts, threshold chosen on them"}}
     if holdout and holdout.get("breasts"):
         out["holdout"] = {**holdout, "fingerprint": holdout_info.get("fingerprint"),
+                          "measured_on": paths.holdout_predictions_csv("").name,
                           "note": "locked holdout: the fold ensemble at the OOF threshold; quote this one"}
     return clean(out)
 

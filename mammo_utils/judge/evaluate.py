@@ -60,23 +60,31 @@ def evaluate_breasts(breasts: pd.DataFrame, threshold: float, bootstrap: int = 5
 
 
 def to_jsonable(d: dict) -> dict:
-    """numpy scalars -> Python numbers; NaN -> None (JSON has no NaN)."""
-    out = {}
-    for k, v in d.items():
+    """numpy scalars -> Python numbers; NaN -> None (JSON has no NaN); nested dicts and lists too."""
+    def one(v):
+        if isinstance(v, dict):
+            return {k: one(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [one(x) for x in v]
         if isinstance(v, (np.integer,)):
-            v = int(v)
-        elif isinstance(v, (np.floating, float)):
-            v = None if v != v else float(v)
-        elif isinstance(v, np.bool_):
-            v = bool(v)
-        out[k] = v
-    return out
+            return int(v)
+        if isinstance(v, (np.floating, float)):
+            return None if v != v else float(v)
+        if isinstance(v, np.bool_):
+            return bool(v)
+        return v
+
+    return one(d)
 
 
 def write_evaluation(run, summary: dict) -> Path:
-    """``<run>/evaluation.json``: what notebook 05 measured, read by the pipeline's summary."""
+    """``<run>/evaluation.json``: what notebook 05 measured, read by the pipeline's summary, with the
+    inputs it was measured on (the holdout's fingerprint, the folds' checkpoints): a later change to
+    either makes it stale, and the summary says so instead of quoting it."""
+    from ..learn.runs import Run
+
     path = paths.evaluation_json(run)
-    path.write_text(json.dumps(to_jsonable(summary), indent=2))
+    path.write_text(json.dumps({**to_jsonable(summary), "inputs": Run(run).inputs()}, indent=2))
     return path
 
 
@@ -186,14 +194,22 @@ def grad_cams(model, image_paths) -> tuple[list, list]:
 
 
 def save_decision_all(run, threshold: float, aggregate: str, extra: dict | None = None) -> list[Path]:
-    """The same decision rule (chosen out of fold) into every trained fold: the fold ensemble applies it."""
-    from .estimates import trained_folds
+    """The same decision rule (chosen out of fold) into every current fold: the fold ensemble applies it.
+    It records the checkpoints it was chosen on, so a fold retrained later makes it stale, never applied."""
+    from ..learn.runs import Run
 
-    return [save_decision(paths.train_dir(run, k), threshold, aggregate, extra) for k in trained_folds(run)]
+    folds = Run(run).folds()
+    chosen_on = {str(f.k): f.fingerprint() for f in folds}
+    return [save_decision(f.folder, threshold, aggregate, {**(extra or {}), "checkpoints": chosen_on}) for f in folds]
 
 
 def save_decision(train_run, threshold: float, aggregate: str, extra: dict | None = None) -> Path:
-    """Record the threshold and aggregation chosen on validation data; inference reads it."""
+    """Record the threshold and aggregation chosen on validation data, and the checkpoint they were chosen
+    with; inference reads it while that checkpoint is the folder's."""
+    from ..learn.runs import file_fingerprint
+
     path = Path(train_run) / paths.THRESHOLD
-    path.write_text(json.dumps({"threshold": float(threshold), "aggregate": aggregate, **(extra or {})}, indent=2))
+    path.write_text(json.dumps({"threshold": float(threshold), "aggregate": aggregate,
+                                "checkpoint": file_fingerprint(Path(train_run) / paths.BEST), **(extra or {})},
+                               indent=2))
     return path

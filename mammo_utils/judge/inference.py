@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .. import paths
 from ..errors import UserError
 from ..learn.checkpoint import load_model
 from ..learn.engine import predict_loader, resolve_amp
+from ..learn.runs import Run, file_fingerprint
 from ..metrics import aggregate_breasts
 from ..prepare.manifest import check_writable
 from ..prepare.png import from_uint, load_png
@@ -101,27 +103,39 @@ def model_samples(images: Dataset, df: pd.DataFrame, models) -> Dataset:
 
 
 def find_checkpoints(run_dirs) -> list[Path]:
-    """best.pt files in the given run folders (a fold run, or a folder of fold runs), or given directly."""
+    """The current best.pt of the given run folders (a run, a folder of fold runs, one fold run), or
+    checkpoint files given directly. A run's folds are read by :class:`~mammo_utils.learn.runs.Run`:
+    outputs set aside (``previous/``) and folds of another recipe are never included."""
     found = []
     for r in map(Path, run_dirs):
         if r.is_file():
             found.append(r)
-        elif (r / paths.BEST).exists():
+        elif (r / paths.BEST).is_file():
             found.append(r / paths.BEST)
         else:
-            found += sorted(r.rglob(paths.BEST))
+            found += Run(r).checkpoints()
     if not found:
         raise UserError(f"no {paths.BEST} checkpoint under {[str(r) for r in run_dirs]}: train first (notebook 04)")
     return found
 
 
 def decision_settings(ckpt_path: Path, ckpt: dict) -> tuple[float, str]:
-    """Threshold and aggregation: the evaluation notebook's choice (threshold.json) over training's."""
-    chosen = ckpt_path.parent / paths.THRESHOLD
-    if chosen.exists():
-        d = json.loads(chosen.read_text())
-        return float(d["threshold"]), d.get("aggregate", "mean")
-    return float(ckpt.get("threshold", 0.5)), ckpt.get("aggregate", "mean")
+    """Threshold and aggregation: the evaluation notebook's choice over training's, where that choice
+    was made with this very checkpoint (a fold of a run: the run's current decision, see
+    :meth:`~mammo_utils.learn.runs.Run.decision`; a lone folder: its threshold.json)."""
+    ckpt_path = Path(ckpt_path)
+    folder, mine = ckpt_path.parent, file_fingerprint(ckpt_path)
+    saved = None
+    if re.fullmatch(r"fold\d+", folder.name):
+        saved = Run(folder.parent).decision()
+        if saved and saved.get("checkpoints") is not None and mine not in saved["checkpoints"].values():
+            saved = None
+    elif (folder / paths.THRESHOLD).exists():
+        saved = json.loads((folder / paths.THRESHOLD).read_text())
+        saved = saved if saved.get("checkpoint") in (None, mine) else None
+    if saved:
+        return float(saved["threshold"]), saved.get("aggregate", "mean")
+    return float(ckpt.get("threshold", 0.5)), ckpt.get("aggregate", ckpt.get("config", {}).get("aggregate", "mean"))
 
 
 @dataclass
@@ -132,6 +146,9 @@ class Ensemble:
     aggregate: str
     prevalence: float
     checkpoints: list
+    amp: str = "auto"        # the precision the run trained with, used to predict too
+    batch_size: int = 16     # the run's validation batch (twice its training batch)
+    workers: int = 2         # the run's DataLoader processes
 
 
 def load_ensemble(checkpoints, device) -> Ensemble:
@@ -151,9 +168,12 @@ def load_ensemble(checkpoints, device) -> Ensemble:
         models.append(model)
         thresholds.append(thr)
         aggregates.append(agg)
-        prevalences.append(float(ckpt.get("train_breast_prevalence", 0.02)))
+        # the data's breast prevalence (older checkpoints: the sampled training rows')
+        prevalences.append(float(ckpt.get("data_breast_prevalence", ckpt.get("train_breast_prevalence", 0.02))))
+    run_cfg = ckpt.get("config", {})
     return Ensemble(models, pre, float(np.mean(thresholds)), aggregates[0], float(np.mean(prevalences)),
-                    [str(c) for c in checkpoints])
+                    [str(c) for c in checkpoints], amp=run_cfg.get("amp", "auto"),
+                    batch_size=2 * int(run_cfg.get("batch_size", 8)), workers=int(run_cfg.get("workers", 2)))
 
 
 def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int = 2, batch_size: int = 16,
@@ -167,7 +187,7 @@ def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int 
     from ..parallel import resolve_jobs
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp_dtype = resolve_amp("auto", device)
+    amp_dtype = resolve_amp(ens.amp, device)  # the precision the run trained with
     if scheduler or preprocessed_dir:
         from ..prepare.runner import run_preprocess
         from ..tables import read_manifest
@@ -203,7 +223,7 @@ def make_submission(image_preds: pd.DataFrame, settings: dict, order=None, binar
     probs = per_breast.reindex(order)
     fallback = probs.isna()
     if fallback.any():
-        log.warning("%d breast(s) had no readable image: predicted with the training prevalence %.4f",
+        log.warning("%d breast(s) had no readable image: predicted with the data's breast prevalence %.4f",
                     int(fallback.sum()), settings["prevalence"])
     probs = probs.fillna(settings["prevalence"])
     cancer = (probs >= settings["threshold"]).astype(float) if binarize else probs.clip(0, 1)
@@ -253,6 +273,9 @@ def predict(data, split: str, run_dirs, out=None, jobs: int = 2, tta: bool = Fal
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         sub.to_csv(out, index=False)
         preds.to_csv(paths.image_predictions_csv(out), index=False)
+        record = {"checkpoints": {str(c): file_fingerprint(c) for c in ens.checkpoints}, "binarize": binarize,
+                  **{k: settings[k] for k in ("threshold", "aggregate", "prevalence", "images", "failed", "models")}}
+        paths.submission_record(out).write_text(json.dumps(record, indent=2))
         log.info("submission %s: %d breasts, %d failed images, %.1f img/s", out, len(sub), settings["failed"],
                  settings["images_per_second"])
     if not report["ok"]:

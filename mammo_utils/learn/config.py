@@ -23,6 +23,14 @@ CPU_MODEL = "resnet10t"         # ~5 img/s at 256x128 on 2 cores: the demo train
 # Fields earlier versions had. A saved config that holds them still loads; they are ignored with a warning.
 REMOVED_FIELDS = {"head", "in_chans", "drop_path_rate", "aux", "aux_weight", "freeze_backbone", "label_smoothing",
                   "channels_last", "compile", "max_nonfinite", "mlflow"}  # mlflow: the old flag; see tracking
+# The two kinds of settings. Bookkeeping says where and how a run is recorded or paced; changing it never
+# changes the model, so a rerun resumes the fold where it stopped. Every other field changes the model:
+# a rerun with another value starts the fold afresh (its earlier outputs set aside), and folds that differ
+# in one of them are different recipes, never averaged into one ensemble.
+BOOKKEEPING = ("run_dir", "epochs", "workers", "max_steps_per_epoch", "tracking", "tracking_uri", "log_checkpoints",
+               "resume")
+NOT_RECIPE = BOOKKEEPING + ("fold", "folds")  # the fold differs by design; folds.csv counts by content (a copy moves it)
+
 CHOICES = {"tracking": ("mlflow", "none"), "schedule": ("cosine", "constant"), "amp": ("auto", "bf16", "fp16", "none"),
            "loss": ("bce", "focal"),
            "sampler": ("balanced", "random"), "select_metric": ("pf1", "auc"), "aggregate": ("mean", "max"),
@@ -163,6 +171,20 @@ def field_help() -> list[tuple[str, object, str]]:
             comments[m.group(1)] = m.group(2).strip()
     defaults = asdict(TrainConfig())
     return [(f.name, defaults[f.name], comments.get(f.name, "")) for f in dataclasses.fields(TrainConfig)]
+
+
+def setting_kind(name: str) -> str:
+    """``"bookkeeping"`` (a rerun resumes) or ``"model"`` (a rerun starts afresh) for a TrainConfig field."""
+    return "bookkeeping" if name in BOOKKEEPING else "model"
+
+
+def recipe(config: dict) -> dict:
+    """The model-changing settings of a saved config (config.json or a checkpoint's ``config``): what two
+    folds of one run must share to be averaged into one ensemble."""
+    out = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__ and k not in NOT_RECIPE}
+    if config.get("folds_fingerprint"):
+        out["folds_fingerprint"] = config["folds_fingerprint"]
+    return out
 
 
 def coerce(name: str, value, hint):

@@ -254,6 +254,10 @@ def join_manifest_folds(manifest: pd.DataFrame, folds_csv) -> pd.DataFrame:
         folds["sampled"] = True
     folds = folds[["image_id", "fold", "cancer", "sampled"]].astype({"sampled": bool})
     df = manifest.drop(columns=["fold", "cancer", "sampled"], errors="ignore").merge(folds, on="image_id", how="inner")
+    # in folds.csv's order, not the manifest's: parallel preprocessing writes rows as files finish, and the
+    # samplers pick rows by position, so another order would train another model from the same seed
+    position = dict(zip(folds.image_id, range(len(folds))))
+    df = df.iloc[np.argsort(df.image_id.map(position).to_numpy(), kind="stable")].reset_index(drop=True)
     df = with_prediction_id(df)
     if df.empty:
         raise UserError(f"no image of {folds_csv} is in the manifest: were they preprocessed?")

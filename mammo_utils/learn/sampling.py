@@ -274,3 +274,12 @@ def strategy_table(df: pd.DataFrame, ratios=(0.0, 1.0, 3.0), batch_size: int = 1
         rows.append({"strategy": f"paired undersampling, {ratio:g} neg/pos patient", "images_per_epoch": len(s),
                      "positives_per_epoch": int(s.cancer.sum()), "discarded": len(df) - len(s)})
     return pd.DataFrame(rows)
+
+
+def data_breast_prevalence(folds_csv) -> float:
+    """The share of cancer breasts in the whole table of folds.csv (every non-holdout image, before any
+    undersampling): the prior a breast without a readable image is given at test time."""
+    from ..tables import read_csv, with_prediction_id
+
+    folds = with_prediction_id(read_csv(folds_csv))
+    return float(folds.groupby("prediction_id").cancer.max().mean())

@@ -50,7 +50,9 @@ from .engine import (
 from .metadata import aux_loss, aux_targets
 from .models import build_model
 from .optim import batches_per_epoch, build_optimizer, build_scheduler, compute_loss
-from .runs import check_resumable, config_changes, move_aside_previous, open_tracker
+from .determinism import determinism, deterministic, epoch_seed
+from .runs import check_resumable, config_changes, file_fingerprint, move_aside_previous, open_tracker, tracking_ends
+from .sampling import data_breast_prevalence
 from .sampling import pos_weight as compute_pos_weight
 
 log = logging.getLogger(__name__)
@@ -213,8 +215,9 @@ def _epoch_line(number: int, cfg: TrainConfig, row: dict, improved: bool, second
 # The run
 # --------------------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train one fold; returns the best validation metrics and where everything was written."""
+def train(cfg: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
+    """Train one fold; returns the best validation metrics and where everything was written.
+    ``on_epoch(number, row)`` is called after each epoch is saved (a search's pruner reads it and may raise)."""
     from ..prepare.manifest import read_config
 
     info, device = init_distributed()
@@ -227,7 +230,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     resume_ckpt = None
     if cfg.resume and last_path.exists():
         resume_ckpt = load_checkpoint(last_path, device)
-        changed = config_changes(resume_ckpt.get("config", {}), cfg)
+        changed = config_changes(resume_ckpt.get("config", {}), cfg, resume_ckpt.get("folds_fingerprint"))
         if cfg.resume == "auto" and changed:
             if info.is_main:
                 print(f"{last_path} was trained with other settings ({', '.join(changed)}): starting afresh, "
@@ -239,7 +242,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     holdout_json = paths.holdout_json(Path(cfg.folds).parent)  # the holdout beside folds.csv, if any
     holdout_print = json.loads(holdout_json.read_text()).get("fingerprint") if holdout_json.exists() else None
     record = {**cfg.to_dict(), "model_args": margs, "world_size": info.world_size,
-              "holdout_fingerprint": holdout_print, "provenance": provenance()}
+              "holdout_fingerprint": holdout_print, "provenance": {**provenance(), **determinism(device)},
+              "started": time.time(), "folder": str(run.resolve()), "folds_fingerprint": file_fingerprint(cfg.folds)}
     if info.is_main:
         if resume_ckpt is None:
             move_aside_previous(run)
@@ -305,15 +309,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             print(f"resuming {run} after epoch {done}/{cfg.epochs}" if done < cfg.epochs else
                   f"{run} has finished its {done} epochs with these settings: nothing to train", flush=True)
 
-    prevalence = float(metrics.aggregate_breasts(train_df.assign(pred=0.0)).cancer.mean())
+    prevalence = data_breast_prevalence(cfg.folds)
     preprocess_cfg = read_config(cfg.preprocessed).to_json() if (Path(cfg.preprocessed) / paths.PREPROCESS_CONFIG).exists() else {}
     tracker = open_tracker(cfg, info, device, resume_ckpt, preprocess_cfg, holdout_print)
     t_start = time.perf_counter()
-    # dropout and the rest of torch's global stream: seeded per run (and rank), restored afterwards
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed * 1000 + info.rank)
+    # dropout and the rest of torch's global stream: seeded per epoch (and rank), restored afterwards, so
+    # a resumed fold draws what the uninterrupted one drew; the tracking run ends however the loop ends
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), deterministic(), \
+            tracking_ends(tracker):
         for epoch in range(done, cfg.epochs):
             number = epoch + 1
+            torch.manual_seed(epoch_seed(cfg.seed, info.rank, epoch))
             sampler.set_epoch(epoch)
             tr = train_one_epoch(fwd_model, train_loader, opt, sched, scaler, cfg, device, amp_dtype, pw, state, ema,
                                  progress, info)
@@ -338,9 +344,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             improved = score > best or best == -float("inf")
             common = dict(config=cfg.to_dict(), model_args=margs, preprocess=preprocess_cfg, epoch=number,
                           epoch_base=1,
-                          train_breast_prevalence=prevalence, holdout_fingerprint=holdout_print, step=state.step,
-                          history=history, mlflow_run_id=tracker.run_id,
-                          world_size=info.world_size, provenance=provenance())
+                          data_breast_prevalence=prevalence, holdout_fingerprint=holdout_print, step=state.step,
+                          history=history, mlflow_run_id=tracker.run_id, mlflow_uri=tracker.uri, folder=str(run.resolve()),
+                          folds_fingerprint=record["folds_fingerprint"],
+                          world_size=info.world_size, provenance={**provenance(), **determinism(device)})
             if improved:
                 best, best_epoch = score, number
             if info.is_main:
@@ -356,9 +363,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 line = _epoch_line(number, cfg, row, improved, time.perf_counter() - t_start, number - done)
                 print(line, flush=True)
                 tracker.metrics({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=number)
+                if on_epoch is not None:
+                    on_epoch(number, row)
             barrier(info)
 
     if not best_path.exists():
+        tracker.end("FAILED")
         raise UserError(f"{run}: no epoch to run: epochs={cfg.epochs} and {done} done already (raise epochs to "
                         f"continue training)")
     ckpt = load_checkpoint(best_path, device)  # what this run reports is what best.pt holds

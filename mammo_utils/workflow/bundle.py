@@ -51,18 +51,17 @@ def build_wheels(out: Path, with_deps: bool = True, python_version: str = "3.11"
 
 
 def copy_run(run: Path, out: Path) -> list[Path]:
-    """best.pt, threshold.json and config.json of every fold under ``run/train`` (or ``run``)."""
-    src = paths.train_root(run) if paths.train_root(run).is_dir() else run
-    ckpts = sorted(src.rglob(paths.BEST))
-    if not ckpts:
-        raise FileNotFoundError(f"no best.pt under {src}: train a model first (notebook 04)")
+    """best.pt, threshold.json and config.json of the run's current folds (:meth:`Run.folds`: nothing set
+    aside under ``previous/``, no fold of another recipe), into ``out/train/fold<k>/``."""
+    from ..learn.runs import Run
+
     copied = []
-    for ckpt in ckpts:
-        dest = paths.train_root(out) / ckpt.parent.relative_to(src)
+    for fold in Run(run).folds() or Run(run).checkpoints():  # the second raises: nothing trained
+        dest = paths.train_dir(out, fold.k)
         dest.mkdir(parents=True, exist_ok=True)
         for name in (paths.BEST, paths.THRESHOLD, paths.CONFIG):
-            if (ckpt.parent / name).exists():
-                shutil.copy2(ckpt.parent / name, dest / name)
+            if (fold.folder / name).exists():
+                shutil.copy2(fold.folder / name, dest / name)
                 copied.append(dest / name)
     return copied
 

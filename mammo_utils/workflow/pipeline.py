@@ -188,9 +188,9 @@ def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebook
     """The body of :func:`run_pipeline`, run while this process holds the run folder's lock."""
     from papermill.exceptions import PapermillExecutionError
 
-    from ..provenance import provenance
     from ..tables import read_table
     from .report import save_figures, write_report
+    from .summary import write_summary
 
     synth_seconds = prepare_data(data, synth_patients, progress, preset)
     for split in ("train", "test"):  # bad tables stop here with one line, not inside a notebook
@@ -200,7 +200,7 @@ def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebook
         print(f"[pipeline] {paths.split_csv(data, 'test')} does not exist (an imported or combined dataset): "
               f"no submission, 06_submission skipped", flush=True)
         names = [n for n in names if n != "06_submission"]
-    with tracked(run, data, params) as tracker:
+    with tracked(run, data, params, plan) as tracker, Interrupt() as interrupt:
         summary_path = paths.summary_json(run)
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         seconds = dict(previous.get("seconds", {}))
@@ -214,48 +214,129 @@ def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebook
             t0 = time.perf_counter()
             try:
                 execute_notebook(name, out_nb, plan[name], progress)
-            except PapermillExecutionError as exc:
+            except (Exception, KeyboardInterrupt) as exc:
+                if interrupt.signal is None and not isinstance(exc, (PapermillExecutionError, KeyboardInterrupt)):
+                    raise
+                if interrupt.signal is not None or isinstance(exc, KeyboardInterrupt):
+                    return interrupt.stop(tracker, name)
                 print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
                       f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
                 return 1
             finally:
                 if out_nb.exists():
                     save_figures(out_nb)
+            if interrupt.signal is not None:  # the kernel was between cells: it finished this notebook
+                return interrupt.stop(tracker, name)
             seconds[name] = round(time.perf_counter() - t0, 1)
             print(f"[pipeline] {name} done in {seconds[name]:.1f} s, {len(list(out_dir.glob(name + '_fig*.png')))} "
                   f"figure(s)", flush=True)
 
-        summary = {"data_dir": str(data), "run_dir": str(run), "seconds": seconds,
-                   "total_seconds": round(sum(seconds.values()), 1), "provenance": provenance()}
-        summary.update(read_results(data, run))
-        summary_path.write_text(json.dumps(summary, indent=2))
+        summary = write_summary(data, run, seconds)
         report = write_report(run, notebook_names(notebooks) + [COMPARE_NOTEBOOK])
         record_run(tracker, run, plan, summary)
-        print("[pipeline] summary\n" + json.dumps(summary, indent=2))
+        print("[pipeline] summary\n" + json.dumps(summary, indent=2, default=str))
+        for why in summary.get("stale", []):
+            print(f"[pipeline] STALE, left out of the summary: {why}", flush=True)
         print(f"[pipeline] report: {report}; figures: {out_dir}/*_fig*.png; notebooks: make lab RUN={run}")
     return 0
 
 
-@contextmanager
-def tracked(run: Path, data: Path, overrides: dict):
-    """The pipeline's tracking run (see :mod:`.tracking`): continued when the run folder already has one
-    in the same store, nested under a sweep's run when there is one; handed to the notebooks' kernels
-    through the environment for as long as the pipeline runs. Ends FAILED if the pipeline does not finish."""
-    from .. import tracking
+class Interrupt:
+    """Ctrl-C (or SIGTERM) stops the whole pipeline. A notebook's kernel runs in a process group of its own,
+    which the terminal's SIGINT never reaches: the first signal is passed on to each kernel's group (the cell
+    stops with KeyboardInterrupt, training ends its MLflow run KILLED, last.pt stays for a resume), a second
+    one kills them. :meth:`stop` then ends the pipeline's run KILLED and says so in one line."""
 
-    settings = plan_parameters(data, run, overrides, ["04_train"])["04_train"]
+    def __init__(self):
+        self.signal, self._before = None, {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._before[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+        return False
+
+    def _handle(self, signum, frame):
+        import signal
+
+        first = self.signal is None
+        self.signal = signum
+        signal_kernels(signal.SIGINT if first else signal.SIGKILL)
+        if not first:
+            raise KeyboardInterrupt
+
+    def stop(self, tracker, name: str) -> int:
+        tracker.end("KILLED")
+        print(f"[pipeline] interrupted in {name}: stopped; rerun the same command to resume where it stopped",
+              file=sys.stderr, flush=True)
+        return 130
+
+
+def signal_kernels(sig) -> None:
+    """Send ``sig`` to the process group of every process this one started (the notebooks' kernels, with
+    their DataLoader workers and torchrun processes)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            group = os.getpgid(child.pid)
+            if group != os.getpgrp():
+                os.killpg(group, sig)
+            else:
+                child.send_signal(sig)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+
+
+def params_fingerprint(plan: dict) -> str:
+    """A hash of every notebook's parameters: equal only for a rerun with the very same parameters."""
+    import hashlib
+
+    return hashlib.sha1(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def tracked(run: Path, data: Path, overrides: dict, plan: dict | None = None):
+    """The pipeline's tracking run (see :mod:`.tracking`), nested under a sweep's run when there is one;
+    handed to the notebooks' kernels through the environment for as long as the pipeline runs.
+
+    The run folder's earlier MLflow run (tracking.json) is continued only for this very folder, in the
+    same store, with the same parameters. Otherwise (other parameters, a copied folder) a new run is
+    made, tagged with the earlier one's id (``mammo.previous_run_id``). Ends FINISHED (record_run), KILLED
+    on Ctrl-C, else FAILED: never left RUNNING."""
+    from .. import tracking
+    from ..learn.runs import Run
+
+    plan = plan if plan is not None else plan_parameters(data, run, overrides)
+    settings = plan.get("04_train") or plan_parameters(data, run, overrides, ["04_train"])["04_train"]
     defaults = notebook_defaults("04_train")
     mode = settings.get("tracking", defaults.get("tracking", "mlflow"))
     uri = tracking.resolve_uri(settings.get("tracking_uri", defaults.get("tracking_uri")), run.parent)
-    saved = json.loads(paths.tracking_json(run).read_text()) if paths.tracking_json(run).exists() else {}
-    tracker = tracking.start(mode, run.parent, run.name, uri, saved.get("run_id") if saved.get("uri") == uri else None,
+    saved, params = Run(run).tracking(), params_fingerprint(plan)
+    same = saved.get("uri") == uri and saved.get("folder") == str(run) and saved.get("params") == params
+    link = {tracking.PREVIOUS_TAG: saved["run_id"]} if saved.get("run_id") and not same else {}
+    tracker = tracking.start(mode, run.parent, run.name, uri, saved.get("run_id") if same else None,
                              parent_id=os.environ.get(tracking.RUN_ID_ENV),
-                             tags={**tracking.provenance_tags(), "data_dir": str(data), "kind": "pipeline"})
+                             tags={**tracking.provenance_tags(), "data_dir": str(data), "kind": "pipeline", **link})
     if tracker.active:
-        paths.tracking_json(run).write_text(json.dumps({"run_id": tracker.run_id, "uri": uri}))
+        paths.tracking_json(run).write_text(json.dumps({"run_id": tracker.run_id, "uri": uri, "folder": str(run),
+                                                        "params": params, **link}))
     try:
         with tracking.passed_on(tracker):
             yield tracker
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
     finally:
         if not tracker.ended:  # record_run ends it FINISHED; anything else is a run that did not finish
             tracker.end("FAILED")
@@ -280,51 +361,8 @@ def record_run(tracker, run: Path, plan: dict, summary: dict) -> None:
                  paths.model_card_json(run)):
         tracker.artifact(path)
     tracker.artifact(paths.notebooks_dir(run), "notebooks")
-    for threshold in sorted(paths.train_root(run).glob(f"*/{paths.THRESHOLD}")):
-        tracker.artifact(threshold, f"train/{threshold.parent.name}")
+    from ..learn.runs import Run
+
+    for fold in Run(run).folds():  # the present folds' decision files, none set aside
+        tracker.artifact(fold.folder / paths.THRESHOLD, f"train/{fold.folder.name}")
     tracker.end("FINISHED")
-
-
-def read_results(data: Path, run: Path) -> dict:
-    """The figures a run produced: validation (selection) metrics, and held-out test metrics when labelled."""
-    out = {}
-    evaluation = paths.evaluation_json(run)
-    if evaluation.exists():
-        ev = json.loads(evaluation.read_text())
-        out.update(val_auc=ev.get("auc"), val_pf1=ev.get("pf1"), val_pr_auc=ev.get("pr_auc"),
-                   threshold=ev.get("threshold"), aggregate=ev.get("aggregate"), val_breasts=ev.get("breasts"),
-                   val_positives=ev.get("positives"), best_epoch=ev.get("best_epoch"),
-                   estimates=ev.get("estimates", {}))
-        if len({r["source"] for r in ev.get("by_source", {}).get("holdout", [])}) > 1:
-            out["by_source"] = {r["source"]: {k: r[k] for k in ("breasts", "positives", "auc", "pf1")}
-                                for r in ev["by_source"]["holdout"]}
-    sub = paths.submission_csv(run)
-    if sub.exists():
-        from ..tables import read_csv
-
-        s = read_csv(sub)
-        out.update(submission=str(sub), submission_rows=len(s), submission_positive=int((s.cancer >= 0.5).sum()))
-        out.update(score_synthetic_test(data, run))
-    if "test_auc" in out and "estimates" in out and out.get("threshold") is not None:
-        from ..judge.compare import test_breasts
-        from ..judge.estimates import clean, estimate
-
-        breasts = test_breasts(data, run)  # the ensemble's probabilities per breast, and the true labels
-        out["estimates"]["synthetic_test"] = clean({
-            **estimate(breasts, out["threshold"]),
-            "note": "the generator's labelled test set, predicted by the submission: an untouched estimate"})
-    return out
-
-
-def score_synthetic_test(data: Path, run: Path) -> dict:
-    """With the generator's side file, the synthetic test set has labels: score the submission on it.
-    These breasts took no part in training, epoch selection or the threshold: an untouched estimate."""
-    from .. import metrics
-    from ..judge.compare import test_breasts
-
-    if not paths.synthetic_truth(data).exists() or not paths.image_predictions_csv(paths.submission_csv(run)).exists():
-        return {}
-    b = test_breasts(data, run)
-    return {"test_pf1": metrics.pfbeta(b.cancer, b.binary), "test_auc": metrics.auc(b.cancer, b.pred),
-            "test_pr_auc": metrics.pr_auc(b.cancer, b.pred), "test_breasts": int(len(b)),
-            "test_positives": int(b.cancer.sum())}

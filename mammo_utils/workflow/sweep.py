@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
@@ -122,12 +123,18 @@ def finished(run: Path, params: dict) -> bool:
     if not (s.exists() and p.exists()):
         return False
     summary = json.loads(s.read_text())
-    return bool(summary.get("completed")) and json.loads(p.read_text()).get("params") == params
+    if not (summary.get("completed") and json.loads(p.read_text()).get("params") == params):
+        return False
+    from .summary import stale_results
+
+    return not stale_results(run)  # a run changed since (a fold retrained by hand, say) is run again
 
 
 def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, synth_patients: int = 200,
-              compare: bool = True, baseline: str | None = None, progress: bool = True, preset: str = "default") -> int:
-    """Run every combination x seed; return a process exit status."""
+              compare: bool = True, baseline: str | None = None, progress: bool = True, preset: str = "default",
+              scheduler: str | None = None) -> int:
+    """Run every combination x seed; return a process exit status. With a ``scheduler`` every fold of every
+    combination x seed is a task on a Dask cluster (:mod:`.cluster`); the comparison is the same."""
     from .pipeline import prepare_data
 
     combos = read_grid(grid)
@@ -141,7 +148,13 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
     from ..locks import folder_lock
 
     with folder_lock(sweep, "a sweep"), sweep_tracker(sweep, data, base) as tracker:
-        status = _sweep_locked(data, sweep, combos, seeds, base, synth_patients, compare, baseline, progress)
+        if scheduler:
+            from .cluster import sweep_on_cluster
+
+            status = sweep_on_cluster(scheduler, data, sweep, [(c, s) for c in combos for s in seeds], base,
+                                      synth_patients, compare, baseline, progress)
+        else:
+            status = _sweep_locked(data, sweep, combos, seeds, base, synth_patients, compare, baseline, progress)
         if tracker.active:
             tracker.params({"grid": json.dumps(combos), "seeds": list(seeds), **base})
             tracker.artifact(paths.comparison_csv(sweep))
@@ -167,6 +180,71 @@ def sweep_tracker(sweep: Path, data: Path, base: dict):
         tracker.end()
 
 
+@dataclass
+class SweepRun:
+    """One combination x seed of a sweep: its folder, its checked parameters and what is left to run."""
+
+    name: str
+    run: Path
+    combo: dict
+    seed: int
+    params: dict        # the run's own parameters: what its record says and a rerun is checked against
+    overrides: dict     # those, pointed at the sweep's shared preprocessing
+    notebooks: list
+    folds_cache: Path
+
+
+def plan_run(data: Path, sweep: Path, combo: dict, seed: int, base: dict) -> SweepRun:
+    """A run's parameters, pointed at the sweep's shared preprocessing, and the notebooks it needs: 02
+    only on the first use of a preprocessing setting, 03 only on the first use of a folds setting."""
+    name = f"{combo['name']}_seed{seed}"
+    run = sweep / name
+    overrides = {**base, **{k: str(v) for k, v in combo["params"].items()}, "seed": str(seed)}
+    plan = plan_parameters(data, run, overrides)
+    pre_key = key_of({**plan["02_preprocess"], **{"split": "train"}}, PREPROCESS_KEYS)
+    size = plan["02_preprocess"].get("image_size", notebook_defaults("02_preprocess")["image_size"])
+    train_pre = paths.shared_preprocessed(sweep, "train", size, pre_key)
+    test_pre = paths.shared_preprocessed(sweep, "test", size, pre_key)
+    folds_key = key_of({**notebook_defaults("03_sampling"), **plan["03_sampling"]}, FOLDS_KEYS)
+    notebooks = ["04_train", "05_evaluate", "06_submission"]
+    if not (train_pre / paths.MANIFEST).exists():
+        notebooks.insert(0, "02_preprocess")  # first use of this preprocessing: make it (resumable)
+    if not paths.shared_folds(sweep, folds_key).exists():
+        notebooks.insert(notebooks.index("04_train"), "03_sampling")
+    return SweepRun(name, run, combo, seed, overrides, {**overrides, "02.preprocessed_dir": str(train_pre),
+                                             "04.preprocessed_dir": str(train_pre),
+                                             "06.test_preprocessed_dir": str(test_pre)},
+                    notebooks, paths.shared_folds(sweep, folds_key))
+
+
+def start_run(r: SweepRun) -> None:
+    """Write the run's sweep record, and copy in the folds and the holdout they were made beside when an
+    earlier run of the sweep made them."""
+    record = {"combination": r.combo["name"], "seed": r.seed, "control": r.combo["control"],
+              "params": dict(r.params)}
+    r.run.mkdir(parents=True, exist_ok=True)
+    if "03_sampling" not in r.notebooks:
+        shutil.copy(r.folds_cache, paths.folds_csv(r.run))
+        for holdout_file in (paths.holdout_csv, paths.holdout_json):
+            shutil.copy(holdout_file(r.folds_cache.with_suffix("")), holdout_file(r.run))
+    paths.sweep_params(r.run).write_text(json.dumps(record, indent=2))
+
+
+def keep_folds(r: SweepRun) -> None:
+    """After a run made the folds: keep them (with their holdout) for the next runs of the same setting."""
+    if not r.folds_cache.exists():
+        r.folds_cache.with_suffix("").mkdir(parents=True, exist_ok=True)
+        for holdout_file in (paths.holdout_csv, paths.holdout_json):
+            shutil.copy(holdout_file(r.run), holdout_file(r.folds_cache.with_suffix("")))
+        shutil.copy(paths.folds_csv(r.run), r.folds_cache)
+
+
+def mark_completed(r: SweepRun) -> None:
+    summary = json.loads(paths.summary_json(r.run).read_text())
+    summary.update(completed=True, combination=r.combo["name"], seed=r.seed)
+    paths.summary_json(r.run).write_text(json.dumps(summary, indent=2))
+
+
 def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict, synth_patients: int, compare: bool,
                   baseline: str | None, progress: bool) -> int:
     """The body of :func:`run_sweep`, run while this process holds the sweep folder's lock."""
@@ -174,50 +252,28 @@ def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict
     runs = [(c, s) for c in combos for s in seeds]
     failed = []
     for i, (combo, seed) in enumerate(runs, 1):
-        name = f"{combo['name']}_seed{seed}"
-        run = sweep / name
-        overrides = {**base, **{k: str(v) for k, v in combo["params"].items()}, "seed": str(seed)}
-        record = {"combination": combo["name"], "seed": seed, "control": combo["control"], "params": dict(overrides)}
-        if finished(run, overrides):
-            print(f"[sweep] {i}/{len(runs)} {name}: finished before, skipped", flush=True)
+        r = plan_run(data, sweep, combo, seed, base)
+        if finished(r.run, r.params):
+            print(f"[sweep] {i}/{len(runs)} {r.name}: finished before, skipped", flush=True)
             continue
-        plan = plan_parameters(data, run, overrides)
-        pre_key = key_of({**plan["02_preprocess"], **{"split": "train"}}, PREPROCESS_KEYS)
-        size = plan["02_preprocess"].get("image_size", notebook_defaults("02_preprocess")["image_size"])
-        train_pre = paths.shared_preprocessed(sweep, "train", size, pre_key)
-        test_pre = paths.shared_preprocessed(sweep, "test", size, pre_key)
-        folds_key = key_of({**notebook_defaults("03_sampling"), **plan["03_sampling"]}, FOLDS_KEYS)
-        folds_cache = paths.shared_folds(sweep, folds_key)
-        overrides.update({"02.preprocessed_dir": str(train_pre), "04.preprocessed_dir": str(train_pre),
-                          "06.test_preprocessed_dir": str(test_pre)})
-        notebooks = ["04_train", "05_evaluate", "06_submission"]
-        if not (train_pre / paths.MANIFEST).exists():
-            notebooks.insert(0, "02_preprocess")  # first use of this preprocessing: make it (resumable)
-        run.mkdir(parents=True, exist_ok=True)
-        if folds_cache.exists():  # the folds and the holdout they were made beside
-            shutil.copy(folds_cache, paths.folds_csv(run))
-            for holdout_file in (paths.holdout_csv, paths.holdout_json):
-                shutil.copy(holdout_file(folds_cache.with_suffix("")), holdout_file(run))
-        else:
-            notebooks.insert(notebooks.index("04_train"), "03_sampling")
-        paths.sweep_params(run).write_text(json.dumps(record, indent=2))
-        print(f"[sweep] {i}/{len(runs)} {name}: {', '.join(n[:2] for n in notebooks)} "
+        start_run(r)
+        print(f"[sweep] {i}/{len(runs)} {r.name}: {', '.join(n[:2] for n in r.notebooks)} "
               f"{json.dumps(combo['params'])}", flush=True)
-        status = run_pipeline(data, run, params=overrides, notebooks=notebooks, progress=progress,
+        status = run_pipeline(data, r.run, params=r.overrides, notebooks=r.notebooks, progress=progress,
                               synth_patients=synth_patients)
         if status != 0:
-            print(f"[sweep] {name} failed; going on with the others (rerun the same command once it is fixed: "
+            print(f"[sweep] {r.name} failed; going on with the others (rerun the same command once it is fixed: "
                   f"finished runs are skipped)", flush=True)
-            failed.append(name)
+            failed.append(r.name)
             continue
-        if not folds_cache.exists():
-            folds_cache.with_suffix("").mkdir(parents=True, exist_ok=True)
-            for holdout_file in (paths.holdout_csv, paths.holdout_json):
-                shutil.copy(holdout_file(run), holdout_file(folds_cache.with_suffix("")))
-            shutil.copy(paths.folds_csv(run), folds_cache)
-        summary = json.loads(paths.summary_json(run).read_text())
-        summary.update(completed=True, combination=combo["name"], seed=seed)
-        paths.summary_json(run).write_text(json.dumps(summary, indent=2))
+        keep_folds(r)
+        mark_completed(r)
+    return finish_sweep(data, sweep, runs, failed, t_start, compare, baseline, progress)
+
+
+def finish_sweep(data: Path, sweep: Path, runs, failed: list, t_start: float, compare: bool, baseline: str | None,
+                 progress: bool) -> int:
+    """Name the failed runs, then compare the grid's runs (notebook 07); a process exit status."""
     print(f"[sweep] {len(runs)} runs in {(time.perf_counter() - t_start) / 60:.1f} min"
           f"{f'; FAILED: {chr(44).join(failed)}' if failed else ''}", flush=True)
     status = 1 if failed else 0
