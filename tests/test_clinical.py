@@ -164,6 +164,10 @@ def test_calibration_of_calibrated_and_overconfident_probabilities():
     assert abs(judged["platt"]["slope"] - 1) < 0.1 and judged["platt"]["ece"] < judged["raw"]["ece"] / 3
     lo, hi = judged["raw"]["slope_ci"]
     assert lo < judged["raw"]["slope"] < hi < 1
+    # the map is fitted out of fold only: holdout logits tripled, OOF logits doubled -> Platt halves the
+    # logits, and the holdout keeps a slope of 2/3 (fitted on the holdout itself it would be 1)
+    sharper = held.assign(pred=1 / (1 + np.exp(-3 * calibration.logit(p[10000:]))))
+    assert calibration.judge(oof, sharper, "platt", n_boot=10)["platt"]["slope"] == pytest.approx(2 / 3, abs=0.06)
     assert calibration.judge(oof, held, "isotonic", n_boot=10)["isotonic"]["ece"] < judged["raw"]["ece"] / 3
     assert np.isnan(calibration.slope_intercept(np.zeros(5), np.full(5, 0.2))[0])
     with pytest.raises(UserError, match="recalibration must be one of"):
@@ -197,6 +201,10 @@ def test_subgroups_say_na_where_undefined_and_flag_where_they_differ():
     assert "sensitivity" not in site.loc["3", "flag"]  # undefined is never flagged
     shown = subgroups.display(table).set_index(["subgroup", "value"])
     assert shown.loc[("site_id", "3"), "auc"] == "n/a" and shown.loc[("site_id", "3"), "sensitivity"] == "n/a"
+    two = breasts[breasts.site_id == 2]  # its intervals resample the site's patients, both breasts together
+    weights = bootstrap.resample_weights(len(two), 200, 0, two.patient_id.to_numpy())
+    auc_ci = bootstrap.percentile_interval(bootstrap.weighted_auc(two.cancer, two.pred, weights))
+    assert site.loc["2", "auc_ci"] == list(auc_ci) and auc_ci[0] < site.loc["2", "auc"] < auc_ci[1]
     assert shown.loc[("site_id", "2"), "sensitivity"].startswith("0.000 [")
     assert set(table[table.subgroup == "age_band"].value) == {"<50", "50-59", ">=70", "unknown"}
     assert "density" not in set(table.subgroup) and subgroups.absent(breasts, ("site_id", "density")) == ["density"]
@@ -284,8 +292,11 @@ def test_model_card_of_a_hand_made_run(tmp_path):
         assert row["screening_recall_rate"] == pytest.approx(sens * pi + (1 - spec) * (1 - pi))
     oof_exams = pd.read_csv(run / "oof_predictions.csv").groupby(["patient_id", "laterality"]).agg(
         cancer=("cancer", "max"), pred=("pred", "mean")).groupby(level=0).max()
-    t = saved["points"][1]["threshold"]  # chosen out of fold: specificity >= 88.9 % there
-    assert (oof_exams.pred[oof_exams.cancer == 0] < t).mean() >= 0.889
+    t = saved["points"][1]["threshold"]  # chosen out of fold: the lowest threshold with specificity >= 88.9 % there
+    assert t == screening.threshold_at_specificity(oof_exams.cancer, oof_exams.pred, 0.889)
+    assert saved["points"][2]["threshold"] == screening.threshold_at_sensitivity(oof_exams.cancer, oof_exams.pred, 0.869)
+    by_subgroup = {r["subgroup"] for r in saved["subgroups"]}
+    assert {"age_band", "density", "site_id", "machine_id", "source", "implant"} <= by_subgroup  # density from train.csv
     # real data: no warning
     _, run2 = write_tiny_run(tmp_path / "real", synthetic=False)
     card2 = write_model_card(run2, n_boot=20).read_text()
@@ -347,6 +358,12 @@ def test_compare_matches_breasts_on_prediction_id_not_row_position(tmp_path):
     assert at_spec["diff"].iloc[0] == pytest.approx(table.loc["b", "holdout_sens_at_spec_seed_mean"]
                                                     - table.loc["a", "holdout_sens_at_spec_seed_mean"])
     assert at_spec.metric.tolist() == ["holdout_sens_at_spec_seed_mean"]
+    # paired over patients: the same resamples of women, both breasts of each together
+    base = metrics_breasts(a).set_index("prediction_id")
+    other = breasts.set_index("prediction_id").loc[base.index]
+    expect = bootstrap.paired_difference(screening.sensitivity_at_specificity, base.cancer, [other.pred.to_numpy()],
+                                         [base.pred.to_numpy()], 100, 0, groups=bootstrap.patient_groups(base))
+    assert (at_spec.ci_low.iloc[0], at_spec.ci_high.iloc[0]) == (expect["ci_low"], expect["ci_high"])
     fake_run(tmp_path / "gap", "a_seed0", "a", a)
     fake_run(tmp_path / "gap", "b_seed0", "b", b[b.patient_id != "P3"])
     with pytest.raises(UserError, match="runs predicted different breasts .*P3_L, P3_R"):

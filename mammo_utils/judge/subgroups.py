@@ -78,7 +78,7 @@ def flags(row: dict, overall: dict) -> str:
     for name in FIGURES:
         lo, hi = row[f"{name}_ci"]
         ref = overall[name]
-        if lo == lo and hi == hi and ref == ref and not lo <= ref <= hi:
+        if lo == lo and hi == hi and not lo <= ref <= hi:  # undefined intervals are never flagged
             found.append(f"{name} {'below' if hi < ref else 'above'} overall")
     return "; ".join(found)
 
