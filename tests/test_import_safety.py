@@ -237,3 +237,49 @@ def test_combine_into_a_users_folder_is_refused_and_a_rerun_is_idempotent(tmp_pa
     first = digest(tmp_path / "both")
     combine(parts, tmp_path / "both", progress=False)
     assert digest(tmp_path / "both") == first
+
+
+# ---- every dataset, as a hostile user would: climbing ids in its tables, a user's folder as --out ----
+
+def _climb(name: str, src):
+    """Put a climbing id into the cell each dataset's importer reads an id (or a file name) from."""
+    if name == "vindr":
+        csv = src / "breast-level_annotations.csv"
+        rows = pd.read_csv(csv, dtype=str)
+        rows.loc[0, "study_id"], rows.loc[1, "image_id"] = "../../../../mine", "../../../mine"
+        rows.to_csv(csv, index=False)
+    elif name == "cbis-ddsm":
+        csv = src / "mass_case_description_train_set.csv"
+        rows = pd.read_csv(csv, dtype=str)
+        rows.loc[0, "patient_id"] = "../../../mine"
+        rows.to_csv(csv, index=False)
+    elif name == "cmmd":
+        sheet = pd.read_excel(src / "CMMD_clinicaldata_revision.xlsx", dtype=str)
+        sheet.loc[0, "ID1"] = "../../../mine"
+        sheet.to_excel(src / "CMMD_clinicaldata_revision.xlsx", index=False)
+    elif name == "inbreast":
+        csv = src / "INbreast.csv"
+        rows = pd.read_csv(csv, sep=";", dtype=str)
+        rows.loc[0, "File Name"] = "../../../mine"
+        rows.to_csv(csv, sep=";", index=False)
+    else:
+        (src / "Info.txt").write_text((src / "Info.txt").read_text() + "mdb002/../../../mine F NORM\n")
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_hostile_import_touches_nothing_outside_out(name, tmp_path, capsys):
+    src, out, mine = tmp_path / "src", tmp_path / "out", tmp_path / "mine"
+    WRITERS[name](src, **({"studies": 2} if name == "vindr" else {"patients": 2}))
+    _climb(name, src)
+    mine.mkdir()
+    (mine / "train.csv").write_text("my table")           # a user's folder given as --out...
+    (tmp_path / "mine.dcm").write_bytes(b"my scan")        # ...and files an id climbs to
+    (tmp_path / "mine.dicom").write_bytes(b"my other scan")
+    before = digest(tmp_path)
+    assert main(["import-dataset", name, str(src), "--out", str(mine), "--jobs", "1"]) == 2
+    one_error_line(capsys, "already holds files")
+    assert digest(tmp_path) == before
+    for _ in range(2):  # an import and its rerun write below --out and nowhere else
+        assert main(["import-dataset", name, str(src), "--out", str(out), "--jobs", "1"]) == 0
+        assert digest(tmp_path, skip=out) == before
+        everything_inside(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import warnings
 
 EDGE_BYTES = 1 << 16  # the quick pixel key reads this much from each end of the pixel data
 DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -33,22 +34,31 @@ def _native_bytes(ds) -> int | None:
     return (n * bits + 7) // 8
 
 
-def pixel_span(path: str, ds) -> tuple[int, int] | str:
-    """``(offset, length)`` of the stored pixel bytes in ``path`` (for encapsulated pixel data, up to its
-    delimiter), or why the file is not whole. ``ds``: its header, already read."""
+def _read_header(path: str, force: bool = False):
+    """(header, offset where the header stops: the pixel data element) in one read."""
     import pydicom
 
+    with open(path, "rb") as f:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=force)
+        return ds, f.tell()
+
+
+def pixel_span(path: str, ds, start: int | None = None) -> tuple[int, int] | str:
+    """``(offset, length)`` of the stored pixel bytes in ``path`` (for encapsulated pixel data, up to its
+    delimiter), or why the file is not whole. ``ds``: its header, already read; ``start``: where it
+    stopped (read again when not given)."""
     from ..dicom.dataset import transfer_syntax
 
     size = os.path.getsize(path)
     if transfer_syntax(ds) == DEFLATED:
         return 0, size  # the whole dataset is deflated: no offset to find; the key covers the whole file
-    with open(path, "rb") as f:
+    if start is None:
         try:
-            pydicom.dcmread(f, stop_before_pixels=True, force=True)
+            start = _read_header(path, force=True)[1]
         except Exception as exc:  # noqa: BLE001 - the header was read once already; any failure is a bad file
             return f"unreadable DICOM header ({type(exc).__name__}: {exc})"
-        start = f.tell()
+    with open(path, "rb") as f:
+        f.seek(start)
         head = f.read(12)
     little = head[:4] in PIXEL_TAGS_LE
     if not little and head[:4] not in PIXEL_TAGS_BE:
@@ -116,11 +126,16 @@ def header_facts(path: str) -> dict | str:
     from ..dicom import DicomReadError
     from ..dicom.dataset import open_dataset
 
-    try:
-        ds = open_dataset(path, stop_before_pixels=True)
-    except DicomReadError as exc:
-        return exc.reason
-    span = pixel_span(path, ds)
+    try:  # one read of a well-formed file; anything unusual goes through open_dataset's checks and messages
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds, start = _read_header(path)
+    except Exception:  # noqa: BLE001
+        try:
+            ds, start = open_dataset(path, stop_before_pixels=True), None
+        except DicomReadError as exc:
+            return exc.reason
+    span = pixel_span(path, ds, start)
     if isinstance(span, str):
         return span
     seq = ds.get("ViewCodeSequence")
