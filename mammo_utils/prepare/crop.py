@@ -7,12 +7,15 @@ Segmentation treats the breast as one object and models the *background*, not th
    mammogram (the far side of the image is air), and the spread of the values below the median
    gives the noise sigma; the threshold is a few sigmas above that level, so fatty tissue that
    fades into the noise near the skin stays in;
-3. film artefacts that touch the breast are taken out first (:func:`film_artefacts`): a strip along an
-   image edge (the scanned film edge) and a compact bright rectangle (a film label, a ruler); then
-   an opening a little wider than a detector strip or a label stroke cuts thinner ones off the breast;
-4. the largest component is the breast, and every component at least a tenth of its size joins it
-   (thin strips, text and markers are small or thin, so they never do); a closing and a hole fill
-   then make the chosen components one object, lobular fat included.
+   (when no side is air, as on a film the breast fills, the image's darkest region is modelled);
+3. film artefacts that touch the breast are taken out first (:mod:`.film_artefacts`): a strip or a
+   border along an image edge (the scanned film edge), a faint glow hugging an edge beyond the
+   breast, and a compact bright rectangle (a film label, a ruler); then an opening a little wider
+   than a detector strip or a label stroke cuts thinner ones off the breast;
+4. the largest component that is not a flat bright strip is the breast, and every component at least
+   a tenth of its size joins it (thin strips, text and markers are small or thin, so they never do;
+   a strip as large as the breast stays too: when unsure, tissue is never dropped); a closing and a
+   hole fill then make the chosen components one object, lobular fat included.
 
 Masking is conservative: :func:`apply_mask` zeroes only bright objects that are isolated from the
 breast (labels, markers, strips not touching it); faint tissue below the threshold is never zeroed.
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .film_artefacts import bright_rectangles, edge_bands, edge_strips, film_artefacts, strip_like, unpadded  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
@@ -34,14 +39,8 @@ JOIN_FRACTION = 0.10        # components at least this share of the largest one 
 OPEN_FRACTION = 0.02        # opening kernel / work size: wider than a detector strip or a label stroke
 CLOSE_FRACTION = 0.04       # closing kernel / work size: joins lobular fat islands into one object
 WORK_PX = 384               # long side of the segmentation copy
-STRIP_FILL = 0.75           # an edge strip: lines with at least this share of very bright pixels ...
-PAD_MAX = 0.2               # ... after at most this share of the image of empty padding ...
-STRIP_MAX = 0.08            # ... running at most this share of the image in from its edge ...
-STRIP_AFTER = 0.5           # ... and then a line with less than this share (the breast is never that uniform)
-RECT_FILL = 0.85            # a label or ruler: a very bright object whose convex hull fills this share of its box
-RECT_MIN_AREA = 0.001       # ... of at least this share of the image,
-RECT_MAX_SHARE = 0.25       # ... at most this share of all the foreground,
-RECT_MAX_STD = 0.05         # ... and flat: its values spread less than this (display units)
+AIR_MIN = 0.02              # no side is air when this share of the image is darker than the sides' level ...
+AIR_GAP = 0.05              # ... by this much (display units): air is the darkest thing on a mammogram
 
 
 @dataclass
@@ -95,101 +94,27 @@ def background_model(small: np.ndarray, border_frac: float = 0.03) -> tuple[floa
     mammogram: the chest wall, a breast touching an edge, or a detector strip only raise a side.
     On a tie (a clipped window puts air at exactly 0) the quieter side wins: a side that is part
     air, part breast has the same lower quartile as pure air but a much larger spread.
+
+    A breast can fill a film to its top, bottom and chest wall, with film-holder strips on the far side:
+    then no side is air, and a level taken from tissue would drop the breast and keep the strips. Air
+    is the darkest thing on a mammogram, so when ``AIR_MIN`` of the image lies ``AIR_GAP`` below the
+    sides' level, that dark region is modelled instead.
     """
     h, w = small.shape
     b = max(2, int(round(border_frac * min(h, w))))
-    sides = []
-    for band in (small[:b], small[-b:], small[:, :b], small[:, -b:]):
-        v = band.ravel()
-        level, median = np.percentile(v, np.array([25, 50], v.dtype))  # one sort; dtype kept
-        low = v[v <= median]
-        sides.append((float(level), 1.4826 * float(np.median(np.abs(low - level)))))
-    return min(sides)
+    level, noise = min(_level_noise(band.ravel()) for band in (small[:b], small[-b:], small[:, :b], small[:, -b:]))
+    dark = small[small < level - AIR_GAP]
+    if dark.size >= AIR_MIN * small.size:
+        return _level_noise(dark)
+    return level, noise
 
 
-def _very_bright(small: np.ndarray, level: float) -> np.ndarray:
-    """Pixels near the top of the image's range: film edges, labels and rulers are the brightest objects."""
-    top = float(np.percentile(small, 99.5))
-    return small >= level + 0.8 * (top - level)
-
-
-def edge_strips(bright: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """Lines (rows or columns) that form a bright strip along an image edge: the scanned film edge.
-
-    From each edge inwards, past empty padding (lines with almost no foreground, as on films padded
-    to a square), a run of lines mostly very bright, no deeper than ``STRIP_MAX`` of the image and
-    followed by a line that is not: a breast touching the edge is never that bright along its whole
-    length, so it is never taken for a strip."""
-    out = np.zeros(bright.shape, bool)
-    h, w = bright.shape
-    for axis, n in ((0, h), (1, w)):  # axis 0: rows (top and bottom strips), 1: columns
-        fill, used = bright.mean(axis=1 - axis), foreground.mean(axis=1 - axis)
-        for order in (np.arange(n), np.arange(n)[::-1]):
-            start = 0
-            while start < PAD_MAX * n and used[order[start]] < 0.02:
-                start += 1
-            limit = start + max(2, int(STRIP_MAX * n))
-            if limit >= n or fill[order[start]] < STRIP_FILL:
-                continue
-            end = start
-            while end < limit and fill[order[end]] >= STRIP_FILL:
-                end += 1
-            blurred = 0  # the strip's own blurred border: up to two lines between the two levels
-            while blurred < 2 and end + blurred < n - 1 and STRIP_AFTER <= fill[order[end + blurred]] < STRIP_FILL:
-                blurred += 1
-            end += blurred
-            if end < limit and fill[order[end]] < STRIP_AFTER:
-                lines = order[:end]
-                if axis == 0:
-                    out[lines, :] = True
-                else:
-                    out[:, lines] = True
-    return out
-
-
-def bright_rectangles(small: np.ndarray, bright: np.ndarray, foreground: int) -> np.ndarray:
-    """Very bright objects that fill their bounding box, small beside the breast and flat: film labels
-    and rulers (text inside included). Dense tissue is never that flat, and a dense breast is the
-    largest object, not a small one."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright.view(np.uint8), connectivity=8)
-    out = np.zeros(bright.shape, bool)
-    for i in range(1, n):
-        x, y, w, h, area = stats[i]
-        if area < RECT_MIN_AREA * bright.size or min(w, h) < 2 or area > RECT_MAX_SHARE * foreground:
-            continue
-        if float(np.std(small[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i])) > RECT_MAX_STD:
-            continue
-        obj = (labels[y:y + h, x:x + w] == i).astype(np.uint8)
-        hull = cv2.convexHull(cv2.findNonZero(obj))
-        if cv2.contourArea(hull) >= RECT_FILL * w * h and obj.sum() >= 0.5 * w * h:  # text in a label leaves holes
-            filled = np.zeros_like(obj)
-            cv2.fillConvexPoly(filled, hull, 1)
-            out[y:y + h, x:x + w] |= filled > 0
-    return out
-
-
-def film_artefacts(small: np.ndarray, level: float, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(film edge strips, labels or rulers) on a work-size image: bright, geometric, and often touching
-    the breast, so the component rules below would take them for tissue."""
-    bright = _very_bright(small, level)
-    return edge_strips(bright, raw > 0), bright_rectangles(small, bright, int(raw.sum()))
-
-
-def unpadded(small: np.ndarray, max_share: float = 0.5) -> tuple[slice, slice]:
-    """The image without its constant border lines (rows, columns): the padding a digitised film gets
-    to fill a square. Air inside a film is never exactly constant, padding always is, and a background
-    model that saw the padding would call the whole film foreground."""
-    flat_rows = np.ptp(small, axis=1) == 0
-    flat_cols = np.ptp(small, axis=0) == 0
-
-    def run(flags) -> int:
-        k = 0
-        while k < max_share * len(flags) and flags[k]:
-            k += 1
-        return k if k < max_share * len(flags) else 0
-
-    h, w = small.shape
-    return slice(run(flat_rows), h - run(flat_rows[::-1])), slice(run(flat_cols), w - run(flat_cols[::-1]))
+def _level_noise(v: np.ndarray) -> tuple[float, float]:
+    """(lower quartile, noise sigma) of background values: 1.4826 x the median deviation of the values
+    below the median from the quartile."""
+    level, median = np.percentile(v, np.array([25, 50], v.dtype))  # one sort; dtype kept
+    low = v[v <= median]
+    return float(level), 1.4826 * float(np.median(np.abs(low - level)))
 
 
 def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
@@ -213,8 +138,10 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     breast = np.zeros(small.shape, bool)
     if n > 1:
         areas = np.bincount(labels.ravel(), minlength=n)[1:]
+        tissue = ~strip_like(small, level, labels, areas)
+        ref = areas[tissue].max() if tissue.any() else areas.max()  # a strip never sets the breast's size ...
         chosen = np.zeros(n, np.uint8)
-        chosen[1:] = areas >= JOIN_FRACTION * areas.max()
+        chosen[1:] = areas >= JOIN_FRACTION * ref  # ... and one as large as the breast stays: unclear, keep both
         # components are chosen before closing, so a label near the breast is never bridged onto it
         breast = fill_holes(_morph(np.take(chosen, labels), cv2.MORPH_CLOSE, k_close)) > 0
     # Objects of the raw mask that do not touch the (slightly grown) breast are certainly not breast.

@@ -68,6 +68,54 @@ def film_scan(a: np.ndarray, mask: np.ndarray, rng: np.random.Generator, artefac
     return np.clip(img, 0, 1).astype(np.float32), breast & ~art, art, (top, strip)
 
 
+def film_border(img: np.ndarray, art: np.ndarray, rng: np.random.Generator, top: float = 3 / 390,
+                bottom: float = 4 / 390, level=(0.6, 0.8)) -> None:
+    """Bright rows where the scanner saw past the film's top and bottom edges, across the full width, in
+    place. As measured on a CBIS-DDSM CC scan at 390x216: the first 3 and the last 4 rows, row means
+    from 0.6 to 0.8 of the display range (not the brightest thing on a film with dense tissue or a label)."""
+    h, w = img.shape
+    for rows in (slice(0, max(1, round(top * h))), slice(h - max(1, round(bottom * h)), h)):
+        n = rows.stop - rows.start
+        img[rows] = np.linspace(level[1], level[0], n)[:, None] + rng.normal(0, 0.02, (n, w))
+        art[rows] = True
+
+
+def edge_glow(img: np.ndarray, art: np.ndarray, side: str = "right", width: float = 0.05, low: float = 0.01,
+              high: float = 0.26) -> None:
+    """Light leaking in along one film edge, in place: a band ``width`` of the image wide whose value rises
+    from ``low`` to ``high`` towards the edge (as on a CBIS-DDSM CC scan along the chest wall: about 10
+    columns of 216). Faint beside a film strip, but above a background clipped to 0; over tissue it adds
+    nothing the tissue does not already outshine."""
+    h, w = img.shape
+    n = max(2, round(width * w))
+    ramp = (low + (high - low) * np.linspace(0, 1, n) ** 2).astype(np.float32)
+    cols = slice(w - n, w) if side == "right" else slice(0, n)
+    ramp = ramp if side == "right" else ramp[::-1]
+    glow = np.broadcast_to(ramp, (h, n))
+    art[:, cols] |= img[:, cols] < glow
+    img[:, cols] = np.maximum(img[:, cols], glow)
+
+
+def holder_strips(img: np.ndarray, art: np.ndarray, rng: np.random.Generator, side: str = "right",
+                  band: float = 0.03, margin: float = 12 / 1024, bar: float = 0.05, gap: float = 0.1,
+                  bar_rows: float = 2 / 3) -> int:
+    """Film-holder strips along one side, in place, as on a mini-MIAS scan (1024 wide): beyond the film a
+    black margin of 12 columns at the image edge, a full-height band at the top of the range ``band`` of
+    the width wide, then ``gap`` of the width in, a bar ``bar`` wide over the top ``bar_rows`` of the
+    height. Returns the column (on the ``side="right"`` layout) where the strips begin."""
+    h, w = img.shape
+    m, b, g, r = round(margin * w), round(band * w), round(gap * w), round(bar * w)
+    band_x, bar_x = w - m - b, w - m - b - g - r
+    view = img if side == "right" else img[:, ::-1]
+    mark = art if side == "right" else art[:, ::-1]
+    view[:, w - m:] = 0.0
+    view[:, band_x:w - m] = 1.0 - 0.02 * rng.random((h, b))  # scanner noise: never an exactly constant column
+    view[:round(bar_rows * h), bar_x:bar_x + r] = 1.0 - 0.02 * rng.random((round(bar_rows * h), r))
+    mark[:, band_x:] = True
+    mark[:round(bar_rows * h), bar_x:bar_x + r] = True
+    return bar_x
+
+
 def to_film_bits(img: np.ndarray, bits: int = 8) -> np.ndarray:
     """Stored values of a scanned film (MONOCHROME2, brighter = denser film)."""
     top = 2 ** bits - 1
