@@ -60,15 +60,16 @@ def dask_client(scheduler: str, resources: dict | None = None):
             raise UserError(f"scheduler {scheduler!r}: expected local:N with N >= 1 workers")
         import dask
 
-        with dask.config.set({"distributed.worker.daemon": False}):  # a training task starts DataLoader processes
+        # not daemonic: a training task starts DataLoader processes; read again whenever a nanny restarts a worker
+        with dask.config.set({"distributed.worker.daemon": False}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None, resources=resources)
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+                cluster.close()
     elif scheduler.startswith("tcp://"):
         reachable(scheduler)
         try:
@@ -263,15 +264,15 @@ NOT_DAEMON = "DASK_DISTRIBUTED__WORKER__DAEMON=False"  # workers whose tasks may
 
 def call_task(task: Task):
     """Run a task on a worker with its environment, restored afterwards (workers outlive tasks)."""
-    import multiprocessing
-
-    if multiprocessing.current_process().daemon:
-        raise UserError(f"the Dask worker running {task.name} is a daemonic process, which cannot start DataLoader "
-                        f"workers: start the workers with {NOT_DAEMON} in their environment")
     before = {k: os.environ.get(k) for k in task.env}
     os.environ.update({k: str(v) for k, v in task.env.items()})
     try:
         return task.fn(*task.args, **task.kwargs)
+    except AssertionError as exc:
+        if "daemonic processes" in str(exc):
+            raise UserError(f"the Dask worker running {task.name} is a daemonic process, which cannot start DataLoader "
+                            f"workers: start the workers with {NOT_DAEMON} in their environment (or workers=0)") from None
+        raise
     finally:
         for k, v in before.items():
             if v is None:
