@@ -175,14 +175,15 @@ def test_calibration_of_calibrated_and_overconfident_probabilities():
 
 
 def subgroup_breasts(rng) -> pd.DataFrame:
-    """Site 1: a model that separates well; site 2: cancers scored like negatives; site 3: no cancer."""
+    """Site 1: 4 of 5 cancers found; site 2: 1 of 5; site 3: no cancer (30 cancers in each of sites 1, 2)."""
     rows = []
     for site, patients in ((1, 150), (2, 150), (3, 30)):
         for k in range(patients):
             for side in "LR":
                 cancer = int(site != 3 and side == "L" and k % 5 == 0)
-                good = site == 1
-                pred = rng.uniform(0.6, 1.0) if cancer and good else rng.uniform(0.0, 0.55)
+                found = (k // 5) % 5 != 0 if site == 1 else (k // 5) % 5 == 0
+                false_alarm = site == 2 and side == "R" and k % 10 == 1  # overall specificity below 1
+                pred = rng.uniform(0.6, 1.0) if (cancer and found) or false_alarm else rng.uniform(0.0, 0.55)
                 rows.append({"prediction_id": f"{site}-{k}_{side}", "patient_id": f"{site}-{k}", "cancer": cancer,
                              "pred": pred, "site_id": site, "age": [45, 55, np.nan, 72][k % 4]})
     return pd.DataFrame(rows)
@@ -195,17 +196,18 @@ def test_subgroups_say_na_where_undefined_and_flag_where_they_differ():
     overall = table.iloc[0]
     assert (overall.subgroup, overall.breasts, overall.cancer_breasts, overall.patients) == ("overall", 660, 60, 330)
     site = table[table.subgroup == "site_id"].set_index("value")
-    assert site.loc["1", "sensitivity"] == 1.0 and site.loc["2", "sensitivity"] == 0.0
+    assert site.loc["1", "sensitivity"] == 0.8 and site.loc["2", "sensitivity"] == 0.2 and overall.sensitivity == 0.5
     assert "sensitivity above overall" in site.loc["1", "flag"] and "sensitivity below overall" in site.loc["2", "flag"]
     assert np.isnan(site.loc["3", "auc"]) and np.isnan(site.loc["3", "sensitivity"]) and site.loc["3", "specificity"] == 1
-    assert "sensitivity" not in site.loc["3", "flag"]  # undefined is never flagged
     shown = subgroups.display(table).set_index(["subgroup", "value"])
     assert shown.loc[("site_id", "3"), "auc"] == "n/a" and shown.loc[("site_id", "3"), "sensitivity"] == "n/a"
     two = breasts[breasts.site_id == 2]  # its intervals resample the site's patients, both breasts together
     weights = bootstrap.resample_weights(len(two), 200, 0, two.patient_id.to_numpy())
     auc_ci = bootstrap.percentile_interval(bootstrap.weighted_auc(two.cancer, two.pred, weights))
     assert site.loc["2", "auc_ci"] == list(auc_ci) and auc_ci[0] < site.loc["2", "auc"] < auc_ci[1]
-    assert shown.loc[("site_id", "2"), "sensitivity"].startswith("0.000 [")
+    assert shown.loc[("site_id", "2"), "sensitivity"].startswith("0.200 [")
+    assert overall.specificity < 1 and site.loc["3", "specificity_ci"] == [1.0, 1.0]
+    assert site.loc["3", "flag"] == ""  # a degenerate interval excludes the overall figure but says nothing
     assert set(table[table.subgroup == "age_band"].value) == {"<50", "50-59", ">=70", "unknown"}
     assert "density" not in set(table.subgroup) and subgroups.absent(breasts, ("site_id", "density")) == ["density"]
     assert not table[table.subgroup == "age_band"].flag.str.contains("auc").any()  # ages mixed evenly: no AUC flag

@@ -6,7 +6,9 @@ at the chosen operating point, each with a 95 % interval over the subgroup's pat
 14, 20b and 23a). A figure a subgroup cannot define (AUC or specificity without a cancer-free breast,
 AUC or sensitivity without a cancer breast) is NaN, shown "n/a": undefined is not zero. A subgroup
 is flagged when its interval excludes the overall figure: a signal worth a look, not a test (nothing
-here corrects for the many groups looked at).
+here corrects for the many groups looked at). A degenerate interval (every resample alike: six
+cancer-free women all called negative give specificity [1, 1]) says nothing about the spread and is
+never flagged.
 """
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def flags(row: dict, overall: dict) -> str:
     for name in FIGURES:
         lo, hi = row[f"{name}_ci"]
         ref = overall[name]
-        if lo == lo and hi == hi and not lo <= ref <= hi:  # undefined intervals are never flagged
+        if lo < hi and not lo <= ref <= hi:  # undefined (NaN) or degenerate intervals are never flagged
             found.append(f"{name} {'below' if hi < ref else 'above'} overall")
     return "; ".join(found)
 

@@ -178,7 +178,8 @@ def _subgroups(r: dict) -> str:
     text = (f"## 7. Subgroups ({s['judged_on']}, per breast, at the `{s['subgroup_point']}` point, threshold "
             f"{s['subgroup_threshold']:.6g})\n\nAUC, sensitivity and specificity with 95 % intervals over the "
             "subgroup's patients; n/a where a figure is undefined (no cancer, or no cancer-free breast). "
-            "A flag marks a subgroup whose interval excludes the overall figure (not corrected for multiplicity).\n\n"
+            "A flag marks a subgroup whose interval excludes the overall figure (not corrected for multiplicity; a "
+            "degenerate interval such as [1.000, 1.000] from a few cases is never flagged).\n\n"
             + _table(table.to_dict("records")))
     if r["subgroups_absent"]:
         text += f"\nNot recorded for these breasts: {', '.join(r['subgroups_absent'])}.\n"
