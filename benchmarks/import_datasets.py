@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/import_datasets.py [--studies 250] [--patients 60] [--jobs 2]
 
-VinDr-Mammo (``--studies`` x 4 images) is imported from its CSVs alone: no header and no pixel is
-read, only each file's first 132 bytes (the DICOM magic) and a link. CBIS-DDSM (``--patients`` x 2
+VinDr-Mammo (``--studies`` x 4 images) is imported from its CSVs and one header pass (in ``--jobs``
+processes, no pixel decoded: each file checked whole, its SOPInstanceUID and a key of its stored
+pixels read for duplicates) and a link. CBIS-DDSM (``--patients`` x 2
 views, each with an ROI mask and a cropped lesion) must read headers (to tell the mask from the crop
 by shape) and its masks' pixels (for the boxes), in ``--jobs`` processes. The baseline reads every
 DICOM header of the dataset with pydicom in one process, as a hand-written converter would. Ratios
