@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from .common import PRESET_NAMES, jobs_arg, positive, size_arg
+
 
 def _synth(a) -> int:
     from ..synthetic import write_dataset
@@ -21,7 +23,9 @@ def _synth(a) -> int:
 def _import_dataset(a) -> int:
     from ..datasets import import_dataset
 
-    record = import_dataset(a.dataset, a.src, a.out, copy=a.copy, label=a.label, jobs=a.jobs)
+    with warnings.catch_warnings(record=True) as caught:  # each as one line, after the summary
+        warnings.simplefilter("always", UserWarning)
+        record = import_dataset(a.dataset, a.src, a.out, copy=a.copy, label=a.label, jobs=a.jobs)
     c = record["counts"]
     print(f"{a.dataset}: {c['images']} images of {c['patients']} patients ({c['cancer_breasts']} of {c['breasts']} "
           f"breasts cancer), {c['lesion_boxes']} lesion boxes, {c['skipped']} file(s) skipped -> {a.out}")
@@ -37,6 +41,8 @@ def _import_dataset(a) -> int:
     if len(record["skipped"]) > 10:
         print(f"... and {len(record['skipped']) - 10} more skipped files: see {Path(a.out) / 'import.json'}",
               file=sys.stderr)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     return 0
 
 
