@@ -406,3 +406,18 @@ def test_report_shows_the_model_card_and_mlflow_gets_it(tmp_path):
     tracker = Recorder()
     record_run(tracker, run, {}, {})
     assert {"model_card.md", "model_card.json"} <= set(tracker.artifacts)
+
+
+def test_bad_choices_stop_with_one_line(tmp_path):
+    from mammo_utils.judge.clinical import judge_run
+
+    _, run = write_tiny_run(tmp_path, patients=30)
+    for options, message in (({"screening_prevalence": 5.1}, r"screening_prevalence must be in \(0, 1\)"),
+                             ({"operating_points": {"x": "high"}}, "operating point 'x'"),
+                             ({"recalibration": "beta"}, "recalibration must be one of"),
+                             ({"subgroup_point": "nope"}, "subgroup_point 'nope' is not an operating point")):
+        with pytest.raises(UserError, match=message):
+            judge_run(run, n_boot=5, **options)
+    (run / "oof_predictions.csv").unlink()
+    with pytest.raises(UserError, match="oof_predictions.csv not found"):
+        judge_run(run, n_boot=5)

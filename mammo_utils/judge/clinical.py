@@ -110,6 +110,8 @@ def judge_run(run, screening_prevalence: float = screening.SCREENING_PREVALENCE,
     run = Path(run)
     if not 0 < screening_prevalence < 1:
         raise UserError(f"screening_prevalence must be in (0, 1) (5.1 per 1,000 is 0.0051), got {screening_prevalence}")
+    if recalibration not in calibration.RECALIBRATIONS:
+        raise UserError(f"recalibration must be one of {calibration.RECALIBRATIONS}, got {recalibration!r}")
     rule = decision_rule(run)
     aggregate = aggregate or rule["aggregate"]
     data = Path(data) if data else data_dir(run)
