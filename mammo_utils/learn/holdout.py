@@ -51,7 +51,7 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
             chosen |= set(order[:int(round(fraction * len(order)))])
         hows.append(f"{label}{fraction:g} of the patients, stratified by cancer{''.join(', ' + c for c in extra)}, "
                     f"seed {seed}")
-    if df._unit.ne(df.patient_id.astype(str)).any():
+    if df._unit.astype(str).ne(df.patient_id.astype(str)).any():
         hows.append("patients linked by a duplicated image kept together")
     how = "; ".join(hows)
     is_holdout = df._unit.isin(chosen)

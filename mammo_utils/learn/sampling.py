@@ -24,10 +24,12 @@ def split_groups(df: pd.DataFrame) -> pd.Series:
     ``duplicate_group`` with (an import links patients whose images are duplicates: the same pixels
     under two ids are most likely one woman). Connected components over patients and groups, so a
     patient named in two groups joins both; each unit is named by its smallest patient id."""
-    patients = df.patient_id.astype(str)
     if "duplicate_group" not in df:
-        return patients
+        return df.patient_id
     linked = df.duplicate_group.fillna("").astype(str).str.strip()
+    if not linked.ne("").any():
+        return df.patient_id  # nothing linked: the patients themselves, as before (same folds, same holdout)
+    patients = df.patient_id.astype(str)
     parent = {}
 
     def root(x):
