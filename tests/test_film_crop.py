@@ -164,3 +164,25 @@ def test_air_inside_the_image_when_no_side_is_air():
     assert abs(level - 0.02) < 0.01 and noise < 0.02
     img[:, :10] = 0.0  # with an air side the sides decide as before
     assert cr.background_model(img) == (0.0, 0.0)
+
+
+# ---- the same rules on the other phantoms ----------------------------------------------------------------
+
+def test_a_film_edge_strip_inside_padding_does_not_stretch_the_box():
+    """A film narrower than the scan, zero-padded: its edge strip runs the full height beside the chest
+    wall, joined to the breast. It hugs the film's edge (not the image's) beyond the breast: a band."""
+    img, mask, lesion = phantoms.phantom("film_padded", 6)
+    s = cq.score(img, mask, lesion)
+    assert s["kept"] >= 0.99 and s["lesion_inside"] and s["area_ratio"] <= 1.25, s
+
+
+def test_the_flat_middle_of_a_fatty_breast_is_not_a_label():
+    """Flat, bright, filling its box: but it fades into the tissue around it, where a label is a step."""
+    img, mask, lesion = phantoms.phantom("fatty", 5, noise=0.02)
+    s = cq.score(img, mask, lesion)
+    assert s["zeroed"] <= 0.01 and s["kept"] >= 0.99, s
+    img, mask, _ = phantoms.phantom("film_label", 0)  # a label on the skin line still leaves
+    small, _ = work_image(StoredImage.from_display(img))
+    seg = cr.segment_breast(small, max(small.shape))
+    fg = (small > seg.threshold).astype(np.uint8)
+    assert fa.film_artefacts(small, seg.background, fg)[1].sum() >= 0.01 * small.size

@@ -123,13 +123,13 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
         raise ValueError(f"segment_breast expects a non-empty 2-D array, got shape {img.shape}")
     h, w = img.shape
     s = work_px / max(h, w)  # small images are enlarged: the kernels below are fractions of the work size
-    small = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (max(1, round(w * s)), max(1, round(h * s))),
-                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    small = cv2.GaussianBlur(small, (3, 3), 0)
+    resized = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (max(1, round(w * s)), max(1, round(h * s))),
+                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    small = cv2.GaussianBlur(resized, (3, 3), 0)
     level, noise = background_model(small[unpadded(small)])
     thr = level + max(NOISE_SIGMAS * noise, MIN_CONTRAST)
     raw = (small > thr).astype(np.uint8)
-    strips, labels_rulers = film_artefacts(small, level, raw)
+    strips, labels_rulers = film_artefacts(small, level, raw, unpadded(resized))  # the film's edges: before the blur
     raw[strips | labels_rulers] = 0
     long_side = max(small.shape)
     k_open, k_close = _odd(OPEN_FRACTION * long_side), _odd(CLOSE_FRACTION * long_side)
