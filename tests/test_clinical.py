@@ -170,6 +170,7 @@ def test_calibration_of_calibrated_and_overconfident_probabilities():
     assert calibration.judge(oof, sharper, "platt", n_boot=10)["platt"]["slope"] == pytest.approx(2 / 3, abs=0.06)
     assert calibration.judge(oof, held, "isotonic", n_boot=10)["isotonic"]["ece"] < judged["raw"]["ece"] / 3
     assert np.isnan(calibration.slope_intercept(np.zeros(5), np.full(5, 0.2))[0])
+    assert np.isnan(calibration.slope_intercept([0, 0, 1, 1], [0.45, 0.47, 0.49, 0.51])[0])  # separated: no estimate
     with pytest.raises(UserError, match="recalibration must be one of"):
         calibration.fit_recalibration(y, p, "beta")
 
@@ -192,7 +193,8 @@ def subgroup_breasts(rng) -> pd.DataFrame:
 def test_subgroups_say_na_where_undefined_and_flag_where_they_differ():
     breasts = subgroup_breasts(np.random.default_rng(0))
     breasts["age_band"] = subgroups.age_band(breasts.age)
-    table = subgroups.subgroup_table(breasts, 0.58, by=("site_id", "age_band", "density"), n_boot=200)
+    breasts["source"] = "rsna"  # one value: the subgroup is the whole set, never flagged against itself
+    table = subgroups.subgroup_table(breasts, 0.58, by=("site_id", "age_band", "density", "source"), n_boot=200)
     overall = table.iloc[0]
     assert (overall.subgroup, overall.breasts, overall.cancer_breasts, overall.patients) == ("overall", 660, 60, 330)
     site = table[table.subgroup == "site_id"].set_index("value")
@@ -209,6 +211,11 @@ def test_subgroups_say_na_where_undefined_and_flag_where_they_differ():
     assert overall.specificity < 1 and site.loc["3", "specificity_ci"] == [1.0, 1.0]
     assert site.loc["3", "flag"] == ""  # a degenerate interval excludes the overall figure but says nothing
     assert set(table[table.subgroup == "age_band"].value) == {"<50", "50-59", ">=70", "unknown"}
+    assert table[table.subgroup == "source"].flag.tolist() == [""]
+    # two women: the upper percentile lands one ulp below the overall AUC of 2/3; the same set is not flagged
+    tiny = pd.DataFrame({"patient_id": ["a", "a", "b", "b"], "cancer": [0, 0, 1, 0], "source": "rsna",
+                         "pred": [0.4798737019300461, 0.4797474940617879, 0.4803582429885864, 0.4805324822664261]})
+    assert subgroups.subgroup_table(tiny, 0.4755, by=("source",), n_boot=50).flag.tolist() == ["", ""]
     assert "density" not in set(table.subgroup) and subgroups.absent(breasts, ("site_id", "density")) == ["density"]
     assert not table[table.subgroup == "age_band"].flag.str.contains("auc").any()  # ages mixed evenly: no AUC flag
 

@@ -70,7 +70,7 @@ def brier(labels, probs) -> float:
 def logistic_fit(x, y, iterations: int = 50) -> tuple[float, float]:
     """(slope, intercept) of the maximum-likelihood logistic regression of ``y`` on one covariate, by
     Newton-Raphson (two parameters: fast enough for every bootstrap resample). (NaN, NaN) with one
-    class, or when the classes are separated and the estimate runs off to infinity."""
+    class, or when the classes are separated and the estimate runs off to infinity (no convergence)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(np.unique(y)) < 2:
         return float("nan"), float("nan")
@@ -84,8 +84,8 @@ def logistic_fit(x, y, iterations: int = 50) -> tuple[float, float]:
         if np.abs(beta).max() > 1e3:
             return float("nan"), float("nan")
         if np.abs(step).max() < 1e-10:
-            break
-    return float(beta[0]), float(beta[1])
+            return float(beta[0]), float(beta[1])
+    return float("nan"), float("nan")
 
 
 def slope_intercept(labels, probs) -> tuple[float, float]:

@@ -80,7 +80,7 @@ def flags(row: dict, overall: dict) -> str:
     for name in FIGURES:
         lo, hi = row[f"{name}_ci"]
         ref = overall[name]
-        if lo < hi and not lo <= ref <= hi:  # undefined (NaN) or degenerate intervals are never flagged
+        if lo < hi and not lo - 1e-9 <= ref <= hi + 1e-9:  # undefined (NaN) or degenerate intervals never are
             found.append(f"{name} {'below' if hi < ref else 'above'} overall")
     return "; ".join(found)
 
