@@ -234,6 +234,9 @@ def test_combine_into_a_users_folder_is_refused_and_a_rerun_is_idempotent(tmp_pa
     assert main(["combine", *map(str, parts), "--out", str(tmp_path / "mine")]) == 2
     one_error_line(capsys, "already holds files", "not an earlier import of these folders")
     assert digest(tmp_path) == before
+    assert main(["combine", *map(str, parts), "--out", str(tmp_path / "mine" / "train.csv")]) == 2
+    one_error_line(capsys, "train.csv is a file, not a folder")
+    assert digest(tmp_path) == before
     combine(parts, tmp_path / "both", progress=False)
     first = digest(tmp_path / "both")
     combine(parts, tmp_path / "both", progress=False)
