@@ -118,3 +118,16 @@ def test_a_group_spanning_two_sources_follows_its_holdout_side(official):
                          "official_split": ("test" if i < 3 else "train") if (official and src == "a") else "",
                          "duplicate_group": "a01" if f"{src}{i:02d}" in ("a01", "b07") else ""})
     assert_never_cut(pd.DataFrame(rows), [("a01", "b07")], seeds=range(6), n_splits=2)
+
+
+def test_mias_duplicate_pgm_is_wrapped_once(tmp_path):
+    """The same film under two references: one DICOM in --out, the other's wrapped file removed."""
+    src = tmp_path / "src"
+    WRITERS["mias"](src, patients=2)
+    shutil.copy(src / "mdb001.pgm", src / "mdb004.pgm")
+    record = import_dataset("mias", src, tmp_path / "out", jobs=1, progress=False)
+    [group] = record["duplicates"]
+    assert (group["kept"]["image_id"], group["dropped"][0]["image_id"], group["why"]) == \
+        ("mdb001", "mdb004", ["same stored pixels"])
+    assert not paths.dicom_path(tmp_path / "out", "train", "mias002", "mdb004").exists()
+    assert set(read_table(tmp_path / "out").duplicate_group.fillna("")) == {"mias001"}  # mias001 and mias002 linked

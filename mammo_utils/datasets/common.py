@@ -21,7 +21,8 @@ from ..errors import UserError
 from .destination import IMPORT_JSON, Prior, check_free, place, write_csv, write_json
 
 TRAIN_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
-                 "BIRADS", "implant", "density", "machine_id", "difficult_negative_case", "source", "official_split", "duplicate_group"]
+                 "BIRADS", "implant", "density", "machine_id", "difficult_negative_case", "source", "official_split",
+                 "duplicate_group"]
 LESION_COLUMNS = ["image_id", "x0", "y0", "x1", "y1", "finding", "pathology"]
 LESIONS_CSV = "lesions.csv"
 DENSITY_LETTERS = {"1": "A", "2": "B", "3": "C", "4": "D", "A": "A", "B": "B", "C": "C", "D": "D"}
@@ -37,7 +38,7 @@ class Imported:
 
     rows: list[dict]
     lesions: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)     # {"file", "reason"}
+    skipped: list[dict] = field(default_factory=list)     # {"file", "reason"}, a table row also "row", "column", "value"
     notes: list[str] = field(default_factory=list)        # what the importer found, in plain words
     label: str = ""                                       # the label mapping used, in words
     written: bool = False                                 # rows' images are files the importer wrote (not links)
@@ -53,8 +54,9 @@ class Imported:
 
 
 def unsafe_ids(df: pd.DataFrame, columns, file, imp: Imported, rows: pd.Series | None = None) -> pd.Series:
-    """True for each row whose id cell cannot name a file (:func:`paths.id_problem`); each such row is skipped
-    in ``imp`` naming the file (or each row's, a Series), its row number (``rows``, else the index + 2 as in a spreadsheet), column, value."""
+    """True for each row whose id cell cannot name a file (:func:`paths.id_problem`). Each such row is
+    skipped in ``imp``, named by its file (``file``, or a Series of each row's), its row number (``rows``,
+    else the index + 2 as in a spreadsheet), the column and the value."""
     bad = pd.Series(False, index=df.index)
     for col in columns:
         problems = df[col].map(paths.id_problem)
@@ -227,6 +229,11 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
         for src_file, dst in bar(pairs, desc=f"{'copying' if copy else 'linking'} {source}", unit="file",
                                  disable=not progress):
             place(src_file, dst, copy, made, prior)
+    else:  # a duplicate's file was written before it was found to be one: it is not part of the import
+        for dropped in (d for g in duplicates for d in g["dropped"]):
+            stale = paths.dicom_path(out, "train", dropped["patient_id"], dropped["image_id"])
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
     write_csv(df.drop(columns=["src"]), paths.split_csv(out, "train"))
     lesions = pd.DataFrame(imp.lesions, columns=LESION_COLUMNS)
     lesions = lesions[lesions.image_id.isin(set(df.image_id))]
