@@ -7,6 +7,7 @@ in stored-image pixels, the files it skipped and why, and what it found that a u
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -147,7 +148,7 @@ def parallel_map(fn, items, jobs: int, desc: str, progress: bool = True) -> list
 
 def age_years(value) -> float | None:
     """Age in years from ``53``, ``"53"``, ``"053Y"`` or ``"53.0"``; None when absent or not an age."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*Y?\s*$", str(value), re.IGNORECASE)
     return float(m.group(1)) if m else None

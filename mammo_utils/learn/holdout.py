@@ -48,7 +48,7 @@ def split_holdout(df: pd.DataFrame, fraction: float = 0.15, seed: int = 0) -> tu
         units = part.groupby("_unit").agg(cancer=("cancer", "max"), **extra).astype(object).fillna("")
         for _, stratum in units.groupby(list(units.columns)):
             order = sorted(stratum.index, key=lambda p: _rank(seed, p))
-            chosen |= set(order[:int(round(fraction * len(order)))])
+            chosen |= set(order[:round(fraction * len(order))])
         hows.append(f"{label}{fraction:g} of the patients, stratified by cancer{''.join(', ' + c for c in extra)}, "
                     f"seed {seed}")
     if df._unit.astype(str).ne(df.patient_id.astype(str)).any():
