@@ -270,9 +270,15 @@ def test_model_card_of_a_hand_made_run(tmp_path):
     from mammo_utils.workflow.model_card import SYNTHETIC_WARNING, write_model_card
 
     _, run = write_tiny_run(tmp_path)
-    card_path = write_model_card(run, n_boot=100, recalibration="platt", operating_points={"high": 0.8})
+    from mammo_utils.judge.clinical import judge_run, record
+
+    judged = judge_run(run, n_boot=100, recalibration="platt", operating_points={"high": 0.8})
+    card_path = write_model_card(run, judged)
     card = card_path.read_text()
     assert card_path == run / "model_card.md"
+    evaluation = json.loads(record(run, judged).read_text())  # the points beside notebook 05's estimates
+    assert evaluation["operating_points"]["figures"] == json.loads((run / "model_card.json").read_text())[
+        "operating_points"] and evaluation["operating_points"]["screening_prevalence"] == 0.0051
     positions = [card.index(s) for s in SECTIONS]
     assert positions == sorted(positions)
     assert SYNTHETIC_WARNING in card and "0123456789abcdef" in card and "resnet10t" in card and "64x32" in card

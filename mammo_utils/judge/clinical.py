@@ -145,3 +145,18 @@ def judge_run(run, screening_prevalence: float = screening.SCREENING_PREVALENCE,
             "points": points, "operating": table, "bcsc": screening.against_bcsc(table),
             "calibration": calibration.judge(oof, breasts["holdout"], recalibration, bins, n_boot, seed),
             "subgroups": sub, "subgroups_absent": subgroups.absent(breasts[judged]), "breasts": breasts}
+
+
+def record(run, judged: dict) -> Path:
+    """Add the operating points (every point, set and level, with counts, figures and intervals) and how
+    they were chosen to ``<run>/evaluation.json``, beside the estimates notebook 05 wrote there."""
+    from .estimates import clean
+
+    path = paths.evaluation_json(run)
+    evaluation = json.loads(path.read_text()) if path.exists() else {}
+    evaluation["operating_points"] = clean({"screening_prevalence": judged["settings"]["screening_prevalence"],
+                                            "adjustment": screening.ADJUSTMENT_NOTE,
+                                            "points": judged["points"].to_dict("records"),
+                                            "figures": judged["operating"].to_dict("records")})
+    path.write_text(json.dumps(evaluation, indent=2))
+    return path
