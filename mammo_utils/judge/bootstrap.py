@@ -37,7 +37,8 @@ def resamples(n_items: int, n: int = 1000, seed: int = 0, groups=None):
 
 def patient_groups(breasts) -> np.ndarray:
     """The patient of each row of a breast table: its ``patient_id`` column, else the patient part of
-    ``prediction_id`` (a column or the index), the competition's ``f"{patient_id}_{laterality}"``."""
+    ``prediction_id`` (a column or the index), the competition's ``f"{patient_id}_{laterality}"``. A
+    table with neither (a bare range index) gives each row its own patient: the breast bootstrap."""
     if "patient_id" in breasts:
         return breasts["patient_id"].astype(str).to_numpy()
     ids = breasts["prediction_id"] if "prediction_id" in breasts else breasts.index.to_series()
