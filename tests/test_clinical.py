@@ -286,7 +286,7 @@ def test_model_card_of_a_hand_made_run(tmp_path):
     assert "platt (fitted out of fold)" in card and "| 23a |" in card and "| 14 |" in card
     assert "density" in card and "n/a" not in card.split("## 7.")[0].split("## 2.")[1]  # density joined from train.csv
     saved = json.loads((run / "model_card.json").read_text())
-    assert [p["point"] for p in saved["points"]] == ["decision", "bcsc_specificity", "bcsc_sensitivity", "high"]
+    assert [p["point"] for p in saved["points"]] == ["decision", "bcsc_specificity", "bcsc_sensitivity", "pf1", "high"]
     assert saved["settings"]["decision_threshold"] == 0.5 and saved["synthetic"] is True
     # the holdout's figures recomputed from holdout_predictions.csv at the thresholds the card reports
     images = pd.read_csv(run / "holdout_predictions.csv")
@@ -312,6 +312,14 @@ def test_model_card_of_a_hand_made_run(tmp_path):
     assert saved["points"][2]["threshold"] == screening.threshold_at_sensitivity(oof_exams.cancer, oof_exams.pred, 0.869)
     by_subgroup = {r["subgroup"] for r in saved["subgroups"]}
     assert {"age_band", "density", "site_id", "machine_id", "source", "implant"} <= by_subgroup  # density from train.csv
+    # a decision that is not the pF1-best one: the pF1 point is shown too, chosen on the OOF breasts
+    from mammo_utils import metrics
+
+    oof_breasts = pd.read_csv(run / "oof_predictions.csv").groupby(["patient_id", "laterality"]).agg(
+        cancer=("cancer", "max"), pred=("pred", "mean"))
+    points = judge_run(run, n_boot=5, threshold=0.9)["points"].set_index("point")
+    assert points.threshold["decision"] == 0.9
+    assert points.threshold["pf1"] == metrics.best_threshold(oof_breasts.cancer, oof_breasts.pred)[0]
     # real data: no warning
     _, run2 = write_tiny_run(tmp_path / "real", synthetic=False)
     card2 = write_model_card(run2, n_boot=20).read_text()

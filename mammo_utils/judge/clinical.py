@@ -126,7 +126,11 @@ def judge_run(run, screening_prevalence: float = screening.SCREENING_PREVALENCE,
         threshold, how = rule["threshold"], f"the run's decision threshold ({rule['method']}, chosen on the OOF breasts)"
     else:
         how = "given"
+    pf1 = metrics.best_threshold(oof.cancer, oof.pred)[0]
+    if abs(pf1 - threshold) > 1e-12:  # a decision by quantile (or given): the pF1 point is shown too
+        operating_points = {"pf1": pf1, **(operating_points or {})}
     points = screening.choose_points(oof, threshold, how, operating_points)
+    points.loc[points.point == "pf1", "how"] = "pF1-best threshold on the OOF breasts"
     if subgroup_point not in set(points.point):
         raise UserError(f"subgroup_point {subgroup_point!r} is not an operating point: {list(points.point)}")
     judged = "holdout" if len(breasts["holdout"]) else "out of fold"
