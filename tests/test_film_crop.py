@@ -85,7 +85,7 @@ def test_border_rows_that_are_not_the_brightest_thing_still_leave(tmp_path):
     small, _ = work_image(StoredImage.from_display(img))
     seg = cr.segment_breast(small, max(small.shape))
     fg = (small > seg.threshold).astype(np.uint8)
-    by_brightness = fa.edge_strips(fa._very_bright(small, seg.background), fg > 0)
+    by_brightness = fa.edge_strips(fa.very_bright(small, seg.background), fg > 0)
     assert not by_brightness[:3].any() and not by_brightness[-4:].any()
     strips, _ = fa.film_artefacts(small, seg.background, fg)
     assert strips[:3].all() and strips[-4:].all() and not strips[3:-4].all(axis=1).any()
@@ -117,7 +117,7 @@ def test_a_breast_tip_at_the_edge_is_never_a_band():
 # ---- mini-MIAS: film-holder strips beside a breast that fills the film ---------------------------------
 
 def test_holder_phantom_is_the_reported_scan():
-    img, mask, lesion = phantoms.phantom("film_holder", 1)
+    img, mask, _ = phantoms.phantom("film_holder", 1)
     assert img.shape == (1024, 1024) and np.allclose(img * 255, np.round(img * 255))  # 8 bits
     cols = img.mean(axis=0)
     assert (img[:, -12:] == 0).all() and img[:, -13].min() > 0.97  # a black margin of 12 columns at the edge

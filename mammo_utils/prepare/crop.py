@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .film_artefacts import bright_rectangles, edge_bands, edge_strips, film_artefacts, strip_like, unpadded  # noqa: F401
+from .film_artefacts import film_artefacts, strip_like, unpadded, very_bright
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     level, noise = background_model(small[unpadded(small)])
     thr = level + max(NOISE_SIGMAS * noise, MIN_CONTRAST)
     raw = (small > thr).astype(np.uint8)
-    strips, labels_rulers = film_artefacts(small, level, raw, unpadded(resized))  # the film's edges: before the blur
+    bright = very_bright(small, level)
+    strips, labels_rulers = film_artefacts(small, level, raw, unpadded(resized), bright)  # film edges: before the blur
     raw[strips | labels_rulers] = 0
     long_side = max(small.shape)
     k_open, k_close = _odd(OPEN_FRACTION * long_side), _odd(CLOSE_FRACTION * long_side)
@@ -138,7 +139,7 @@ def segment_breast(img: np.ndarray, work_px: int = WORK_PX) -> Segmentation:
     breast = np.zeros(small.shape, bool)
     if n > 1:
         areas = np.bincount(labels.ravel(), minlength=n)[1:]
-        tissue = ~strip_like(small, level, labels, areas)
+        tissue = ~strip_like(small, bright, labels, areas)
         ref = areas[tissue].max() if tissue.any() else areas.max()  # a strip never sets the breast's size ...
         chosen = np.zeros(n, np.uint8)
         chosen[1:] = areas >= JOIN_FRACTION * ref  # ... and one as large as the breast stays: unclear, keep both

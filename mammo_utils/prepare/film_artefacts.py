@@ -25,7 +25,7 @@ BAND_COVER = 0.9            # ... hugging it on this share of the lines between 
 BAND_CONTRAST = 0.02        # a line this much brighter than the glow's profile holds tissue (display units)
 
 
-def _very_bright(small: np.ndarray, level: float) -> np.ndarray:
+def very_bright(small: np.ndarray, level: float) -> np.ndarray:
     """Pixels near the top of the image's range: film edges, labels and rulers are the brightest objects."""
     top = float(np.percentile(small, 99.5))
     return small >= level + 0.8 * (top - level)
@@ -103,15 +103,17 @@ def _stands_out(small: np.ndarray, obj: np.ndarray, y: int, x: int, level: float
     return float(region[ring].mean()) - level <= RECT_STEP * (float(region[inside > 0].mean()) - level)
 
 
-def film_artefacts(small: np.ndarray, level: float, raw: np.ndarray, film=None) -> tuple[np.ndarray, np.ndarray]:
+def film_artefacts(small: np.ndarray, level: float, raw: np.ndarray, film=None,
+                   bright: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(film edge strips and bands, labels or rulers) on a work-size image: geometric, often touching the
     breast, so the component rules would take them for tissue.
 
     Strips are lines along an edge that are very bright, or foreground across (a scanned film border, not
     always the brightest thing on a film with dense tissue or a label); bands hug an edge of the film
     (``film``: its rows and columns inside any padding, as :func:`unpadded` gives them) beyond the
-    breast: a faint glow, or a film-edge strip the breast hides part of (:func:`edge_bands`)."""
-    bright = _very_bright(small, level)
+    breast: a faint glow, or a film-edge strip the breast hides part of (:func:`edge_bands`).
+    ``bright``: :func:`very_bright` of ``small``, when the caller has it already."""
+    bright = very_bright(small, level) if bright is None else bright
     fg = raw > 0
     strips = edge_strips(bright, fg) | edge_strips(fg, fg)
     rows, cols = film if film is not None else (slice(None), slice(None))
@@ -158,11 +160,11 @@ def edge_bands(small: np.ndarray, fg: np.ndarray, skip_rows: np.ndarray, skip_co
     return out
 
 
-def strip_like(small: np.ndarray, level: float, labels: np.ndarray, areas: np.ndarray) -> np.ndarray:
-    """Per component of ``labels`` (1..n, ``areas`` their sizes): a flat, very bright object that fills its
-    bounding box, such as a film-holder band or bar or a label. Such an object never sets the size the
-    breast is measured against: with the breast faint or cut in pieces, a strip would otherwise win."""
-    bright = _very_bright(small, level)
+def strip_like(small: np.ndarray, bright: np.ndarray, labels: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Per component of ``labels`` (1..n, ``areas`` their sizes; ``bright`` from :func:`very_bright`): a
+    flat, very bright object that fills its bounding box, such as a film-holder band or bar or a label.
+    Such an object never sets the size the breast is measured against: with the breast faint or cut in
+    pieces, a strip would otherwise win."""
     share = np.bincount(labels[bright], minlength=len(areas) + 1)[1:] / np.maximum(areas, 1)
     out = np.zeros(len(areas), bool)
     for i in np.flatnonzero(share >= STRIP_FILL):

@@ -7,8 +7,21 @@ import numpy as np
 import pandas as pd
 
 from ..prepare import crop_quality
-from .anatomy import breast_params, draw_breast, draw_lesion, lesion_position, smooth_noise
-from .film import FILM_ARTEFACTS, edge_glow, film_border, film_scan, holder_strips, to_film_bits
+from .anatomy import (
+    breast_params,
+    draw_breast,
+    draw_lesion,
+    lesion_position,
+    smooth_noise,
+)
+from .film import (
+    FILM_ARTEFACTS,
+    edge_glow,
+    film_border,
+    film_scan,
+    holder_strips,
+    to_film_bits,
+)
 
 PHANTOM_KINDS = ("fatty", "fatty_lobular", "wide_pectoral", "dense", "touching", "labelled", "film_edge", "film_label",
                  "film", "film_padded", "film_glow", "film_holder")
@@ -46,7 +59,7 @@ def holder_scan(rng: np.random.Generator, shape=MIAS_SHAPE, noise: float = 0.004
     """A mini-MIAS MLO film scan (1024x1024, 8 bits) whose breast fills the film: it touches the top, the
     bottom and the chest wall, so no image side shows air; the air is a dark gap beside the film-holder
     strips of :func:`..film.holder_strips` on the far side. Returns (image, tissue mask, lesion centre)."""
-    h, w = shape
+    h = shape[0]
     img, art = np.zeros(shape, np.float32), np.zeros(shape, bool)
     bar_x = holder_strips(img, art, rng)
     b = breast_params(rng, 0.3, False)
