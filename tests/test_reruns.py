@@ -260,3 +260,44 @@ def test_header_summary_of_a_machine_whose_files_all_fail():
     headers = pd.DataFrame({"image_id": [1, 2], "machine_id": [21, 48], "error": ["file not found"] * 2})
     summary = eda.header_summary(headers)
     assert list(summary.index) == [21, 48] and summary.images.tolist() == [1, 1]
+
+
+def test_ctrl_c_stops_the_whole_pipeline_and_ends_its_run_killed(tiny_data, tmp_path):
+    """The kernel runs in a process group of its own, which the terminal's Ctrl-C never reaches: the
+    pipeline passes it on, the kernel stops, the pipeline exits 130 with one line and its MLflow run ends
+    KILLED (the fake 04_train sleeps where training would run)."""
+    import signal
+
+    import nbformat
+    import psutil
+    from mlflow import MlflowClient
+
+    notebooks, run = tmp_path / "notebooks", tmp_path / "run"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('data_dir = "data"  # the data\nrun_dir = "run"  # the run\n'
+                                       'tracking = "mlflow"  # tracked')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import os, pathlib, time\npathlib.Path(run_dir, 'kernel.pid').write_text(str(os.getpid()))\ntime.sleep(300)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "04_train.ipynb")
+    script = ("import sys\nfrom pathlib import Path\nfrom mammo_utils.workflow import pipeline\n"
+              f"pipeline.NOTEBOOK_DIR = Path({str(notebooks)!r})\n"
+              f"sys.exit(pipeline.run_pipeline({str(tiny_data)!r}, {str(run)!r}, notebooks=['04_train'], "
+              f"progress=False))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "kernel.pid").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (run / "kernel.pid").exists(), proc.communicate()
+    kernel = int((run / "kernel.pid").read_text())
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends to the pipeline's process
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.time() - t0 < 30
+    assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+    assert err.count("interrupted in 04_train") == 1 and "Traceback" not in err
+    run_id = json.loads(paths.tracking_json(run).read_text())["run_id"]
+    assert MlflowClient().get_run(run_id).info.status == "KILLED"

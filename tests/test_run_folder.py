@@ -168,7 +168,7 @@ def test_a_partial_rerun_marks_what_it_changed_stale(lived, tmp_path, tiny_data)
     again = tmp_path / "again"
     shutil.copytree(run, again)
     evaluate_like_notebook_05(again)
-    T.train(fold_cfg(root, again, 1, lr=5e-4, epochs=2, resume=False), progress=False)  # same recipe, new weights
+    T.train(fold_cfg(root, again, 1, lr=5e-4, resume=False), progress=False)  # same recipe, new file
     assert any("other checkpoints" in why for why in build_summary(tmp_path, again, {})["stale"])
 
 
@@ -199,22 +199,22 @@ def test_a_resumed_fold_reproduces_the_uninterrupted_run(lived, tmp_path, monkey
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for r in (whole, cut):
         shutil.copytree(run, r, ignore=shutil.ignore_patterns("train"))
-    T.train(fold_cfg(root, whole, 0, epochs=3), progress=False)
+    T.train(fold_cfg(root, whole, 0, epochs=2), progress=False)
     real, calls = T.validate, []
 
-    def stop_in_epoch_3(*a, **k):
+    def stop_in_epoch_2(*a, **k):
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C during epoch 3: last.pt holds epoch 2
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during epoch 2: last.pt holds epoch 1
         return real(*a, **k)
 
-    monkeypatch.setattr(T, "validate", stop_in_epoch_3)
+    monkeypatch.setattr(T, "validate", stop_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        T.train(fold_cfg(root, cut, 0, epochs=3), progress=False)
+        T.train(fold_cfg(root, cut, 0, epochs=2), progress=False)
     monkeypatch.undo()
-    T.train(fold_cfg(root, cut, 0, epochs=3), progress=False)
+    T.train(fold_cfg(root, cut, 0, epochs=2), progress=False)
     a, b = (pd.read_csv(paths.train_dir(r, 0) / paths.METRICS) for r in (whole, cut))
-    assert b.epoch.tolist() == [1, 2, 3]
+    assert b.epoch.tolist() == [1, 2]
     np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-6)
     np.testing.assert_allclose(a.val_auc, b.val_auc, rtol=1e-6)
 
@@ -230,7 +230,7 @@ def test_same_seed_same_run_whatever_order_preprocessing_wrote(lived, tmp_path):
     for pre in (root / "png", shuffled):
         r = tmp_path / f"r{len(runs)}"
         shutil.copytree(run, r, ignore=shutil.ignore_patterns("train"))
-        T.train(fold_cfg(root, r, 0, preprocessed=str(pre), epochs=2), progress=False)
+        T.train(fold_cfg(root, r, 0, preprocessed=str(pre)), progress=False)
         runs.append(pd.read_csv(paths.train_dir(r, 0) / paths.METRICS))
     np.testing.assert_allclose(runs[0].train_loss, runs[1].train_loss, rtol=1e-6)
     assert load_checkpoint(paths.train_dir(tmp_path / "r0", 0) / paths.BEST)["provenance"]["deterministic"] is True

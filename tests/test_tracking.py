@@ -11,6 +11,7 @@ import pytest
 
 from mammo_utils import tracking
 from mammo_utils.learn import train as T
+from mammo_utils.learn.checkpoint import load_checkpoint
 from mammo_utils.learn.config import TrainConfig
 from mammo_utils.learn.sampling import make_folds
 from mammo_utils.prepare.preprocess import PreprocessConfig
@@ -98,6 +99,81 @@ def test_tracking_none_and_a_bad_store_never_stop_a_run(prepared, tmp_path, caps
     result = T.train(cfg(prepared, tmp_path / "run", tracking_uri=f"sqlite:///{blocked}/sub/mlflow.db", epochs=1),
                      progress=False)
     assert result["epochs_run"] == 1 and "MLflow tracking stopped" in capsys.readouterr().out
+
+
+def statuses(*run_ids):
+    """{run id: status} read back from the session's store (MLFLOW_TRACKING_URI, tests/conftest.py)."""
+    ids = ", ".join(f"'{r}'" for r in run_ids)
+    found = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], output_format="list",
+                               filter_string=f"attributes.run_id IN ({ids})")
+    return {r.info.run_id: r.info.status for r in found}
+
+
+def test_other_parameters_or_a_copied_folder_get_a_new_pipeline_run(tmp_path):
+    """tracking.json reopens the folder's earlier MLflow run only for the same folder and parameters; other
+    parameters (MLflow would refuse to change them) or a copy get a new run, tagged with the earlier id.
+    Every run ends FINISHED or KILLED: none is left RUNNING."""
+    from mammo_utils.workflow.pipeline import tracked
+
+    run = tmp_path / "run"
+    run.mkdir()
+    plan_a = {"04_train": {"run_dir": str(run), "lr": 0.001}, "03_sampling": {"holdout_seed": 0}}
+    plan_b = {**plan_a, "03_sampling": {"holdout_seed": 1}}
+
+    def pipeline(folder, plan, fail=None):
+        with tracked(folder, tmp_path, {}, plan) as tracker:
+            tracker.params({"holdout_seed": plan["03_sampling"]["holdout_seed"]})
+            if fail:
+                raise fail
+            tracker.end("FINISHED")
+        return tracker.run_id
+
+    first = pipeline(run, plan_a)
+    assert pipeline(run, plan_a) == first  # a rerun with the same parameters continues it
+    second = pipeline(run, plan_b)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    third = pipeline(copy, plan_b)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline(copy, plan_b, KeyboardInterrupt())
+    assert len({first, second, third}) == 3
+    client = MlflowClient()
+    assert client.get_run(second).data.tags[tracking.PREVIOUS_TAG] == first
+    assert client.get_run(third).data.tags[tracking.PREVIOUS_TAG] == second
+    assert client.get_run(second).data.params["holdout_seed"] == "1"  # the new parameter, recorded
+    assert statuses(first, second, third) == {first: "FINISHED", second: "FINISHED", third: "KILLED"}
+
+
+def test_a_copied_fold_resumes_into_a_new_run_and_an_interrupt_ends_it_killed(prepared, tmp_path, monkeypatch):
+    run, copy = tmp_path / "run" / "fold0", tmp_path / "copy" / "fold0"
+    T.train(cfg(prepared, run, epochs=1), progress=False)
+    earlier = load_checkpoint(run / "last.pt")["mlflow_run_id"]
+    shutil.copytree(run.parent, copy.parent)
+    T.train(cfg(prepared, copy, epochs=2), progress=False)  # resumes (same settings), in a new folder
+    later = load_checkpoint(copy / "last.pt")["mlflow_run_id"]
+    assert later != earlier and MlflowClient().get_run(later).data.tags[tracking.PREVIOUS_TAG] == earlier
+    assert pd.read_csv(copy / "metrics.csv").epoch.tolist() == [1, 2]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg(prepared, tmp_path / "cut" / "fold0", epochs=1), progress=False)
+    client, found = runs_of(os.environ["MLFLOW_TRACKING_URI"])
+    cut = [r for r in found if r.data.tags.get("fold") == "0" and r.info.run_id not in (earlier, later)
+           and r.info.start_time >= client.get_run(later).info.start_time]
+    assert statuses(earlier, later, cut[0].info.run_id) == {earlier: "FINISHED", later: "FINISHED",
+                                                             cut[0].info.run_id: "KILLED"}
+
+
+def test_a_stopped_tracker_marks_its_run_failed_in_one_line(tmp_path, capsys):
+    tracker = tracking.start("mlflow", tmp_path, "refused")
+    tracker.params({"lr": 0.001})
+    tracker.params({"lr": 0.002})  # MLflow refuses to change a parameter: tracking stops
+    tracker.metrics({"x": 1.0})
+    assert not tracker.active and statuses(tracker.run_id) == {tracker.run_id: "FAILED"}
+    assert capsys.readouterr().out.count("MLflow tracking stopped") == 1
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium/chromedriver missing: `make setup` installs them")
