@@ -281,10 +281,11 @@ def call_task(task: Task):
                 os.environ[k] = v
 
 
-def cluster_gpus(client) -> bool:
-    """Whether any worker advertises a ``GPU`` resource (asking for one on a cluster without any would
-    wait forever)."""
-    return any(w.get("resources", {}).get("GPU") for w in client.scheduler_info().get("workers", {}).values())
+def cluster_gpus(client) -> int:
+    """The most ``GPU`` resources one worker advertises (0: a CPU cluster, where tasks ask for none; asking
+    for more than any worker has would wait forever)."""
+    return max([w.get("resources", {}).get("GPU", 0) for w in client.scheduler_info().get("workers", {}).values()],
+               default=0)
 
 
 def run_tasks(client, tasks: list[Task], desc: str = "tasks", retries: int = 1, gpus_per_task: int = 0,
@@ -302,7 +303,11 @@ def run_tasks(client, tasks: list[Task], desc: str = "tasks", retries: int = 1, 
 
     from .progress import bar as progress_bar
 
-    resources = {"GPU": gpus_per_task} if gpus_per_task and cluster_gpus(client) else None
+    most = cluster_gpus(client)
+    if most and gpus_per_task > most:
+        raise UserError(f"each task needs {gpus_per_task} GPUs but no worker has more than {most}: start workers "
+                        f"with --resources GPU={gpus_per_task} (a job with gpus: {gpus_per_task}), or train with gpus=1")
+    resources = {"GPU": gpus_per_task} if gpus_per_task and most else None
     futures = {}
     for t in tasks:
         key = f"{re.sub(r'[^A-Za-z0-9_.=-]+', '-', t.name)}-{uuid.uuid4().hex[:8]}"

@@ -109,3 +109,178 @@ def test_a_fold_whose_worker_dies_mid_training_resumes_from_last_pt(prepared, tm
     assert not list(run.glob("train/fold*/previous")), "a fold was restarted and its outputs set aside"
     assert [r["epochs_run"] for r in results] == [3, 3]
     assert pd.read_csv(paths.train_dir(run, 0) / paths.METRICS).epoch.tolist() == [1, 2, 3]
+
+
+def test_slurm_and_pbs_job_scripts_ask_for_what_the_user_wrote(tmp_path):
+    """No SLURM or PBS cluster runs here: this checks the job script dask-jobqueue generates (nothing is
+    submitted) against the resources file."""
+    from mammo_utils.workflow.cluster import job_script
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("cores: 6\nmemory: 24GiB\ngpus: 2\nwalltime: '02:30:00'\nqueue: gpu\naccount: rsna\njobs: 3\n")
+    slurm = job_script(f"slurm:{spec}")
+    for line in ("#SBATCH -p gpu", "#SBATCH -A rsna", "#SBATCH --cpus-per-task=6", "#SBATCH --mem=24G",
+                 "#SBATCH -t 02:30:00", "#SBATCH --gpus=2", "export DASK_DISTRIBUTED__WORKER__DAEMON=False"):
+        assert line in slurm.splitlines(), (line, slurm)
+    worker = next(l for l in slurm.splitlines() if "dask_worker" in l)
+    assert "--resources GPU=2" in worker and "--nthreads 2" in worker  # one task per GPU
+    pbs = job_script(f"pbs:{spec}")
+    for line in ("#PBS -q gpu", "#PBS -A rsna", "#PBS -l select=1:ncpus=6:mem=24GB:ngpus=2", "#PBS -l walltime=02:30:00"):
+        assert line in pbs.splitlines(), (line, pbs)
+    spec.write_text("cores: 6\ngpu: 2\n")
+    with pytest.raises(UserError, match=r"unknown key\(s\) \['gpu'\]"):
+        job_script(f"slurm:{spec}")
+    with pytest.raises(UserError, match="slurm: and pbs:"):
+        job_script("local:2")
+    with pytest.raises(UserError, match="local:N, tcp://HOST:PORT, slurm"):
+        with parallel.training_client("sge:"):
+            pass
+
+
+def test_the_holdout_guard_refuses_a_holdout_file_and_nothing_else(tmp_path):
+    from mammo_utils.workflow.tune import HoldoutTouched, holdout_guard
+
+    (tmp_path / "base").mkdir()
+    for name in ("holdout.csv", "folds.csv"):
+        (tmp_path / "base" / name).write_text("patient_id\n1\n")
+    with holdout_guard(tmp_path):
+        assert pd.read_csv(tmp_path / "base" / "folds.csv").patient_id.tolist() == [1]
+        with pytest.raises(HoldoutTouched, match="holdout stays locked"):
+            pd.read_csv(tmp_path / "base" / "holdout.csv")
+        with pytest.raises(HoldoutTouched):
+            open(tmp_path / "base" / ".." / "base" / "holdout.csv").close()
+    assert pd.read_csv(tmp_path / "base" / "holdout.csv").patient_id.tolist() == [1]  # unlocked afterwards
+
+
+@pytest.fixture(scope="module")
+def blob_png(prepared, tmp_path_factory):
+    """The tiny 64x32 images with a bright block on every cancer image: a signal a network picks up in two
+    steps, so a search has a good region (lr 3e-3) beside a bad one (lr 1.0 diverges: chance AUC, 0.5)."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    out = tmp_path_factory.mktemp("blob") / "png"
+    shutil.copytree(prepared / "png", out)
+    for r in pd.read_csv(out / "manifest.csv").itertuples():
+        if r.cancer:
+            img = cv2.imread(str(out / r.path), cv2.IMREAD_UNCHANGED)
+            img[20:44, 8:24] = np.iinfo(img.dtype).max
+            cv2.imwrite(str(out / r.path), img)
+    return out
+
+
+@pytest.mark.slow
+def test_tune_resumes_prunes_and_opens_the_holdout_only_for_the_final_fit(tiny_data, blob_png, tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    import optuna
+    from mlflow import MlflowClient
+
+    from mammo_utils.workflow.tune import run_tune, storage
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    opened = []  # (time, path) of every holdout file this process opens
+    sys.addaudithook(lambda event, args: opened.append((time.time(), os.fsdecode(args[0])))
+                     if event == "open" and isinstance(args[0], (str, bytes, os.PathLike))
+                     and "holdout" in os.path.basename(os.fsdecode(args[0])) and str(tmp_path) in os.fsdecode(args[0])
+                     else None)
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: [3.0e-3, 1.0]\n")  # 1.0: a region that diverges to constant predictions
+    fixed = {"image_size": "64x32", "epochs": "2", "max_steps_per_epoch": "2", "workers": "2", "n_splits": "2",
+             "bootstrap": "20", "05.n_examples": "1", "04.preprocessed_dir": str(blob_png), "model": "resnet10t"}
+    tune = tmp_path / "tune"
+    kw = dict(params=fixed, folds=[0], startup_trials=1, seed=6, progress=False)  # seed 6 draws good, good, bad
+    assert run_tune(data, tune, space, trials=3, final=False, **kw) == 0
+    first = json.loads((tune / "tune.json").read_text())
+    assert [t["number"] for t in first["trials"]] == [0, 1, 2] and "final_started" not in first
+    stamps = {t["folder"]: (tune / "search" / "trials" / t["folder"] / "fold0" / paths.METRICS).stat().st_mtime
+              for t in first["trials"] if t["state"] == "COMPLETE"}
+    assert [t["state"] for t in first["trials"]] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    # an interrupt: a trial asked for and never told (its process was killed)
+    study = optuna.load_study(study_name="tune", storage=storage(tune))
+    study.enqueue_trial({"lr": 1.0})
+    cut = study.ask()
+    cut.suggest_categorical("lr", [3.0e-3, 1.0])
+    cut.set_user_attr("folder", "trial003")
+    assert run_tune(data, tune, space, trials=5, **kw) == 0
+    final = json.loads((tune / "tune.json").read_text())
+    states = {t["number"]: t["state"] for t in final["trials"]}
+    assert [t["number"] for t in final["trials"]] == [0, 1, 2, 3, 4] and states[3] == "FAIL"
+    assert final["trials"][4]["folder"] == "trial003" and final["trials"][4]["params"] == cut.params  # run again
+    assert [t["value"] for t in final["trials"][:3]] == [t["value"] for t in first["trials"]]  # not redone
+    for folder, stamp in stamps.items():
+        assert (tune / "search" / "trials" / folder / "fold0" / paths.METRICS).stat().st_mtime == stamp
+    pruned = [t for t in final["trials"] if t["state"] == "PRUNED"]
+    assert [t["number"] for t in pruned] == [2, 4], final["trials"]  # the bad region, stopped after epoch 1
+    assert all(t["params"]["lr"] == 1.0 and t["epochs_reported"] == 1 for t in pruned)
+    assert final["best"]["params"]["lr"] == 3.0e-3 and final["holdout"]["auc"] is not None
+    # the holdout: untouched by the search (no notebook 05 there, no holdout file beside its folds, none
+    # opened in this process, where the trials ran), opened for the final fit
+    assert not list((tune / "search").rglob("05_*")) and not list((tune / "search").glob("holdout*"))
+    before = [p for t, p in opened if t < final["final_started"] and not os.path.basename(p).startswith("holdout.json")]
+    assert before == [], before
+    assert [p for t, p in opened if t >= final["final_started"]]
+    assert (tune / "best" / "holdout_predictions.csv").exists()
+    # every trial an MLflow child run of the study's run; pruned ones ended KILLED
+    client = MlflowClient(store)
+    found = client.search_runs([client.get_experiment_by_name("mammo-workbook").experiment_id])
+    parents = [r for r in found if r.data.tags.get("kind") == "tune"]
+    children = [r for r in found if r.data.tags.get("kind") == "trial"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} <= {p.info.run_id for p in parents}
+    assert sorted(r.info.run_name for r in children) == ["trial0", "trial1", "trial2", "trial4"] and \
+        {r.info.status for r in children if r.data.tags.get("state") == "PRUNED"} == {"KILLED"}
+
+
+@pytest.mark.slow
+def test_sweep_on_two_workers_with_a_worker_killed_gives_the_sequential_comparison(tiny_data, tmp_path, local_cluster,
+                                                                                    monkeypatch):
+    """2 combinations x 2 folds: every fold a task on a 2-process LocalCluster, the worker training one of
+    them killed after its first epoch; comparison.csv is the sequential sweep's, seed for seed."""
+    import shutil
+
+    from mammo_utils.workflow.sweep import run_sweep
+
+    cluster, client = local_cluster
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("04.loss: [focal, bce]\n")
+    fixed = {"image_size": "64x32", "epochs": "2", "max_steps_per_epoch": "2", "workers": "2", "n_splits": "2",
+             "bootstrap": "20", "05.n_examples": "1", "06.jobs": "1", "model": "resnet10t"}
+    assert run_sweep(data, tmp_path / "seq", grid, seeds=[0], params=fixed, progress=False) == 0
+
+    fold = paths.train_dir(tmp_path / "par" / "loss-bce_seed0", 1)
+    seen = {}
+
+    def kill_after_first_epoch():
+        deadline = time.time() + 900
+        while time.time() < deadline and "pid" not in seen:
+            if (fold / paths.LAST).exists() and len(first := pd.read_csv(fold / paths.METRICS)) == 1:
+                seen["pid"] = kill_worker_of(client, "loss-bce_seed0-fold1-")
+                seen["first"] = first
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_after_first_epoch, daemon=True)
+    watcher.start()
+    assert run_sweep(data, tmp_path / "par", grid, seeds=[0], params=fixed, progress=False,
+                     scheduler=cluster.scheduler_address) == 0
+    watcher.join()
+    assert seen.get("pid"), "the worker training loss-bce_seed0 fold 1 was never killed"
+    after = pd.read_csv(fold / paths.METRICS)
+    assert after.epoch.tolist() == [1, 2]
+    pd.testing.assert_frame_equal(after.iloc[:1], seen["first"])  # resumed from last.pt, not retrained
+    seq, par = (pd.read_csv(tmp_path / s / "comparison.csv") for s in ("seq", "par"))
+    timing = [c for c in seq.columns if "minutes" in c]
+    assert list(seq.combination) == ["loss-focal", "loss-bce", "loss-focal + stacking", "loss-bce + stacking"]
+    pd.testing.assert_frame_equal(seq.drop(columns=timing), par.drop(columns=timing))
+    for run in ("loss-focal_seed0", "loss-bce_seed0"):  # the same predictions, image for image
+        pd.testing.assert_frame_equal(pd.read_csv(paths.holdout_predictions_csv(tmp_path / "seq" / run)),
+                                      pd.read_csv(paths.holdout_predictions_csv(tmp_path / "par" / run)))
+        assert (tmp_path / "par" / run / "notebooks" / "04_train_fold0.ipynb").exists()

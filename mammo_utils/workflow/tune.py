@@ -151,7 +151,17 @@ def pooled_auc(folders, aggregate: str = "mean") -> float:
     return float(metrics.auc(b.cancer, b.pred))
 
 
-def trial_task(tune: Path, trial_id: int, number: int, folder: str, cfg: dict, params: dict, folds: list) -> dict:
+def pruner(startup_trials: int):
+    """The median pruner: after ``startup_trials`` finished trials, a trial whose validation AUC at an epoch
+    is below the median of the finished trials' at that epoch stops there. Optuna does not store the
+    pruner with the study: every process that opens it must be given this one."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials)
+
+
+def trial_task(tune: Path, trial_id: int, number: int, folder: str, cfg: dict, params: dict, folds: list,
+               startup_trials: int) -> dict:
     """One trial, where a worker runs it: train ``folds`` with the trial's settings, each epoch's
     validation AUC reported to the study (its pruner may stop the trial there); holdout locked."""
     import optuna
@@ -159,7 +169,7 @@ def trial_task(tune: Path, trial_id: int, number: int, folder: str, cfg: dict, p
     from ..learn.config import TrainConfig
     from ..learn.train import train
 
-    study = optuna.load_study(study_name=STUDY, storage=storage(tune))
+    study = optuna.load_study(study_name=STUDY, storage=storage(tune), pruner=pruner(startup_trials))
     trial = optuna.trial.Trial(study, trial_id)
     step = 0
 
@@ -216,7 +226,8 @@ def fail_interrupted(study) -> None:
         print(f"[tune] trial {t.number} was cut off by an interrupt: it runs again and resumes", flush=True)
 
 
-def search(study, tune: Path, space: dict, cfg: dict, folds: list, trials: int, client, progress: bool) -> None:
+def search(study, tune: Path, space: dict, cfg: dict, folds: list, trials: int, startup_trials: int, client,
+           progress: bool) -> None:
     """Ask, run and tell trials in waves of as many trials as the cluster has workers (1 without one): the
     trials of a wave run at once, and each wave's settings follow the finished ones (same seed, same study)."""
     from optuna.trial import TrialState
@@ -234,7 +245,8 @@ def search(study, tune: Path, space: dict, cfg: dict, folds: list, trials: int, 
             wave.append((trial, params))
             print(f"[tune] trial {trial.number}: {json.dumps(params)}", flush=True)
         tasks = [parallel.Task(f"trial{t.number}", trial_task, (tune, t._trial_id, t.number, t.user_attrs["folder"],
-                                                                 cfg, p, folds), env=env) for t, p in wave]
+                                                                 cfg, p, folds, startup_trials), env=env)
+                 for t, p in wave]
         if client is None:
             results, failures = {}, {}
             for task in tasks:
@@ -289,16 +301,16 @@ def run_tune(data, tune_dir, space_path, trials: int = 20, seed: int = 0, params
         shutil.copy(paths.folds_csv(tune / "base"), paths.folds_csv(tune / "search"))
         study = optuna.create_study(study_name=STUDY, storage=storage(tune), direction="maximize", load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=seed),
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials))
+                                    pruner=pruner(startup_trials))
         fail_interrupted(study)
         cfg = train_settings(data, tune, base)
         print(f"[tune] {len(study.trials)} trial(s) in {tune / 'study.db'}; running up to {trials}", flush=True)
         with holdout_guard(tune):  # 2. the search: validation only
             if scheduler:
                 with parallel.training_client(scheduler) as client:
-                    search(study, tune, space, cfg, list(folds), trials, client, progress)
+                    search(study, tune, space, cfg, list(folds), trials, startup_trials, client, progress)
             else:
-                search(study, tune, space, cfg, list(folds), trials, None, progress)
+                search(study, tune, space, cfg, list(folds), trials, startup_trials, None, progress)
         summary = study_summary(study, space)
         status = 0
         if final and summary["best"] is not None:  # 3. the best recipe on every fold, judged once on the holdout
