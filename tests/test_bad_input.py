@@ -154,3 +154,26 @@ def test_truncated_checkpoint_is_named(tiny_data, tmp_path, capsys):
                  str(tmp_path / "s.csv"), "--jobs", "1"]) == 2
     one_error_line(capsys, f"checkpoint {run / 'best.pt'} is corrupt or truncated")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_folds_on_a_table_that_cannot_make_folds_writes_nothing_and_warnings_are_one_line(tiny_data, tmp_path):
+    """No cancer at all: one error line and no holdout.csv left behind. Fewer cancer patients than folds:
+    one warning line (not Python's file:line and source echo)."""
+    for name, keep in (("none", 0), ("few", 2)):
+        data = tmp_path / name
+        shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("*_images"))
+        train = pd.read_csv(data / "train.csv", dtype={"patient_id": str})
+        cancer_patients = sorted(train[train.cancer == 1].patient_id.unique())
+        train.loc[~train.patient_id.isin(cancer_patients[:keep]), "cancer"] = 0
+        train.to_csv(data / "train.csv", index=False)
+        out = tmp_path / f"run_{name}" / "folds.csv"
+        res = subprocess.run([sys.executable, "-m", "mammo_utils", "folds", "--data", str(data), "--out", str(out),
+                              "--holdout-fraction", "0"], capture_output=True, text=True, timeout=120)
+        if keep == 0:
+            assert res.returncode == 2 and "has cancer = 1" in res.stderr and "Traceback" not in res.stderr
+            assert not (out.parent / "holdout.csv").exists() and not out.exists()
+        else:
+            assert res.returncode == 0, res.stderr
+            lines = [line for line in res.stderr.splitlines() if "cancer patient" in line]
+            assert lines == [lines[0]] and lines[0].startswith("warning: only 2 cancer patient(s)"), res.stderr
+            assert "warnings.warn" not in res.stderr and out.exists()

@@ -34,11 +34,19 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds `finally` blocks, which shut worker pools down
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line is one line that says what is wrong, not where in the code."""
+    return f"warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    import warnings
+
     from ..dicom import DicomReadError
     from ..errors import UserError
 
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminate)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .common import data_arg, positive
 
+
 def _folds(a) -> int:
     from ..learn.holdout import split_holdout, write_holdout
     from ..learn.sampling import folds_summary, make_folds
@@ -14,11 +15,11 @@ def _folds(a) -> int:
     strategy = a.strategy or ("paired" if a.neg_per_pos is not None else "all")
     df = read_table(a.data_dir, "train")
     holdout, df, info = split_holdout(df, a.holdout_fraction, a.holdout_seed)
+    folds = make_folds(df, strategy, a.neg_per_pos if a.neg_per_pos is not None else 1.0, a.n_splits, a.seed,
+                       a.label_control)  # before anything is written: a table that cannot make folds leaves no files
     write_holdout(Path(a.out).parent, holdout, info)
     print(f"holdout: {info['patients']} patients, {info['images']} images ({info['how']}), fingerprint "
           f"{info['fingerprint']} -> {Path(a.out).parent / 'holdout.csv'}")
-    folds = make_folds(df, strategy, a.neg_per_pos if a.neg_per_pos is not None else 1.0, a.n_splits, a.seed,
-                       a.label_control)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     folds.to_csv(a.out, index=False)
     print(f"{strategy}: {len(folds)} of {len(df)} images -> {a.out}")
