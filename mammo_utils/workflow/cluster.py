@@ -8,7 +8,8 @@ parallel. Here are the sweep's tasks, in three steps:
    a sequential sweep makes them, and each run's tracking run;
 2. every fold of every run as a task: notebook 04 for that fold alone, in its own run folder under its
    own lock; a task whose worker dies is rerun elsewhere and resumes from the fold's ``last.pt``;
-3. for each run whose folds are all done: notebooks 04 (it finds every fold trained), 05 and 06 as a task.
+3. for each run whose folds are all done: notebooks 04 (it finds every fold trained), 05 and 06 as a task
+   (the first run of each test preprocessing first, as notebook 06 makes it).
 
 The comparison (notebook 07) waits for all of them and lists failed runs as failed; a failed task is
 named with its reason. Rerunning the same command after a crash of the whole cluster picks up where
@@ -101,9 +102,16 @@ def sweep_on_cluster(scheduler: str, data: Path, sweep: Path, runs, base: dict, 
         _, fold_failures = parallel.run_tasks(client, tasks, "sweep folds", gpus_per_task=gpus, progress=progress)
         ready = [r for r in todo if not any(name.startswith(f"{r.name}/") for name in fold_failures)]
         env = {k: os.environ[k] for k in (tracking.RUN_ID_ENV, "MLFLOW_TRACKING_URI") if k in os.environ}
-        done, run_failures = parallel.run_tasks(  # 3. notebooks 04-06 of each run whose folds are all done
-            client, [parallel.Task(r.name, finish_run_task, (data, r.run, r.overrides, synth_patients), env=env)
-                     for r in ready], "sweep evaluations", progress=progress)
+        # 3. notebooks 04-06 of each run whose folds are all done; the first run of each test preprocessing
+        # makes it (notebook 06), alone, and the others then read it
+        leaders = list({r.overrides["06.test_preprocessed_dir"]: r for r in reversed(ready)}.values())
+        done, run_failures = {}, {}
+        for wave in (leaders, [r for r in ready if r not in leaders]):
+            d, f = parallel.run_tasks(client, [parallel.Task(r.name, finish_run_task, (data, r.run, r.overrides,
+                                                                                         synth_patients), env=env)
+                                               for r in wave], "sweep evaluations", progress=progress)
+            done.update(d)
+            run_failures.update(f)
     for r in todo:
         if r.name in done:
             mark_completed(r)
