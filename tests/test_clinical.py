@@ -175,6 +175,21 @@ def test_calibration_of_calibrated_and_overconfident_probabilities():
         calibration.fit_recalibration(y, p, "beta")
 
 
+def test_calibration_intercept_is_calibration_in_the_large():
+    """The intercept is fitted with the slope fixed at 1 (logit(p) as an offset, Van Calster et al. 2019):
+    it moves the mean prediction onto the observed rate. Overconfident probabilities (logits doubled)
+    have a joint-fit intercept near 0, yet their mean is far from the observed rate."""
+    rng = np.random.default_rng(1)
+    p = rng.beta(1, 6, 20000)
+    y = (rng.random(len(p)) < p).astype(int)
+    sharp = 1 / (1 + np.exp(-2 * calibration.logit(p)))
+    assert abs(sharp.mean() - y.mean()) > 0.02
+    intercept = calibration.slope_intercept(y, sharp)[1]
+    moved = 1 / (1 + np.exp(-(calibration.logit(sharp) + intercept)))
+    assert moved.mean() == pytest.approx(y.mean(), abs=1e-6) and intercept > 0.3  # predictions too low on average
+    assert np.isnan(calibration.slope_intercept(np.ones(4), np.full(4, 0.3))[1])
+
+
 def subgroup_breasts(rng) -> pd.DataFrame:
     """Site 1: 4 of 5 cancers found; site 2: 1 of 5; site 3: no cancer (30 cancers in each of sites 1, 2)."""
     rows = []

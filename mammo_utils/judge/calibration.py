@@ -7,9 +7,11 @@ heel of predictive analytics", BMC Medicine 2019):
   observed cancer rate, with the count of each bin (a point of three breasts says little);
 * **ECE**, the expected calibration error: the bin-size-weighted mean gap between the two;
 * the **Brier score**, the mean squared error of the probabilities;
-* the **calibration slope and intercept**: a logistic regression of the outcome on ``logit(p)``. A
-  calibrated model has slope 1 and intercept 0; a slope below 1 means predictions too extreme
-  (overfitting), above 1 too timid.
+* the **calibration slope**: a logistic regression of the outcome on ``logit(p)``; and the **calibration
+  intercept** (calibration-in-the-large): the same regression with the slope fixed at 1 (``logit(p)``
+  as an offset), the shift that brings the mean prediction onto the observed rate. A calibrated model
+  has slope 1 and intercept 0; a slope below 1 means predictions too extreme (overfitting), above 1 too
+  timid; an intercept above 0 means predictions too low on average.
 
 Recalibration (Platt's logistic on ``logit(p)``, or isotonic regression) is fitted on the out-of-fold
 breasts only and then applied to the holdout, where it is judged separately from the raw model.
@@ -88,10 +90,24 @@ def logistic_fit(x, y, iterations: int = 50) -> tuple[float, float]:
     return float("nan"), float("nan")
 
 
+def intercept_in_the_large(labels, probs) -> float:
+    """The intercept ``a`` of ``logit P(y) = a + logit(p)`` (slope fixed at 1): the root of the score
+    ``sum(y - expit(a + logit(p)))``, which falls monotonically in ``a``. NaN with one class."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    y, offset = np.asarray(labels, dtype=np.float64), logit(probs)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    bound = 2 * np.log((1 - EPS) / EPS) + 1  # beyond it every prediction sits at the clipped ends
+    return float(brentq(lambda a: np.sum(y - expit(a + offset)), -bound, bound, xtol=1e-12))
+
+
 def slope_intercept(labels, probs) -> tuple[float, float]:
-    """(slope, intercept) of the logistic regression of the outcome on ``logit(p)``; (NaN, NaN) with
-    one class (Cox, Biometrika 1958)."""
-    return logistic_fit(logit(probs), labels)
+    """(slope, intercept): the slope of the logistic regression of the outcome on ``logit(p)`` (Cox,
+    Biometrika 1958), and the calibration intercept with the slope fixed at 1 (calibration-in-the-large,
+    :func:`intercept_in_the_large`); NaN with one class, and a slope of NaN when the classes are separated."""
+    return logistic_fit(logit(probs), labels)[0], intercept_in_the_large(labels, probs)
 
 
 def summary(breasts: pd.DataFrame, pred: str = "pred", bins: int = 10, n_boot: int = 500, seed: int = 0,

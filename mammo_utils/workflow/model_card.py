@@ -166,8 +166,9 @@ def _calibration(r: dict) -> str:
     bins = [{"bin": f"[{b.low:.1f}, {b.high:.1f})", "breasts": b.n, "cancers": b.cancers,
              "mean predicted": f"{b.mean_predicted:.3f}", "observed": f"{b.observed:.3f}"}
             for b in cal["reliability"]["raw"].itertuples()]
-    return (f"## 6. Calibration ({cal['judged_on']}, per breast)\n\nSlope and intercept: logistic regression of "
-            "the outcome on logit(p) (1 and 0 when calibrated). ECE over 10 equal-width bins.\n\n"
+    return (f"## 6. Calibration ({cal['judged_on']}, per breast)\n\nSlope: logistic regression of the outcome on "
+            "logit(p); intercept: the same with the slope fixed at 1 (calibration-in-the-large); 1 and 0 when "
+            f"calibrated. ECE over {cal['raw']['bins']} equal-width bins.\n\n"
             f"{_table(rows)}\nReliability (raw probabilities):\n\n{_table(bins)}")
 
 
