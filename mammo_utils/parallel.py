@@ -218,12 +218,25 @@ class PinGPU:
         os.environ["CUDA_VISIBLE_DEVICES"] = self.gpus[i % len(self.gpus)]
 
 
+def check_scheduler(scheduler: str) -> None:
+    """Refuse a malformed scheduler, or a missing job-resources file, before any work starts."""
+    kind, _, spec = str(scheduler).partition(":")
+    if kind == "local" and spec.isdigit() and int(spec) >= 1 or kind == "tcp" and spec.startswith("//"):
+        return
+    if kind in ("slurm", "pbs"):
+        if spec:
+            read_resources(spec)
+        return
+    raise UserError(f"scheduler must be local:N, tcp://HOST:PORT, slurm:[job.yaml] or pbs:[job.yaml], got {scheduler!r}")
+
+
 @contextmanager
 def training_client(scheduler: str):
     """A Dask client for training tasks. ``local:N`` and ``tcp://`` as :func:`dask_client`; on a machine
     with GPUs each local worker holds one (a ``GPU`` resource and its own ``CUDA_VISIBLE_DEVICES``).
     ``slurm:`` / ``pbs:`` (optionally ``slurm:job.yaml``, see :class:`JobResources`) submit batch jobs
     through dask-jobqueue; every node must see the data and run folders at the same paths."""
+    check_scheduler(scheduler)
     kind, _, spec = scheduler.partition(":")
     if kind in ("slurm", "pbs"):
         from distributed import Client
@@ -238,8 +251,6 @@ def training_client(scheduler: str):
             client.close()
             cluster.close()
         return
-    if kind not in ("local", "tcp"):
-        raise UserError(f"scheduler must be local:N, tcp://HOST:PORT, slurm:[job.yaml] or pbs:[job.yaml], got {scheduler!r}")
     gpus = visible_gpus() if kind == "local" else []
     with dask_client(scheduler, resources={"GPU": 1} if gpus else None) as client:
         if gpus:

@@ -137,6 +137,22 @@ def test_slurm_and_pbs_job_scripts_ask_for_what_the_user_wrote(tmp_path):
             pass
 
 
+def test_a_bad_scheduler_stops_a_command_in_one_line_before_any_work(tmp_path, capsys):
+    from mammo_utils.cli import main
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("04.loss: [bce]\n")
+    for bad, why in (("local:0", "scheduler must be local:N"), ("tcp:host", "scheduler must be"),
+                     (f"slurm:{tmp_path / 'none.yaml'}", "job resources file .*none.yaml not found")):
+        for argv in (["sweep", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "sweep"), "--grid", str(grid)],
+                     ["tune", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "tune"), "--space", str(grid)],
+                     ["pipeline", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "run")]):
+            assert main(argv + ["--scheduler", bad]) == 2
+            err = [line for line in capsys.readouterr().err.splitlines() if " INFO " not in line]  # papermill's
+            assert len(err) == 1 and err[0].startswith("error: ") and __import__("re").search(why, err[0]), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml"]  # nothing written, no data made
+
+
 def test_the_holdout_guard_refuses_a_holdout_file_and_nothing_else(tmp_path):
     from mammo_utils.workflow.tune import HoldoutTouched, holdout_guard
 

@@ -10,6 +10,9 @@ def _pipeline(a) -> int:
 
     params = {name: value for name, value in a.p or []}
     if a.scheduler:
+        from ..parallel import check_scheduler
+
+        check_scheduler(a.scheduler)
         params["04.scheduler"] = a.scheduler  # folds as parallel tasks
     return run_pipeline(a.data_dir, a.run_dir, params=params, start=a.from_, only=a.only, synth_patients=a.patients,
                         preset=a.preset)

@@ -86,6 +86,7 @@ def train_folds_on(scheduler: str, cfg: TrainConfig, run, folds, gpus: int = 1) 
     only what is missing)."""
     from .. import parallel, tracking
 
+    parallel.check_scheduler(scheduler)
     if cfg.resume is False:
         raise UserError("resume=False with a scheduler: a fold rerun after a lost worker would start over; "
                         "use resume='auto'")

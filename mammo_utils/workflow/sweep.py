@@ -138,6 +138,10 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
     from .pipeline import prepare_data
 
     combos = read_grid(grid)
+    if scheduler:
+        from ..parallel import check_scheduler
+
+        check_scheduler(scheduler)
     sweep = Path(sweep_dir).resolve()
     data = Path(data).resolve()
     base = dict(params or {})

@@ -290,6 +290,8 @@ def run_tune(data, tune_dir, space_path, trials: int = 20, seed: int = 0, params
     plan_parameters(data, tune / "base", base)  # every fixed parameter checked before any work
     if trials < 1:
         raise UserError(f"trials must be >= 1, got {trials}")
+    if scheduler:
+        parallel.check_scheduler(scheduler)
     prepare_data(data, synth_patients, progress)
     tune.mkdir(parents=True, exist_ok=True)
     with folder_lock(tune, "a search"), study_tracker(tune, data, base) as parent:
