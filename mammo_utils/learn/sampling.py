@@ -29,25 +29,11 @@ def split_groups(df: pd.DataFrame) -> pd.Series:
     linked = df.duplicate_group.fillna("").astype(str).str.strip()
     if not linked.ne("").any():
         return df.patient_id  # nothing linked: the patients themselves, as before (same folds, same holdout)
+    from ..datasets.duplicates import patient_groups  # the importers' own union of linked patients
+
     patients = df.patient_id.astype(str)
-    parent = {}
-
-    def root(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for p, g in zip(patients, linked):
-        a, b = root("p:" + p), root("g:" + g) if g else None
-        if b is not None and a != b:
-            parent[max(a, b)] = min(a, b)
-    members = {}
-    for p in patients.unique():
-        members.setdefault(root("p:" + p), []).append(p)
-    name = {r: min(ps) for r, ps in members.items()}
-    return patients.map(lambda p: name[root("p:" + p)])
+    unit = patient_groups([(p, "\0" + g) for p, g in zip(patients, linked) if g])
+    return patients.map(lambda p: unit.get(p, p))
 
 
 def patient_strata(df: pd.DataFrame) -> pd.Series:
