@@ -455,3 +455,20 @@ def test_bad_choices_stop_with_one_line(tmp_path):
     (run / "oof_predictions.csv").unlink()
     with pytest.raises(UserError, match="oof_predictions.csv not found"):
         judge_run(run, n_boot=5)
+
+
+def test_roc_figure_shows_every_operating_point():
+    """Four points of the run and five of the user's: each is drawn (markers cycle), none left off the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mammo_utils.explore import clinical_plots
+
+    breasts = hand_breasts()
+    user = {f"u{k}": 0.1 * k for k in range(1, 6)}
+    points = screening.choose_points(breasts, 0.5, user=user)
+    table = screening.evaluate_points(points, {"holdout": breasts}, n_boot=5)
+    exams = screening.examinations(breasts)
+    fig = clinical_plots.roc_operating_points(exams.cancer, exams.pred, table)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert [lab.split(" (t =")[0] for lab in labels if " (t =" in lab] == list(points.point) and len(points) == 8

@@ -3,6 +3,8 @@ the reliability diagram with its bin counts, and the operating points on the ROC
 radiologists. Each function returns a titled, labelled matplotlib Figure."""
 from __future__ import annotations
 
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -50,7 +52,7 @@ def roc_operating_points(labels, preds, operating: pd.DataFrame, level: str = "e
     else:
         ax.text(0.5, 0.5, f"ROC undefined: {len(y)} {level}s, {int(y.sum())} cancer", ha="center")
     rows = operating[(operating.level == level) & (operating.estimate == estimate)]
-    for r, marker in zip(rows.itertuples(), "osD^vP"):
+    for r, marker in zip(rows.itertuples(), itertools.cycle("osD^vPX<>h")):  # every point, however many
         ax.plot(1 - r.specificity, r.sensitivity, marker=marker, ls="none", markersize=8,
                 label=f"{r.point} (t = {r.threshold:.3g})")
     ax.plot(1 - BCSC["specificity"], BCSC["sensitivity"], marker="*", color="black", markersize=14, ls="none",
