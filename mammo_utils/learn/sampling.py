@@ -29,7 +29,7 @@ def split_groups(df: pd.DataFrame) -> pd.Series:
     linked = df.duplicate_group.fillna("").astype(str).str.strip()
     if not linked.ne("").any():
         return df.patient_id  # nothing linked: the patients themselves, as before (same folds, same holdout)
-    from ..datasets.duplicates import patient_groups  # the importers' own union of linked patients
+    from ..datasets.duplicates import patient_groups
 
     patients = df.patient_id.astype(str)
     unit = patient_groups([(p, "\0" + g) for p, g in zip(patients, linked) if g])
