@@ -449,7 +449,9 @@ def test_bad_choices_stop_with_one_line(tmp_path):
     for options, message in (({"screening_prevalence": 5.1}, r"screening_prevalence must be in \(0, 1\)"),
                              ({"operating_points": {"x": "high"}}, "operating point 'x'"),
                              ({"recalibration": "beta"}, "recalibration must be one of"),
-                             ({"subgroup_point": "nope"}, "subgroup_point 'nope' is not an operating point")):
+                             ({"subgroup_point": "nope"}, "subgroup_point 'nope' is not an operating point"),
+                             ({"operating_points": {"decision": 0.3}}, "operating point 'decision': a point of that"),
+                             ({"operating_points": {"pf1": 0.01}}, "operating point 'pf1': the run's own")):
         with pytest.raises(UserError, match=message):
             judge_run(run, n_boot=5, **options)
     (run / "oof_predictions.csv").unlink()

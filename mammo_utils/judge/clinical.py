@@ -127,6 +127,8 @@ def judge_run(run, screening_prevalence: float = screening.SCREENING_PREVALENCE,
     else:
         how = "given"
     pf1 = metrics.best_threshold(oof.cancer, oof.pred)[0]
+    if "pf1" in (operating_points or {}):
+        raise UserError("operating point 'pf1': the run's own pF1-best point has that name: call yours otherwise")
     if abs(pf1 - threshold) > 1e-12:  # a decision by quantile (or given): the pF1 point is shown too
         operating_points = {"pf1": pf1, **(operating_points or {})}
     points = screening.choose_points(oof, threshold, how, operating_points)

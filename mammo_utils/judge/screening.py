@@ -143,6 +143,9 @@ def choose_points(oof_breasts: pd.DataFrame, decision: float, decision_how: str 
             {"point": "bcsc_sensitivity", "threshold": threshold_at_sensitivity(y, p, BCSC["sensitivity"]),
              "how": "highest threshold with OOF examination sensitivity >= 86.9 % (BCSC)"}]
     for name, spec in (user or {}).items():
+        if str(name) in {r["point"] for r in rows}:
+            raise UserError(f"operating point {name!r}: a point of that name is already there "
+                            f"({', '.join(r['point'] for r in rows)}): call yours otherwise")
         if isinstance(spec, dict) and set(spec) == {"specificity"}:
             t, how = threshold_at_specificity(y, p, float(spec["specificity"])), f"OOF examination specificity >= {spec['specificity']}"
         elif isinstance(spec, dict) and set(spec) == {"sensitivity"}:
