@@ -474,3 +474,20 @@ def test_roc_figure_shows_every_operating_point():
     fig = clinical_plots.roc_operating_points(exams.cancer, exams.pred, table)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert [lab.split(" (t =")[0] for lab in labels if " (t =" in lab] == list(points.point) and len(points) == 8
+
+
+def test_a_holdout_breast_without_a_readable_image_is_kept_as_the_run_keeps_it(tmp_path):
+    """Its images failed (no probability): the card judges it at the data's prevalence, as the run's own
+    holdout estimate does (estimates.with_unreadable), never leaving it out of the operating points."""
+    from mammo_utils.judge.clinical import judge_run
+
+    _, run = write_tiny_run(tmp_path, patients=30)
+    held = pd.read_csv(paths.holdout_predictions_csv(run), dtype={"patient_id": str})
+    held.loc[(held.patient_id == "P000") & (held.laterality == "L"), "pred"] = np.nan  # P000's cancer breast
+    held.to_csv(paths.holdout_predictions_csv(run), index=False)
+    judged = judge_run(run, n_boot=5)
+    breasts = judged["breasts"]["holdout"].set_index("prediction_id")
+    assert len(breasts) == held.groupby(["patient_id", "laterality"]).ngroups == judged["data"]["holdout"]["breasts"]
+    assert breasts.pred["P000_L"] == pytest.approx(judged["breasts"]["out of fold"].cancer.mean())
+    point = judged["operating"].query("estimate == 'holdout' and level == 'breast' and point == 'decision'").iloc[0]
+    assert point.n == len(breasts) and point.cancers == int(breasts.cancer.sum())

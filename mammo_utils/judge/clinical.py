@@ -15,9 +15,10 @@ import pandas as pd
 
 from .. import metrics, paths, tables
 from ..errors import UserError
+from ..learn.sampling import data_breast_prevalence
 from . import calibration, screening, subgroups
 from .bootstrap import interval, patient_groups
-from .estimates import estimate
+from .estimates import estimate, with_unreadable
 
 ESTIMATES = ("out of fold", "holdout")
 
@@ -57,7 +58,7 @@ def decision_rule(run) -> dict:
 
 
 def read_images(path: Path, required: bool) -> pd.DataFrame:
-    """Image predictions with a probability (an image without one is left out of its breast)."""
+    """Image predictions (an image that failed has no probability: :func:`breasts_of` decides)."""
     if not path.exists():
         if required:
             raise UserError(f"{path} not found: run notebook 05 (it pools the folds' out-of-fold predictions)")
@@ -66,14 +67,20 @@ def read_images(path: Path, required: bool) -> pd.DataFrame:
     missing = [c for c in ("patient_id", "cancer", "pred") if c not in images]
     if missing or ("laterality" not in images and "prediction_id" not in images):
         raise UserError(f"{path}: missing column(s) {missing or ['laterality']}: not a prediction file of a run")
-    return images.dropna(subset=["pred"])
+    return images
 
 
-def breasts_of(images: pd.DataFrame, aggregate: str, extra: pd.DataFrame | None) -> pd.DataFrame:
-    """Per-breast probabilities aggregated as the run trained, with each breast's subgroup columns."""
+def breasts_of(images: pd.DataFrame, aggregate: str, extra: pd.DataFrame | None,
+               prior: float | None = None) -> pd.DataFrame:
+    """Per-breast probabilities aggregated as the run trained (an image without one left out of its
+    breast), with each breast's subgroup columns. ``prior``: the holdout's rule
+    (:func:`.estimates.with_unreadable`): a breast with no readable image is kept at that prevalence, as
+    the run's own holdout estimate keeps it; None: it is left out."""
     if images.empty:
         return pd.DataFrame(columns=["prediction_id", "patient_id", "cancer", "pred"])
-    return subgroups.with_metadata(metrics.aggregate_breasts(images, how=aggregate), images, extra)
+    breasts = (metrics.aggregate_breasts(images.dropna(subset=["pred"]), how=aggregate) if prior is None
+               else with_unreadable(images, aggregate, prior))
+    return subgroups.with_metadata(breasts, images, extra)
 
 
 def describe(images: pd.DataFrame, breasts: pd.DataFrame) -> dict:
@@ -81,7 +88,7 @@ def describe(images: pd.DataFrame, breasts: pd.DataFrame) -> dict:
     if breasts.empty:
         return {"images": 0, "breasts": 0, "patients": 0}
     exams = screening.examinations(breasts)
-    return {"images": len(images), "breasts": len(breasts), "patients": len(exams),
+    return {"images": int(images.pred.notna().sum()), "breasts": len(breasts), "patients": len(exams),
             "cancer_breasts": int(breasts.cancer.sum()), "cancer_examinations": int(exams.cancer.sum()),
             "breast_prevalence": float(breasts.cancer.mean()), "examination_prevalence": float(exams.cancer.mean()),
             "sources": {str(k): int(v) for k, v in tables.sources(breasts).value_counts().sort_index().items()}}
@@ -118,8 +125,9 @@ def judge_run(run, screening_prevalence: float = screening.SCREENING_PREVALENCE,
     extra = tables.read_csv(paths.split_csv(data, "train")) if data and paths.split_csv(data, "train").exists() else None
     images = {"out of fold": read_images(paths.oof_csv(run), True),
               "holdout": read_images(paths.holdout_predictions_csv(run), False)}
-    breasts = {k: breasts_of(v, aggregate, extra) for k, v in images.items()}
-    oof = breasts["out of fold"]
+    oof = breasts_of(images["out of fold"], aggregate, extra)
+    prior = data_breast_prevalence(paths.folds_csv(run)) if paths.folds_csv(run).exists() else float(oof.cancer.mean())
+    breasts = {"out of fold": oof, "holdout": breasts_of(images["holdout"], aggregate, extra, prior)}
     if threshold is None and rule["threshold"] is None:
         threshold, how = metrics.best_threshold(oof.cancer, oof.pred)[0], "pF1-best on the OOF breasts (no saved rule)"
     elif threshold is None:
