@@ -169,6 +169,9 @@ def test_calibration_of_calibrated_and_overconfident_probabilities():
     sharper = held.assign(pred=1 / (1 + np.exp(-3 * calibration.logit(p[10000:]))))
     assert calibration.judge(oof, sharper, "platt", n_boot=10)["platt"]["slope"] == pytest.approx(2 / 3, abs=0.06)
     assert calibration.judge(oof, held, "isotonic", n_boot=10)["isotonic"]["ece"] < judged["raw"]["ece"] / 3
+    assert judged["platt"]["fitted_on"] == "out of fold"
+    in_sample = calibration.judge(oof, held.iloc[:0], "isotonic", n_boot=10)  # no holdout: judged where fitted
+    assert in_sample["judged_on"] == "out of fold" and "optimistic" in in_sample["isotonic"]["fitted_on"]
     assert np.isnan(calibration.slope_intercept(np.zeros(5), np.full(5, 0.2))[0])
     assert np.isnan(calibration.slope_intercept([0, 0, 1, 1], [0.45, 0.47, 0.49, 0.51])[0])  # separated: no estimate
     with pytest.raises(UserError, match="recalibration must be one of"):

@@ -160,7 +160,8 @@ def fit_recalibration(labels, probs, method: str = "platt"):
 def judge(oof_breasts: pd.DataFrame, holdout_breasts: pd.DataFrame, recalibration: str = "none", bins: int = 10,
           n_boot: int = 500, seed: int = 0) -> dict:
     """Calibration of the holdout breasts, raw and (when asked) recalibrated by a map fitted on the OOF
-    breasts: ``{"raw": {...}, "<method>": {...}, "reliability": {name: table}}``."""
+    breasts: ``{"raw": {...}, "<method>": {...}, "reliability": {name: table}}``. Without a holdout the
+    OOF breasts are judged, and a recalibration's ``fitted_on`` says it is judged where it was fitted."""
     target = holdout_breasts if len(holdout_breasts) else oof_breasts
     out = {"judged_on": "holdout" if len(holdout_breasts) else "out of fold", "raw": summary(target, bins=bins,
                                                                                                n_boot=n_boot, seed=seed)}
@@ -168,7 +169,8 @@ def judge(oof_breasts: pd.DataFrame, holdout_breasts: pd.DataFrame, recalibratio
     if recalibration != "none":
         mapped = fit_recalibration(oof_breasts.cancer, oof_breasts.pred, recalibration)(target.pred)
         target = target.assign(recalibrated=mapped)
-        out[recalibration] = {**summary(target, "recalibrated", bins, n_boot, seed), "fitted_on": "out of fold"}
+        fitted_on = "out of fold" if len(holdout_breasts) else "out of fold, on the breasts it is judged on: optimistic"
+        out[recalibration] = {**summary(target, "recalibrated", bins, n_boot, seed), "fitted_on": fitted_on}
         tables[recalibration] = reliability_table(target.cancer, mapped, bins)
     out["reliability"] = tables
     return out

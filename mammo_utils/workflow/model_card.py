@@ -159,7 +159,7 @@ def _operating(r: dict) -> str:
 def _calibration(r: dict) -> str:
     cal = r["calibration"]
     names = [k for k in cal if k not in ("judged_on", "reliability")]
-    rows = [{"probabilities": n + (" (fitted out of fold)" if n != "raw" else ""),
+    rows = [{"probabilities": n + (f" (fitted {cal[n]['fitted_on']})" if n != "raw" else ""),
              "ECE": fmt(cal[n]["ece"], cal[n]["ece_ci"]), "Brier": fmt(cal[n]["brier"], cal[n]["brier_ci"]),
              "slope": fmt(cal[n]["slope"], cal[n]["slope_ci"], 2), "intercept": fmt(cal[n]["intercept"], cal[n]["intercept_ci"], 2),
              "mean predicted": fmt(cal[n]["mean_predicted"]), "observed rate": fmt(cal[n]["observed_rate"])} for n in names]
