@@ -236,6 +236,7 @@ def test_tune_resumes_prunes_and_opens_the_holdout_only_for_the_final_fit(tiny_d
     assert [t["number"] for t in pruned] == [2, 4], final["trials"]  # the bad region, stopped after epoch 1
     assert all(t["params"]["lr"] == 1.0 and t["epochs_reported"] == 1 for t in pruned)
     assert final["best"]["params"]["lr"] == 3.0e-3 and final["holdout"]["auc"] is not None
+    assert final["holdout_looks"] == [{"lr": 3.0e-3}] and first["holdout_looks"] == []  # judged once
     # the holdout: untouched by the search (no notebook 05 there, no holdout file beside its folds, none
     # opened in this process, where the trials ran), opened for the final fit
     assert not list((tune / "search").rglob("05_*")) and not list((tune / "search").glob("holdout*"))

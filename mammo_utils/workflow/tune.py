@@ -314,13 +314,23 @@ def run_tune(data, tune_dir, space_path, trials: int = 20, seed: int = 0, params
             else:
                 search(study, tune, space, cfg, list(folds), trials, startup_trials, None, progress)
         summary = study_summary(study, space)
+        paths_json = tune / "tune.json"
+        before = json.loads(paths_json.read_text()) if paths_json.exists() else {}
+        summary["holdout_looks"] = before.get("holdout_looks", [])  # the settings the holdout has judged so far
         status = 0
         if final and summary["best"] is not None:  # 3. the best recipe on every fold, judged once on the holdout
+            best = summary["best"]["params"]
+            if summary["holdout_looks"] and summary["holdout_looks"][-1] != best:
+                print(f"[tune] WARNING: the holdout already judged {summary['holdout_looks'][-1]}; judging {best} too "
+                      f"makes it a second look (tune.json counts them): quote the first, or a fresh holdout",
+                      flush=True)
             summary["final_started"] = time.time()
-            status = final_fit(data, tune, base, summary["best"]["params"], scheduler, synth_patients, progress)
-            summary["holdout"] = json.loads(paths.summary_json(tune / "best").read_text()).get(
-                "estimates", {}).get("holdout") if status == 0 else None
-        paths_json = tune / "tune.json"
+            status = final_fit(data, tune, base, best, scheduler, synth_patients, progress)
+            if status == 0:
+                if summary["holdout_looks"][-1:] != [best]:
+                    summary["holdout_looks"].append(best)
+                summary["holdout"] = json.loads(paths.summary_json(tune / "best").read_text()).get(
+                    "estimates", {}).get("holdout")
         paths_json.write_text(json.dumps(summary, indent=2, default=str))
         parent.params({"space": json.dumps(space), "trials": trials, "seed": seed, **base})
         parent.artifact(paths_json)
