@@ -164,7 +164,7 @@ def with_unreadable(images: pd.DataFrame, aggregate: str, prior: float) -> pd.Da
 
 
 def clean(d):
-    """NaN -> None, numpy numbers -> Python numbers, recursively (for JSON)."""
+    """NaN -> None, numpy numbers and booleans -> Python ones, recursively (for JSON)."""
     if isinstance(d, dict):
         return {k: clean(v) for k, v in d.items()}
     if isinstance(d, (list, tuple)):
@@ -173,6 +173,8 @@ def clean(d):
         return None if d != d else float(d)
     if isinstance(d, np.integer):
         return int(d)
+    if isinstance(d, np.bool_):
+        return bool(d)
     return d
 
 

@@ -59,32 +59,15 @@ def evaluate_breasts(breasts: pd.DataFrame, threshold: float, bootstrap: int = 5
     return out
 
 
-def to_jsonable(d: dict) -> dict:
-    """numpy scalars -> Python numbers; NaN -> None (JSON has no NaN); nested dicts and lists too."""
-    def one(v):
-        if isinstance(v, dict):
-            return {k: one(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [one(x) for x in v]
-        if isinstance(v, (np.integer,)):
-            return int(v)
-        if isinstance(v, (np.floating, float)):
-            return None if v != v else float(v)
-        if isinstance(v, np.bool_):
-            return bool(v)
-        return v
-
-    return one(d)
-
-
 def write_evaluation(run, summary: dict) -> Path:
     """``<run>/evaluation.json``: what notebook 05 measured, read by the pipeline's summary, with the
     inputs it was measured on (the holdout's fingerprint, the folds' checkpoints): a later change to
     either makes it stale, and the summary says so instead of quoting it."""
     from ..learn.runs import Run
+    from .estimates import clean
 
     path = paths.evaluation_json(run)
-    path.write_text(json.dumps({**to_jsonable(summary), "inputs": Run(run).inputs()}, indent=2))
+    path.write_text(json.dumps({**clean(summary), "inputs": Run(run).inputs()}, indent=2))
     return path
 
 
