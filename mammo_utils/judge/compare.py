@@ -2,7 +2,7 @@
 
 Each run is scored on breasts that took part in no training, epoch selection or threshold choice,
 and every run predicts the same ones, so differences between recipes can be bootstrapped *paired*
-over breasts. The target is the run's locked **holdout** (any dataset: its patients are set by
+over the same patients. The target is the run's locked **holdout** (any dataset: its patients are set by
 ``holdout_fraction`` and ``holdout_seed``, and runs whose holdout fingerprints differ are refused),
 or the **synthetic test** set where the generator's labels exist; one code path serves both. The
 out-of-fold and validation (selection) figures are shown beside.
@@ -237,7 +237,7 @@ def collect(sweep_dir, runs=None, stacking: bool = False, target: str = "holdout
 def combination_table(runs: pd.DataFrame, sweep_dir, data, n_boot: int = 1000, seed: int = 0,
                       target: str = "holdout") -> pd.DataFrame:
     """Per combination, each statistic's mean over seeds (``<target>_<stat>_seed_mean``) with a 95 %
-    interval from a bootstrap over the target's breasts (one resample serves every seed) and the seed
+    interval from a bootstrap over the target's patients (one resample serves every seed) and the seed
     spread; the out-of-fold and validation (selection) figures beside."""
     pre = prefix(target)
     if target == "holdout":
