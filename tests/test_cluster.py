@@ -56,6 +56,13 @@ def test_folds_on_two_workers_match_the_sequential_folds(prepared, tmp_path):
     assert [r["run_dir"] for r in par] == [str(paths.train_dir(tmp_path / "par", k)) for k in (0, 1)]
 
 
+def test_a_failed_fold_is_named_and_the_others_are_kept(prepared, tmp_path):
+    cfg = fold_cfg(prepared, epochs=1, workers=0)
+    with pytest.raises(UserError, match=r"1 of 2 fold\(s\) failed.*\n  fold5: UserError: fold 5 is not in"):
+        train_folds(cfg, tmp_path / "run", [0, 5], scheduler="local:2")
+    assert pd.read_csv(paths.train_dir(tmp_path / "run", 0) / paths.METRICS).epoch.tolist() == [1]  # kept
+
+
 @pytest.fixture
 def local_cluster():
     """A LocalCluster of 2 worker processes that the test can reach (and kill workers of)."""
