@@ -454,7 +454,9 @@ def test_bad_choices_stop_with_one_line(tmp_path):
                              ({"recalibration": "beta"}, "recalibration must be one of"),
                              ({"subgroup_point": "nope"}, "subgroup_point 'nope' is not an operating point"),
                              ({"operating_points": {"decision": 0.3}}, "operating point 'decision': a point of that"),
-                             ({"operating_points": {"pf1": 0.01}}, "operating point 'pf1': the run's own")):
+                             ({"operating_points": {"pf1": 0.01}}, "operating point 'pf1': the run's own"),
+                             ({"operating_points": {"x": {"specificity": 90}}}, r"a specificity to reach must be a share"),
+                             ({"operating_points": {"x": {"sensitivity": 95}}}, r"a sensitivity to reach must be a share")):
         with pytest.raises(UserError, match=message):
             judge_run(run, n_boot=5, **options)
     (run / "oof_predictions.csv").unlink()

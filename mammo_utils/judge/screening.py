@@ -96,8 +96,16 @@ def operating_point(labels, preds, threshold: float, groups=None, prevalence: fl
     return out
 
 
+def _check_target(target, what: str) -> float:
+    """A specificity or sensitivity to reach, as a share: 88.9 % is 0.889 (an 88.9 would never be reached)."""
+    if not 0 < float(target) <= 1:
+        raise UserError(f"a {what} to reach must be a share in (0, 1] (88.9 % is 0.889), got {target!r}")
+    return float(target)
+
+
 def threshold_at_specificity(labels, preds, target: float) -> float:
     """The lowest threshold whose specificity is at least ``target`` (the most sensitive such point)."""
+    target = _check_target(target, "specificity")
     y, p = np.asarray(labels).astype(bool), np.asarray(preds, dtype=np.float64)
     if not (~y).any():
         raise UserError("a threshold at a specificity needs cancer-free examinations; these have none")
@@ -108,6 +116,7 @@ def threshold_at_specificity(labels, preds, target: float) -> float:
 
 def threshold_at_sensitivity(labels, preds, target: float) -> float:
     """The highest threshold whose sensitivity is at least ``target`` (the most specific such point)."""
+    target = _check_target(target, "sensitivity")
     y, p = np.asarray(labels).astype(bool), np.asarray(preds, dtype=np.float64)
     if not y.any():
         raise UserError("a threshold at a sensitivity needs cancer examinations; these have none")
