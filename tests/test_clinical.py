@@ -464,6 +464,16 @@ def test_bad_choices_stop_with_one_line(tmp_path):
         judge_run(run, n_boot=5)
 
 
+def test_model_card_without_a_holdout_says_every_figure_is_out_of_fold(tmp_path):
+    from mammo_utils.workflow.model_card import write_model_card
+
+    _, run = write_tiny_run(tmp_path, patients=30)
+    paths.holdout_predictions_csv(run).unlink()
+    paths.holdout_json(run).unlink()
+    limitations = write_model_card(run, n_boot=5).read_text().split("## 8. Limitations")[1].split("## 9.")[0]
+    assert "No locked holdout: every figure is out of fold" in limitations and "The holdout holds" not in limitations
+
+
 def test_roc_figure_shows_every_operating_point():
     """Four points of the run and five of the user's: each is drawn (markers cycle), none left off the figure."""
     import matplotlib

@@ -194,7 +194,10 @@ def _limitations(r: dict) -> str:
     if r["synthetic"]:
         items.append(SYNTHETIC_WARNING)
     hold = r["data"]["holdout"]
-    if hold.get("cancer_examinations", 0) < 50:
+    if not hold.get("breasts"):
+        items.append("No locked holdout: every figure is out of fold, on the breasts where the operating points "
+                     "(and any recalibration) were chosen, so each is optimistic.")
+    elif hold.get("cancer_examinations", 0) < 50:
         items.append(f"The holdout holds {hold.get('cancer_examinations', 0)} cancer examination(s): sensitivity, "
                      "CDR and PPV1 rest on few cancers, and their intervals are wide.")
     items += [("Operating points and recalibration were chosen on the out-of-fold predictions of the same data "
