@@ -27,6 +27,7 @@ A Kaggle bundle::
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -81,7 +82,8 @@ def id_problem(value) -> str | None:
     Text read from a CSV cell is data, never a path: an id holding a separator, ``..``, a leading
     ``.`` or ``-``, a control character, a character or a device name Windows treats specially, a
     trailing ``.``, or nothing at all, would name a file somewhere else (or none)."""
-    text = "" if value is None else str(value)
+    missing = value is None or (isinstance(value, float) and math.isnan(value))  # an empty CSV cell reads as NaN
+    text = "" if missing else str(value)
     if not text.strip():
         return "it is empty"
     if "/" in text or "\\" in text:

@@ -63,7 +63,7 @@ def everything_inside(out):
 @pytest.mark.parametrize("value,problem", [
     ("../x", "separator"), ("a\\b", "separator"), ("..", "'..'"), ("a..b", "'..'"), (".hidden", "starts with '.'"),
     ("-rf", "starts with '-'"), ("x\x00y", "control"), ("CON", "Windows"), ("lpt1.txt", "Windows"), ("a:b", "only"),
-    ("a.", "ends with"), ("", "empty"), ("  ", "empty"), ("x" * 201, "longer")])
+    ("a.", "ends with"), ("", "empty"), ("  ", "empty"), (float("nan"), "empty"), ("x" * 201, "longer")])
 def test_an_id_that_would_name_another_path_is_refused(value, problem, tmp_path):
     assert problem in paths.id_problem(value)
     with pytest.raises(UserError, match="cannot name a file"):
@@ -103,6 +103,22 @@ def test_vindr_ids_that_climb_are_skipped_and_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "breast-level_annotations.csv row 2 image_id '../../../userfile': image_id cannot name a file" in err
     assert "warning: vindr: 3 table row(s) skipped" in err
+
+
+def test_vindr_empty_id_cell_is_skipped_and_named(tmp_path, capsys):
+    """An empty cell is read as NaN: it once passed as the id 'nan' (or broke the file's path with a TypeError)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = WRITERS["vindr"](src, studies=2)
+    csv = src / "breast-level_annotations.csv"
+    rows = pd.read_csv(csv, dtype=str)
+    rows.loc[0, "study_id"] = ""
+    rows.to_csv(csv, index=False)
+    assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"]) == 0
+    record = json.loads((out / "import.json").read_text())
+    assert [(s["row"], s["column"], s["reason"]) for s in record["skipped"]] == \
+        [(2, "study_id", "study_id cannot name a file: it is empty")]
+    assert record["counts"]["images"] == len(truth) - 1 and not (out / "train_images" / "nan").exists()
+    assert "row 2 study_id" in capsys.readouterr().err
 
 
 def test_cbis_patient_id_that_climbs_is_skipped(tmp_path):
