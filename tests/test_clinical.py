@@ -474,6 +474,17 @@ def test_model_card_without_a_holdout_says_every_figure_is_out_of_fold(tmp_path)
     assert "No locked holdout: every figure is out of fold" in limitations and "The holdout holds" not in limitations
 
 
+def test_model_card_says_when_the_data_folder_is_not_found(tmp_path):
+    """The synthetic check reads the data folder: a card judged where that folder is not found says so,
+    rather than quietly dropping the synthetic-data warning."""
+    from mammo_utils.workflow.model_card import SYNTHETIC_WARNING, write_model_card
+
+    data, run = write_tiny_run(tmp_path, patients=30)
+    data.rename(tmp_path / "moved")
+    card = write_model_card(run, n_boot=5).read_text()
+    assert SYNTHETIC_WARNING not in card and f"The data folder (`{data}`) was not found from here" in card
+
+
 def test_roc_figure_shows_every_operating_point():
     """Four points of the run and five of the user's: each is drawn (markers cycle), none left off the figure."""
     import matplotlib

@@ -149,7 +149,7 @@ def judge_run(run, screening_prevalence: float = screening.SCREENING_PREVALENCE,
     sub = subgroups.subgroup_table(breasts[judged], sub_threshold, n_boot=n_boot, seed=seed)
     holdout_info = json.loads(paths.holdout_json(run).read_text()) if paths.holdout_json(run).exists() else {}
     return {"run": str(run), "data_dir": str(data) if data else None,
-            "synthetic": bool(data and paths.synthetic_truth(data).exists()),
+            "synthetic": bool(data and paths.synthetic_truth(data).exists()), "data_found": bool(data and data.is_dir()),
             "settings": {"aggregate": aggregate, "decision_threshold": float(threshold), "decision_how": how,
                          "screening_prevalence": float(screening_prevalence), "bootstrap": n_boot, "seed": seed,
                          "recalibration": recalibration, "subgroup_point": subgroup_point,

@@ -193,6 +193,10 @@ def _limitations(r: dict) -> str:
     items = []
     if r["synthetic"]:
         items.append(SYNTHETIC_WARNING)
+    elif not r.get("data_found", True):
+        items.append(f"The data folder (`{r['data_dir']}`) was not found from here (a relative path recorded from "
+                     "another working folder, or moved): whether the data is synthetic could not be checked, and "
+                     "density subgroups are missing.")
     hold = r["data"]["holdout"]
     if not hold.get("breasts"):
         items.append("No locked holdout: every figure is out of fold, on the breasts where the operating points "
