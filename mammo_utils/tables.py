@@ -103,7 +103,7 @@ def read_table(data, split: str = "train") -> pd.DataFrame:
                         f"({split}.csv + {split}_images/<patient_id>/<image_id>.dcm)")
     try:
         df = pd.read_csv(path, dtype=_STRING_COLUMNS, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({exc})") from None
     df = validate_table(df, path, labelled="cancer" in df)
     return with_prediction_id(df)

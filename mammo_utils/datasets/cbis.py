@@ -27,8 +27,8 @@ from .common import (
     find_all,
     find_optional,
     parallel_map,
+    read_source_csv,
     require_columns,
-    strip_cells,
     unsafe_ids,
 )
 from .headers import header_facts
@@ -75,7 +75,7 @@ def _by_series(src: Path) -> dict[str, list[Path]]:
     meta_csv = find_optional(src, "metadata.csv")
     if meta_csv is None:
         return {}
-    meta = strip_cells(pd.read_csv(meta_csv, dtype=str))
+    meta = read_source_csv(meta_csv)
     if not {"Series UID", "File Location"} <= set(meta.columns):
         return {}
     out, root = {}, os.path.abspath(src)
@@ -96,7 +96,7 @@ def _read_descriptions(src: Path) -> pd.DataFrame:
     parts = []
     for path in csvs:
         kind, split = CSV_NAME.match(path.name).groups()
-        df = strip_cells(pd.read_csv(path, dtype=str))
+        df = read_source_csv(path)
         df.columns = [c.lower().replace(" ", "_") for c in df.columns]  # 'breast density' in the calc files
         require_columns(df, {"patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology",
                              "image_file_path"}, path)

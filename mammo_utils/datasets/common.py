@@ -109,6 +109,15 @@ def strip_cells(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def read_source_csv(path, **kw) -> pd.DataFrame:
+    """A dataset's CSV with text cells, stripped (:func:`strip_cells`); an empty, binary or malformed file
+    is one UserError naming it (a download cut short or a file saved by another program)."""
+    try:
+        return strip_cells(pd.read_csv(path, dtype=str, **kw))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({exc}); is it the file as the dataset ships it?") from None
+
+
 def require_columns(df: pd.DataFrame, need, path) -> None:
     missing = sorted(set(need) - set(df.columns))
     if missing:

@@ -22,8 +22,8 @@ from .common import (
     find_all,
     find_one,
     parallel_map,
+    read_source_csv,
     require_columns,
-    strip_cells,
 )
 from .headers import header_facts
 
@@ -55,7 +55,7 @@ def roi_boxes(path: Path) -> list[dict]:
 
 def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Imported:
     csv = find_one(src, "INbreast.csv", "INbreast's INbreast.csv (semicolon-separated)")
-    table = strip_cells(pd.read_csv(csv, sep=";", dtype=str, encoding_errors="replace"))
+    table = read_source_csv(csv, sep=";", encoding_errors="replace")
     require_columns(table, {"File Name", "Bi-Rads"}, csv)
     table = table.dropna(subset=["File Name"])
     table["File Name"] = table["File Name"].str.split(".").str[0]

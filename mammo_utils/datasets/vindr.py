@@ -24,8 +24,8 @@ from .common import (
     find_one,
     find_optional,
     parallel_map,
+    read_source_csv,
     require_columns,
-    strip_cells,
     unsafe_ids,
 )
 from .headers import header_facts
@@ -55,7 +55,7 @@ def _metadata(path: Path | None, image_ids: set, notes: list) -> pd.DataFrame:
     if path is None:
         notes.append("metadata.csv not found: age and machine_id left empty")
         return pd.DataFrame(columns=["image_id", "age", "machine_id"])
-    meta = strip_cells(pd.read_csv(path, dtype=str))
+    meta = read_source_csv(path)
     key = max(meta.columns, key=lambda c: len(image_ids & set(meta[c].dropna())))
     if not image_ids & set(meta[key].dropna()):
         notes.append(f"{path}: no column holds the image ids; age and machine_id left empty")
@@ -92,7 +92,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     breast_csv = find_one(src, "breast-level_annotations.csv", "VinDr-Mammo's breast-level_annotations.csv")
     root = breast_csv.parent
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; density 'DENSITY A'-'D' -> A-D")
-    breasts = strip_cells(pd.read_csv(breast_csv, dtype=str))
+    breasts = read_source_csv(breast_csv)
     need = {"study_id", "image_id", "laterality", "view_position", "breast_birads", "split"}
     require_columns(breasts, need, breast_csv)
     breasts = _usable_rows(breasts, breast_csv, imp)
@@ -131,7 +131,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     if findings_csv is None:
         imp.notes.append("finding_annotations.csv not found: lesions.csv is empty")
         return imp
-    findings = strip_cells(pd.read_csv(findings_csv, dtype=str))
+    findings = read_source_csv(findings_csv)
     require_columns(findings, {"image_id", "xmin", "ymin", "xmax", "ymax"}, findings_csv)
     size = breasts.set_index("image_id")[["height", "width"]].apply(pd.to_numeric, errors="coerce") \
         if {"height", "width"} <= set(breasts.columns) else None
