@@ -46,3 +46,35 @@ def test_combine_or_folds_on_an_empty_train_csv_is_one_line(tmp_path, capsys):
     paths.split_csv(tmp_path / "empty", "train").write_bytes(b"")
     assert main(["folds", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "f" / "folds.csv")]) == 2
     one_error_line(capsys, "train.csv", "not a readable CSV")
+
+
+def test_mias_a_name_that_only_starts_like_a_reference_is_not_imported(tmp_path, capsys):
+    """``mdb002-x`` once matched the reference pattern and broke the patient number with a ValueError."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = WRITERS["mias"](src, patients=1)
+    shutil.copy(src / "mdb002.pgm", src / "mdb002-x.pgm")
+    with open(src / "Info.txt", "a") as f:
+        f.write("mdb002-x F NORM\n")
+    before = digest(tmp_path)
+    assert main(["import-dataset", "mias", str(src), "--out", str(out), "--jobs", "1"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    table = pd.read_csv(out / "train.csv", dtype=str)
+    assert sorted(table.image_id) == sorted(truth.image_id)
+    assert "mdb002-x" in " ".join(json.loads((out / "import.json").read_text())["notes"])  # not in Info.txt
+    assert {k: v for k, v in digest(tmp_path).items() if not k.startswith(str(out))} == before
+
+
+def test_cmmd_a_breast_whose_rows_disagree_stays_malignant(tmp_path):
+    """A second row for a Malignant breast (a repeated or edited row saying Benign) once replaced the first:
+    the cancer breast was imported as 0, without a word."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = WRITERS["cmmd"](src, patients=2)
+    sheet = src / "CMMD_clinicaldata_revision.xlsx"
+    rows = pd.read_excel(sheet, dtype=str)
+    benign = rows[rows.classification == "Malignant"].assign(classification="Benign")
+    pd.concat([rows, benign]).to_excel(sheet, index=False)
+    record = import_dataset("cmmd", src, out, jobs=1, progress=False)
+    table = pd.read_csv(out / "train.csv", dtype=str)
+    cancer = table[table.cancer == "1"][["patient_id", "laterality"]].drop_duplicates()
+    assert cancer.values.tolist() == truth[truth.cancer == 1][["patient_id", "laterality"]].drop_duplicates().values.tolist()
+    assert any("rows disagree" in n and "D1-0001" in n for n in record["notes"])

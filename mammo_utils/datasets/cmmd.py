@@ -86,6 +86,22 @@ def _has_columns(path: Path) -> bool:
     return CLINICAL_COLUMNS <= {str(c).strip() for c in header}
 
 
+def _breast_labels(clinical: pd.DataFrame, sheet: Path, notes: list) -> dict:
+    """``{(ID1, side): classification}``. A breast whose rows disagree is Malignant when any row says so
+    (a repeated row must never turn a cancer into a benign breast); the disagreement is noted."""
+    labels, disagree = {}, []
+    for r in clinical.itertuples():
+        key, said = (r.ID1, str(r.LeftRight).upper()[:1]), str(r.classification).strip().lower()
+        if key in labels and labels[key] != said:
+            disagree.append(key)
+        if labels.get(key) != "malignant":
+            labels[key] = said
+    if disagree:
+        notes.append(f"{sheet.name}: {len(set(disagree))} breast(s) whose rows disagree, e.g. {disagree[0]}: "
+                     f"Malignant when any row says so")
+    return labels
+
+
 def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Imported:
     imp = Imported(rows=[], label=LABELS[label] + "; age from the clinical sheet; no BI-RADS or density")
     clinical, sheet = _clinical(src, imp.notes)
@@ -99,8 +115,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     if not files:
         raise UserError(f"{src}: expected DICOM files in CMMD/<ID1>/.../1-1.dcm (ID1 like D1-0001) below this folder")
     facts = parallel_map(header_facts, [p for _, p in files], jobs, "headers", progress)
-    labels = {(r.ID1, str(r.LeftRight).upper()[:1]): str(r.classification).strip().lower()
-              for r in clinical.itertuples()}
+    labels = _breast_labels(clinical, sheet, imp.notes)
     ages = clinical.groupby("ID1").Age.first() if "Age" in clinical else pd.Series(dtype=str)
     seen = {}
     for (patient, path), fact in zip(files, facts):

@@ -20,7 +20,7 @@ from .common import Imported, clean_box, find_all, parallel_map
 from .destination import Prior
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
-LINE = re.compile(r"^mdb\d{3}\b", re.IGNORECASE)
+REFERENCE = re.compile(r"mdb\d{3}", re.IGNORECASE)  # the whole first token: mdb001..mdb322
 
 
 def parse_info(path: Path) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def parse_info(path: Path) -> pd.DataFrame:
     rows = []
     for line in Path(path).read_text(errors="replace").splitlines():
         tokens = line.split()
-        if not tokens or not LINE.match(tokens[0]):
+        if not tokens or not REFERENCE.fullmatch(tokens[0]):
             continue
         tokens += [None] * (7 - len(tokens))
         ref, tissue, cls, severity, x, y, r = tokens[:7]
