@@ -11,8 +11,9 @@ Ensembling rules (several checkpoints, e.g. one per fold):
   :func:`load_ensemble` raises: one test image is preprocessed once, for all models;
 * every checkpoint must aggregate per breast the same way (mean or max), or it raises;
 * probabilities are the mean over models (and TTA views); the decision threshold is the mean of
-  the models' thresholds (each chosen on its own fold); the fallback prevalence is the mean of
-  their training prevalences.
+  the models' thresholds: the run's decision (notebook 05, chosen out of fold) where it was chosen on
+  these very checkpoints, else each fold's own; the fallback prevalence is the data's breast prevalence
+  (the whole folds.csv, before undersampling) the checkpoints record.
 """
 from __future__ import annotations
 

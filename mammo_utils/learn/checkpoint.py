@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and literals (``weights_only`` loadable): ``config`` (a
 TrainConfig dict), ``model_args``, ``preprocess`` (the PreprocessConfig dict the images were made
 with), ``model`` (EMA weights when the run used EMA), ``threshold``, ``aggregate``,
-``train_breast_prevalence``, ``world_size``, ``provenance``; ``last.pt`` adds optimizer, scheduler,
+``data_breast_prevalence`` (the whole table's, before undersampling), ``folds_fingerprint``, ``folder``
+(where it was trained, so a copy is told apart), ``world_size``, ``provenance``; ``last.pt`` adds optimizer, scheduler,
 scaler and EMA state for resuming.
 """
 from __future__ import annotations

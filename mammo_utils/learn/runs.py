@@ -305,10 +305,13 @@ class Run:
         now, out = self.inputs(), []
         if recorded.get("holdout_fingerprint") != now["holdout_fingerprint"]:
             out.append(f"{what} was measured on holdout {recorded.get('holdout_fingerprint')}, the run's holdout is "
-                       f"now {now['holdout_fingerprint']}")
-        if recorded.get("checkpoints") != now["checkpoints"]:
-            out.append(f"{what} was built on other checkpoints (folds {sorted(recorded.get('checkpoints') or {})}, "
-                       f"now {sorted(now['checkpoints'])}, retrained or changed since)")
+                       f"now {now['holdout_fingerprint']} (notebook 03 ran again): rerun from notebook 04")
+        then = recorded.get("checkpoints") or {}
+        changed = sorted({*then, *now["checkpoints"]}, key=int)
+        changed = [int(k) for k in changed if then.get(k) != now["checkpoints"].get(k)]
+        if changed:
+            out.append(f"{what} was built on other checkpoints: fold(s) {changed} retrained, added or left out "
+                       f"since; rerun the notebook that writes it")
         return out
 
     def evaluation(self) -> dict:
