@@ -14,14 +14,42 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefi
 TINY = dict(patients=16, seed=1, size=(192, 160), test_patients=4, cancer_rate=0.4, jobs=2, progress=False)
 
 
+def made_once(tmp_path_factory, name: str, make):
+    """A read-only input made once per test run, shared by the pytest-xdist workers (a file lock lets the
+    first make it; the others wait and reuse it). Tests copy it before changing anything in it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    out = root / name
+    with FileLock(f"{out}.lock"):
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            make(out)
+            (root / f"{name}.done").touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """~75 DICOMs of every machine kind; returns the folder."""
     from mammo_utils.synthetic import write_dataset
 
-    out = tmp_path_factory.mktemp("synthetic")
-    write_dataset(out, **TINY)
-    return out
+    return made_once(tmp_path_factory, "synthetic", lambda out: write_dataset(out, **TINY))
+
+
+@pytest.fixture(scope="session")
+def tiny_png(tiny_data, tmp_path_factory):
+    """``tiny_data``'s training images preprocessed at 64x32 (what the training tests learn from), made once:
+    copy it (``shutil.copytree``) into a test's own folder."""
+    from mammo_utils.prepare.preprocess import PreprocessConfig
+    from mammo_utils.prepare.runner import run_preprocess
+
+    def make(out):
+        run_preprocess(tiny_data, "train", out, PreprocessConfig(size=(64, 32)), jobs=2, progress=False)
+
+    return made_once(tmp_path_factory, "png_64x32", make)
 
 
 @pytest.fixture(scope="session")

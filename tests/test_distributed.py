@@ -1,5 +1,6 @@
 """Beyond one process: DDP through torchrun (gloo on CPU, 2 processes) and preprocessing on a Dask cluster."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -21,9 +22,9 @@ from mammo_utils.tables import read_csv, read_table
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_data, tmp_path_factory):
+def prepared(tiny_data, tiny_png, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    run_preprocess(tiny_data, "train", root / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    shutil.copytree(tiny_png, root / "png")
     make_folds(read_table(tiny_data), n_splits=3).to_csv(root / "folds.csv", index=False)
     return root
 

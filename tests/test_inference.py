@@ -13,14 +13,12 @@ from mammo_utils.learn.checkpoint import load_checkpoint
 from mammo_utils.learn.config import TrainConfig
 from mammo_utils.learn.engine import predict_batch
 from mammo_utils.learn.sampling import patient_folds
-from mammo_utils.prepare.preprocess import PreprocessConfig
-from mammo_utils.prepare.runner import run_preprocess
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_data, tmp_path_factory):
+def trained_run(tiny_data, tiny_png, tmp_path_factory):
     root = tmp_path_factory.mktemp("inference")
-    run_preprocess(tiny_data, "train", root / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    shutil.copytree(tiny_png, root / "png")
     patient_folds(pd.read_csv(tiny_data / "train.csv"), n_splits=3).to_csv(root / "folds.csv", index=False)
     cfg = TrainConfig(run_dir=str(root / "train" / "fold0"), preprocessed=str(root / "png"),
                       folds=str(root / "folds.csv"), model="resnet10t", epochs=1, batch_size=8, workers=0,

@@ -104,17 +104,15 @@ def test_fused_and_per_image_paths_agree(fusion):
         plain(breasts, view_meta, mask)
 
 
-def test_prediction_with_missing_age_unseen_machine_and_one_view(tiny_data, tmp_path):
+def test_prediction_with_missing_age_unseen_machine_and_one_view(tiny_data, tiny_png, tmp_path):
     """Train one step with metadata, auxiliary heads and fusion; predict a test set with gaps."""
     from mammo_utils.judge.inference import predict
     from mammo_utils.learn.config import TrainConfig
     from mammo_utils.learn.sampling import make_folds
     from mammo_utils.learn.train import train
-    from mammo_utils.prepare.preprocess import PreprocessConfig
-    from mammo_utils.prepare.runner import run_preprocess
     from mammo_utils.tables import read_table
 
-    run_preprocess(tiny_data, "train", tmp_path / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    shutil.copytree(tiny_png, tmp_path / "png")
     make_folds(read_table(tiny_data), n_splits=2).to_csv(tmp_path / "folds.csv", index=False)
     cfg = TrainConfig(run_dir=str(tmp_path / "run"), preprocessed=str(tmp_path / "png"), folds=str(tmp_path / "folds.csv"),
                       model="resnet10t", epochs=1, max_steps_per_epoch=1, batch_size=4, workers=2, tracking="none",

@@ -1,5 +1,6 @@
 """Training loop behaviour: schedule, losses, NaN guard, accumulation, fp16 scaler, EMA, checkpoints, resume."""
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,16 +16,13 @@ from mammo_utils.learn.config import TrainConfig, resolve_model
 from mammo_utils.learn.engine import create_grad_scaler, resolve_amp
 from mammo_utils.learn.models import build_model
 from mammo_utils.learn.sampling import patient_folds
-from mammo_utils.prepare.preprocess import PreprocessConfig
-from mammo_utils.prepare.runner import run_preprocess
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_data, tmp_path_factory):
+def prepared(tiny_data, tiny_png, tmp_path_factory):
     """Tiny data preprocessed to 64x32 and split into 3 folds."""
     root = tmp_path_factory.mktemp("prepared")
-    out = root / "png"
-    run_preprocess(tiny_data, "train", out, PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    shutil.copytree(tiny_png, root / "png")
     folds = patient_folds(pd.read_csv(tiny_data / "train.csv"), n_splits=3, seed=0)
     folds.to_csv(root / "folds.csv", index=False)
     return root

@@ -1,4 +1,6 @@
 """The patient and mistake browsers through their programmatic surface: what render() puts on screen."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -128,19 +130,17 @@ def test_widget_controls_drive_the_viewer(pv):
 
 
 @pytest.fixture(scope="module")
-def small_run(tiny_data, tmp_path_factory):
+def small_run(tiny_data, tiny_png, tmp_path_factory):
     """A run folder as the pipeline lays it out: preprocessed images, folds, one trained fold."""
     from mammo_utils import paths
     from mammo_utils.learn import train
     from mammo_utils.learn.config import TrainConfig
     from mammo_utils.learn.sampling import make_folds
-    from mammo_utils.prepare.preprocess import PreprocessConfig
-    from mammo_utils.prepare.runner import run_preprocess
     from mammo_utils.tables import read_table
 
     run = tmp_path_factory.mktemp("viewer_run")
     pre = paths.preprocessed_dir(run, "train", "64x32")
-    run_preprocess(tiny_data, "train", pre, PreprocessConfig(size="64x32"), jobs=1, progress=False)
+    shutil.copytree(tiny_png, pre)
     make_folds(read_table(tiny_data), n_splits=3).to_csv(paths.folds_csv(run), index=False)
     train.train(TrainConfig(run_dir=str(paths.train_dir(run, 0)), preprocessed=str(pre), folds=str(paths.folds_csv(run)),
                             model="resnet10t", epochs=1, batch_size=8, workers=0, max_steps_per_epoch=1), progress=False)
