@@ -32,8 +32,8 @@ sweep-meta-control: setup  ## the same on hard_control data, where the table car
 	    --grid benchmarks/grid_beyond_pixels_control.yaml --seeds 0 -p image_size 192x96 -p n_splits 3 -p 04.folds "[0]" \
 	    -p 04.epochs 6 -p 03.holdout_fraction 0.25
 
-test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data)
-	$(PY) -m pytest -q
+test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data), in 2 processes
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, inference and GPU benchmarks (ratios to in-run baselines)
 	$(PY) benchmarks/decode.py

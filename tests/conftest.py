@@ -7,6 +7,8 @@ import time
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two test processes on two cores: one compute thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tracking is on in the tests, as in real runs: into one store for the session (a new SQLite store costs
 # seconds to set up), which every test's runs, kernels and torchrun processes share.
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='mammo-mlflow-')}/mlflow.db")
