@@ -12,10 +12,18 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return (seed * 1000 + rank) * 10007 + epoch
 
 
+def _cuda(device) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
 @contextmanager
-def deterministic():
-    """Deterministic kernels while training (same seed, same run on a CPU); on CUDA the kernels without a
-    deterministic version warn instead of failing (:func:`determinism` records that). Restored afterwards."""
+def deterministic(device="cpu"):
+    """Deterministic kernels while training on a CPU (same seed, same run), restored afterwards. On CUDA
+    the fast kernels stay (cuDNN's deterministic choices and cuBLAS's fixed workspace cost speed, and some
+    kernels have no deterministic version at all): :func:`determinism` records it in the provenance."""
+    if _cuda(device):
+        yield
+        return
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -26,9 +34,9 @@ def deterministic():
 
 def determinism(device) -> dict:
     """What the run's provenance says about repeating it with the same seed."""
-    if getattr(device, "type", str(device)) == "cuda":
+    if _cuda(device):
         return {"deterministic": False,
-                "determinism_note": "CUDA: deterministic algorithms requested (warn_only), but some GPU kernels "
-                                    "(atomic adds in backward passes, e.g. interpolation and scatter) have no "
-                                    "deterministic version: the same seed may differ in the last digits"}
+                "determinism_note": "CUDA: the same seed draws the same batches, augmentations and dropout, but "
+                                    "GPU kernels with atomic adds (cuDNN backward passes, interpolation, scatter) "
+                                    "are not deterministic: a rerun may differ in the last digits"}
     return {"deterministic": True, "determinism_note": "CPU: deterministic kernels; same seed, same run"}

@@ -315,7 +315,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
     t_start = time.perf_counter()
     # dropout and the rest of torch's global stream: seeded per epoch (and rank), restored afterwards, so
     # a resumed fold draws what the uninterrupted one drew; the tracking run ends however the loop ends
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), deterministic(), \
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), deterministic(device), \
             tracking_ends(tracker):
         for epoch in range(done, cfg.epochs):
             number = epoch + 1
