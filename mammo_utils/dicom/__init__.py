@@ -14,28 +14,28 @@ returns is plain numpy. Split by stage, as pydicom 3's ``pixels`` is:
 from .dataset import (
                    JPEG2000_SYNTAXES,
                    JPEG_LOSSLESS_SV1,
-                   JPEG_LOSSLESS_SYNTAXES,
-                   NATIVE_SYNTAXES,
-                   DicomReadError,
+    JPEG_LOSSLESS_SYNTAXES,
+    NATIVE_SYNTAXES,
+    DicomReadError,
 )
 from .decoders import BACKENDS, available_backends, choose_reduction
 from .lut import (
-                   apply_lut,
-                   apply_minmax,
-                   apply_modality_lut,
-                   apply_window,
-                   build_display_lut,
+    apply_lut,
+    apply_minmax,
+    apply_modality_lut,
+    apply_window,
+    build_display_lut,
 )
 from .read import (
-                   DicomImage,
-                   Display,
-                   StoredImage,
-                   Window,
-                   read_dicom,
-                   read_image,
-                   read_metadata,
-                   read_stored,
-                   read_stored_image,
+    DicomImage,
+    Display,
+    StoredImage,
+    Window,
+    read_dicom,
+    read_image,
+    read_metadata,
+    read_stored,
+    read_stored_image,
 )
 from .write import TRANSFER_SYNTAXES, make_uid, write_dicom
 

@@ -3,27 +3,27 @@
 the hard cases of breast finding."""
 from ..tables import TEST_COLUMNS, TRAIN_COLUMNS
 from .anatomy import (
-                      MACHINE_WEIGHTS,
-                      MACHINES,
-                      Machine,
-                      breast_params,
-                      burn_in,
-                      draw_breast,
-                      draw_lesion,
-                      draw_vascular_calcs,
-                      lesion_position,
-                      smooth_noise,
-                      to_stored,
-                      truth_mask,
+    MACHINE_WEIGHTS,
+    MACHINES,
+    Machine,
+    breast_params,
+    burn_in,
+    draw_breast,
+    draw_lesion,
+    draw_vascular_calcs,
+    lesion_position,
+    smooth_noise,
+    to_stored,
+    truth_mask,
 )
 from .dataset import (
-                      MIN_SYNTH_PX,
-                      PRESETS,
-                      check_synthetic_target,
-                      default_test_patients,
-                      make_image,
-                      plan_dataset,
-                      write_dataset,
+    MIN_SYNTH_PX,
+    PRESETS,
+    check_synthetic_target,
+    default_test_patients,
+    make_image,
+    plan_dataset,
+    write_dataset,
 )
 
 __all__ = [
