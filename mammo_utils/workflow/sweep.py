@@ -180,8 +180,15 @@ def sweep_tracker(sweep: Path, data: Path, base: dict):
     try:
         with tracking.passed_on(tracker):
             yield tracker
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.end("FAILED")
+        raise
     finally:
-        tracker.end()
+        if not tracker.ended:
+            tracker.end()
 
 
 @dataclass
@@ -265,6 +272,8 @@ def _sweep_locked(data: Path, sweep: Path, combos: list[dict], seeds, base: dict
               f"{json.dumps(combo['params'])}", flush=True)
         status = run_pipeline(data, r.run, params=r.overrides, notebooks=r.notebooks, progress=progress,
                               synth_patients=synth_patients)
+        if status == 130:  # Ctrl-C stops the whole sweep, not one run of it; the same command resumes
+            raise KeyboardInterrupt
         if status != 0:
             print(f"[sweep] {r.name} failed; going on with the others (rerun the same command once it is fixed: "
                   f"finished runs are skipped)", flush=True)
