@@ -4,6 +4,7 @@ a mini-MIAS reference, a clinical sheet that says two things about one breast, a
 Each case ends in one line (an ``error:`` with exit 2, or a skipped row named in import.json) and leaves
 every file outside ``--out`` byte for byte as it was.
 """
+import importlib
 import json
 import os
 import shutil
@@ -78,3 +79,73 @@ def test_cmmd_a_breast_whose_rows_disagree_stays_malignant(tmp_path):
     cancer = table[table.cancer == "1"][["patient_id", "laterality"]].drop_duplicates()
     assert cancer.values.tolist() == truth[truth.cancer == 1][["patient_id", "laterality"]].drop_duplicates().values.tolist()
     assert any("rows disagree" in n and "D1-0001" in n for n in record["notes"])
+
+
+def relative(folder) -> dict:
+    return {os.path.relpath(k, folder): v for k, v in digest(folder).items()}
+
+
+def stop_after(real, n: int):
+    """``real`` that raises KeyboardInterrupt (Ctrl-C) once it has run ``n`` times."""
+    calls = []
+
+    def stopping(*args, **kwargs):
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+    return stopping
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_an_import_stopped_midway_is_finished_by_a_rerun(copy, tmp_path, monkeypatch, capsys):
+    """Stopped while it placed images, an import left them without its import.json: the rerun took the folder
+    for a user's and refused it, so the only way on was to delete it."""
+    from mammo_utils.datasets import common
+
+    src, out, fresh = tmp_path / "src", tmp_path / "out", tmp_path / "fresh"
+    WRITERS["vindr"](src, studies=2)
+    flag = ["--copy"] if copy else []
+    assert main(["import-dataset", "vindr", str(src), "--out", str(fresh), "--jobs", "1"] + flag) == 0
+    before = digest(tmp_path, skip=out)
+    with monkeypatch.context() as m:
+        m.setattr(common, "place", stop_after(common.place, 3))
+        assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"] + flag) == 130
+    assert 0 < len(list((out / "train_images").rglob("*.dcm"))) < 8 and not (out / "train.csv").exists()
+    assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"] + flag) == 0
+    assert "error" not in capsys.readouterr().err
+    assert relative(out) == relative(fresh) and digest(tmp_path, skip=out) == before
+
+
+def test_a_mias_import_stopped_midway_is_finished_by_a_rerun(tmp_path, monkeypatch):
+    from mammo_utils.datasets import mias
+
+    src, out, fresh = tmp_path / "src", tmp_path / "out", tmp_path / "fresh"
+    WRITERS["mias"](src, patients=2)
+    import_dataset("mias", src, fresh, jobs=1, progress=False)
+
+    def half(fn, items, *args, **kwargs):
+        [fn(str(t)) for t in list(items)[:2]]
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(mias, "parallel_map", half)
+        import_dataset("mias", src, out, jobs=1, progress=False)
+    import_dataset("mias", src, out, jobs=1, progress=False)
+    assert relative(out) == relative(fresh)
+    assert json.loads((out / "import.json").read_text())["skipped"] == []
+
+
+def test_a_combine_stopped_midway_is_finished_by_a_rerun(tmp_path, monkeypatch):
+    combine_module = importlib.import_module("mammo_utils.datasets.combine")  # the package exports the function
+
+    parts = []
+    for name in ("vindr", "inbreast"):
+        small(name, tmp_path / name)
+        parts.append(str(tmp_path / f"{name}_in"))
+        import_dataset(name, tmp_path / name, parts[-1], jobs=1, progress=False)
+    combine_module.combine(parts, tmp_path / "fresh", progress=False, jobs=1)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(combine_module, "place", stop_after(combine_module.place, 3))
+        combine_module.combine(parts, tmp_path / "out", progress=False, jobs=1)
+    combine_module.combine(parts, tmp_path / "out", progress=False, jobs=1)
+    assert relative(tmp_path / "out") == relative(tmp_path / "fresh")

@@ -13,6 +13,7 @@ from .destination import (
     check_destination,
     check_free,
     check_out,
+    mark_pending,
     place,
     write_csv,
     write_json,
@@ -82,7 +83,8 @@ def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int =
     table, lesions, duplicates = without_duplicates(table, pd.concat(lesions, ignore_index=True), jobs, progress)
     pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(table.src, table.patient_id, table.image_id)]
     check_free(pairs, copy, prior)
-    out.mkdir(parents=True, exist_ok=True)
+    combined = {name: str(Path(f).resolve()) for name, f in seen.items()}
+    mark_pending(out, {"combined": combined, "files": "copied" if copy else "linked"}, [d for _, d in pairs])
     made = set()
     for src_file, dst in bar(pairs, desc="linking" if not copy else "copying", unit="file", disable=not progress):
         place(src_file, dst, copy, made, prior)
@@ -90,8 +92,7 @@ def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int =
     write_csv(lesions, out / LESIONS_CSV)
     per_source = table.groupby("source").agg(images=("image_id", "size"), patients=("patient_id", "nunique"),
                                               cancer_images=("cancer", "sum"))
-    record = {"combined": {name: str(Path(f).resolve()) for name, f in seen.items()},
-              "files": "copied" if copy else "linked",
+    record = {"combined": combined, "files": "copied" if copy else "linked",
               "counts": {s: {k: int(v) for k, v in row.items()} for s, row in per_source.iterrows()},
               "duplicate_images_dropped": sum(len(g["dropped"]) for g in duplicates), "duplicates": duplicates}
     write_json(record, out / IMPORT_JSON)

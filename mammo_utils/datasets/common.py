@@ -19,7 +19,15 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .destination import IMPORT_JSON, Prior, check_free, place, write_csv, write_json
+from .destination import (
+    IMPORT_JSON,
+    Prior,
+    check_free,
+    mark_pending,
+    place,
+    write_csv,
+    write_json,
+)
 
 TRAIN_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
                  "BIRADS", "implant", "density", "machine_id", "difficult_negative_case", "source", "official_split",
@@ -221,6 +229,11 @@ def warn_skipped_rows(imp: Imported, source: str) -> None:
                       f"{first['column']} {first['value']!r}: {first['reason']} (all in import.json)", stacklevel=3)
 
 
+def import_head(source: str, src: Path, files: str) -> dict:
+    """What identifies an import in its ``import.json`` (a rerun of the same source may write over it)."""
+    return {"source": source, "source_folder": str(Path(src).resolve()), "files": files}
+
+
 def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: str, src: Path,
                  progress: bool = True, prior: Prior | None = None) -> dict:
     """Lay out ``out`` in the RSNA layout from ``imp``; returns (and writes) the ``import.json`` record.
@@ -235,6 +248,7 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
     if not imp.written:
         pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(df.src, df.patient_id, df.image_id)]
         check_free(pairs, copy, prior)
+        mark_pending(out, import_head(source, src, "copied" if copy else "linked"), [d for _, d in pairs])
         made = set()
         for src_file, dst in bar(pairs, desc=f"{'copying' if copy else 'linking'} {source}", unit="file",
                                  disable=not progress):
@@ -250,8 +264,8 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
     write_csv(lesions, out / LESIONS_CSV)
     breasts = df.groupby(["patient_id", "laterality"]).cancer.max()
     record = {
-        "source": source, "source_folder": str(Path(src).resolve()), "label": label_name,
-        "label_mapping": imp.label, "files": "copied" if copy else ("written" if imp.written else "linked"),
+        **import_head(source, src, "copied" if copy else ("written" if imp.written else "linked")),
+        "label": label_name, "label_mapping": imp.label,
         "counts": {"images": len(df), "patients": int(df.patient_id.nunique()), "breasts": len(breasts),
                    "cancer_breasts": int(breasts.sum()), "cancer_images": int(df.cancer.sum()),
                    "lesion_boxes": len(lesions), "lesion_boxes_fixed": dict(sorted(imp.box_fixes.items())),

@@ -24,9 +24,13 @@ class Prior:
 
     files: set = field(default_factory=set)   # str paths of its images
     mode: str = ""                            # "linked", "copied" or "written"
+    pending: set = field(default_factory=set)  # str paths an interrupted run was about to write (any kind)
 
     def owns(self, path: Path) -> bool:
-        """True when ``path`` is one of the earlier import's images, of the kind it made (a link or a file)."""
+        """True when ``path`` is one of the earlier import's images, of the kind it made (a link or a file),
+        or one that an interrupted run of it had claimed (checked free before it wrote anything)."""
+        if str(path) in self.pending:
+            return True
         if str(path) not in self.files:
             return False
         return os.path.islink(path) == (self.mode == "linked")
@@ -63,7 +67,19 @@ def check_out(out: Path, same, what: str) -> Prior:
         table = pd.DataFrame(columns=["patient_id", "image_id"])
     files = {str(paths.dicom_path(out, "train", p, i)) for p, i in zip(table.patient_id, table.image_id)
              if paths.id_problem(p) is None and paths.id_problem(i) is None}
-    return Prior(files=files, mode=str(record.get("files", "")))
+    pending = record.get("pending")
+    pending = {str(out / str(rel)) for rel in pending} if isinstance(pending, list) else set()
+    return Prior(files=files, mode=str(record.get("files", "")), pending=pending)
+
+
+def mark_pending(out: Path, head: dict, files) -> None:
+    """Before a run writes its first image: an ``import.json`` (``head`` plus ``"complete": false``) naming
+    the images it is about to write, each already checked free. A run stopped midway leaves it, so a rerun
+    (:func:`check_out`) knows the folder and those images as its own; the finished record replaces it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json({**head, "complete": False, "pending": sorted(os.path.relpath(f, out) for f in files)},
+               out / IMPORT_JSON)
 
 
 def up_to_date(src_file: Path, dst_file: Path, copy: bool) -> bool:

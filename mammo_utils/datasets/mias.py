@@ -16,8 +16,8 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .common import Imported, clean_box, find_all, parallel_map
-from .destination import Prior
+from .common import Imported, clean_box, find_all, import_head, parallel_map
+from .destination import Prior, mark_pending
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
 REFERENCE = re.compile(r"mdb\d{3}", re.IGNORECASE)  # the whole first token: mdb001..mdb322
@@ -89,9 +89,9 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
         if os.path.lexists(dst) and not (prior or Prior()).owns(dst):
             imp.skip(pgms[ref], f"{dst} is already there and this import did not write it; left alone")
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
         tasks.append(f"{pgms[ref]}|{dst}|{patient}|{side}")
         refs.append((ref, patient, side, group))
+    mark_pending(out, import_head("mias", src, "written"), [t.split("|")[1] for t in tasks])
     shapes = parallel_map(wrap_pgm, tasks, jobs, "wrapping PGM as DICOM", progress)
     for (ref, patient, side, group), shape in zip(refs, shapes):
         if isinstance(shape, str):
