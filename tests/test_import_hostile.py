@@ -149,3 +149,22 @@ def test_a_combine_stopped_midway_is_finished_by_a_rerun(tmp_path, monkeypatch):
         combine_module.combine(parts, tmp_path / "out", progress=False, jobs=1)
     combine_module.combine(parts, tmp_path / "out", progress=False, jobs=1)
     assert relative(tmp_path / "out") == relative(tmp_path / "fresh")
+
+
+@pytest.mark.parametrize("value", ["../../../victim/x.dcm", ""])
+def test_cbis_an_image_path_cell_outside_the_folders_is_named_by_file_and_row(value, tmp_path, capsys):
+    """Such a row was skipped naming the cell's text as if it were a file ('nan' for an empty cell), without
+    the CSV, its row or a warning."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = small("cbis-ddsm", src)
+    csv = src / "mass_case_description_train_set.csv"
+    rows = pd.read_csv(csv, dtype=str)
+    rows.loc[0, "image file path"] = value
+    rows.to_csv(csv, index=False)
+    before = digest(tmp_path)
+    assert main(["import-dataset", "cbis-ddsm", str(src), "--out", str(out), "--jobs", "1"]) == 0
+    skipped = json.loads((out / "import.json").read_text())["skipped"]
+    assert [(s["file"], s["row"], s["column"], s["value"]) for s in skipped] == [(str(csv), 2, "image file path", value)]
+    assert f"{csv} row 2 image file path" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "train.csv")) == len(truth) - 1
+    assert {k: v for k, v in digest(tmp_path).items() if not k.startswith(str(out))} == before

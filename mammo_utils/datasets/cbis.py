@@ -112,7 +112,8 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     rows["key"] = rows.image_file_path.map(lambda p: str(p).replace("\\", "/").split("/")[0].upper())
     bad = ~rows.key.map(lambda k: bool(FOLDER.match(k)))
     for r in rows[bad].itertuples():
-        imp.skip(r.image_file_path, f"{r.csv}: image file path does not start with a per-view folder name")
+        imp.skip_row(r.csv_path, r.row, "image file path", "" if pd.isna(r.image_file_path) else r.image_file_path,
+                     "image file path does not start with a per-view folder name (like Mass-Training_P_00001_LEFT_CC)")
     rows = rows[~bad]
     rows = rows[~unsafe_ids(rows, ["patient_id"], rows.csv_path, imp, rows.row)]
     folders, series = _folders(src), _by_series(src)
