@@ -267,6 +267,8 @@ def test_holdout_is_predicted_with_the_runs_batch_workers_and_device(lived, monk
     monkeypatch.setattr(D, "create_loader", spy)
     estimates.predict_holdout(run)
     assert seen == [(16, 2)]  # twice the run's batch of 8, its 2 workers (not fp32 on workers 0 always)
+    ens = inference.load_ensemble(current(run), "cpu")  # the submission's and TTA's settings too
+    assert (ens.batch_size, ens.workers, ens.amp) == (16, 2, "auto")
 
 
 # ---- 9 (item 10). the leakage check and breasts that lost every image ----------------------------------------

@@ -32,7 +32,8 @@ def register(command) -> None:
     s.add_argument("--out-path", "--out", dest="out_path", default=paths.SUBMISSION, help="submission CSV to write")
     s.add_argument("--jobs", type=jobs_arg, default=2, help="decoding processes (-1: all CPUs)")
     s.add_argument("--scheduler", default=None, help="preprocess on Dask first: local:N or tcp://HOST:PORT")
-    s.add_argument("--batch-size", type=positive(int), default=16, help="images per forward pass")
+    s.add_argument("--batch-size", type=positive(int), default=None,
+                   help="images per forward pass (default: the run's, twice its training batch)")
     s.add_argument("--tta", action="store_true", help="average with a vertically flipped copy (chest wall stays left)")
     s.add_argument("--probabilities", action="store_true", help="write probabilities, not 0/1 at the threshold")
     s.add_argument("--max-failed", type=share_arg, default=0.05,

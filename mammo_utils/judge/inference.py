@@ -177,7 +177,7 @@ def load_ensemble(checkpoints, device) -> Ensemble:
                     batch_size=2 * int(run_cfg.get("batch_size", 8)), workers=int(run_cfg.get("workers", 2)))
 
 
-def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int = 2, batch_size: int = 16,
+def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int = 2, batch_size: int | None = None,
                    tta: bool = False, device=None, progress: bool = True, scheduler: str | None = None,
                    work_dir=None, preprocessed_dir=None) -> tuple[pd.DataFrame, dict]:
     """Image-level probabilities (NaN for files that failed), averaged over models and TTA views.
@@ -203,7 +203,7 @@ def predict_images(df: pd.DataFrame, data, split: str, ens: Ensemble, jobs: int 
         workers = resolve_jobs(jobs) if jobs else 0
     ens.models = [m.to(device) for m in ens.models]
     samples = model_samples(ds, df, ens.models)
-    loader = DataLoader(samples, batch_size=batch_size, shuffle=False, num_workers=workers,
+    loader = DataLoader(samples, batch_size=batch_size or ens.batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     t0 = time.perf_counter()
     preds = samples.image_predictions(predict_loader(ens.models, loader, len(samples), device, amp_dtype, tta=tta,
@@ -251,7 +251,7 @@ def submission_order(df: pd.DataFrame, data, csv_name: str) -> list:
 
 
 def predict(data, split: str, run_dirs, out=None, jobs: int = 2, tta: bool = False, binarize: bool = True,
-            batch_size: int = 16, device=None, progress: bool = True, scheduler: str | None = None,
+            batch_size: int | None = None, device=None, progress: bool = True, scheduler: str | None = None,
             max_failed: float = MAX_FAILED, preprocessed_dir=None) -> tuple[pd.DataFrame, dict]:
     """``<data>/<split>.csv`` + images -> (submission DataFrame, report); written to ``out`` when given.
 
