@@ -168,3 +168,15 @@ def test_cbis_an_image_path_cell_outside_the_folders_is_named_by_file_and_row(va
     assert f"{csv} row 2 image file path" in capsys.readouterr().err
     assert len(pd.read_csv(out / "train.csv")) == len(truth) - 1
     assert {k: v for k, v in digest(tmp_path).items() if not k.startswith(str(out))} == before
+
+
+def test_a_link_looping_back_up_the_source_is_walked_once(tmp_path):
+    """A link from inside the dataset back to its top (``CMMD/loop -> ..``) listed every file once per turn
+    of the loop (40 times, to the system's limit): CMMD reported 480 duplicate images for its 12."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = small("cmmd", src)
+    os.symlink("..", src / "CMMD" / "loop")
+    before = digest(tmp_path)
+    record = import_dataset("cmmd", src, out, jobs=1, progress=False)
+    assert record["counts"]["images"] == len(truth) and record["counts"]["duplicate_images_dropped"] == 0
+    assert {k: v for k, v in digest(tmp_path).items() if not k.startswith(str(out))} == before

@@ -97,9 +97,16 @@ def find_optional(src: Path, names) -> Path | None:
 
 
 def find_all(src: Path, keep) -> list[Path]:
-    """Every file below ``src`` (symlinks followed) for which ``keep(path)`` is true, in sorted order."""
-    out = []
+    """Every file below ``src`` (symlinks followed) for which ``keep(path)`` is true, in sorted order. A folder
+    reached twice (a link back up the tree, or two links to one folder) is walked once: a loop would list
+    each file once per turn, down to the system's limit."""
+    out, seen = [], set()
     for root, dirs, files in os.walk(src, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs.sort()
         for name in sorted(files):
             p = Path(root) / name
