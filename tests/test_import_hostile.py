@@ -180,3 +180,25 @@ def test_a_link_looping_back_up_the_source_is_walked_once(tmp_path):
     record = import_dataset("cmmd", src, out, jobs=1, progress=False)
     assert record["counts"]["images"] == len(truth) and record["counts"]["duplicate_images_dropped"] == 0
     assert {k: v for k, v in digest(tmp_path).items() if not k.startswith(str(out))} == before
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_rerun_never_writes_through_a_folder_link_inside_out(copy, tmp_path, capsys):
+    """A patient folder of an earlier import replaced by a link to a folder elsewhere: the rerun wrote its
+    images there, and with --copy replaced a user's file of an image's name in it."""
+    src, out, elsewhere = tmp_path / "src", tmp_path / "out", tmp_path / "elsewhere"
+    WRITERS["vindr"](src, studies=1)
+    flag = ["--copy"] if copy else []
+    assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"] + flag) == 0
+    patient = sorted((out / "train_images").iterdir())[0]
+    image = sorted(patient.iterdir())[0].name
+    shutil.rmtree(patient)
+    elsewhere.mkdir()
+    if copy:
+        (elsewhere / image).write_bytes(b"a user's file")
+    os.symlink(elsewhere, patient)
+    capsys.readouterr()
+    before = digest(tmp_path, skip=out)
+    assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"] + flag) == 2
+    one_error_line(capsys, str(patient), "outside --out")
+    assert digest(tmp_path, skip=out) == before

@@ -12,6 +12,7 @@ from .destination import (
     IMPORT_JSON,
     check_destination,
     check_free,
+    check_inside,
     check_out,
     mark_pending,
     place,
@@ -82,6 +83,7 @@ def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int =
         raise UserError(f"{len(missing)} image(s) listed in the tables are not on disk, e.g. {missing[:2]}")
     table, lesions, duplicates = without_duplicates(table, pd.concat(lesions, ignore_index=True), jobs, progress)
     pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(table.src, table.patient_id, table.image_id)]
+    check_inside(out, [d for _, d in pairs])
     check_free(pairs, copy, prior)
     combined = {name: str(Path(f).resolve()) for name, f in seen.items()}
     mark_pending(out, {"combined": combined, "files": "copied" if copy else "linked"}, [d for _, d in pairs])

@@ -23,6 +23,7 @@ from .destination import (
     IMPORT_JSON,
     Prior,
     check_free,
+    check_inside,
     mark_pending,
     place,
     write_csv,
@@ -254,6 +255,7 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
     out.mkdir(parents=True, exist_ok=True)
     if not imp.written:
         pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(df.src, df.patient_id, df.image_id)]
+        check_inside(out, [d for _, d in pairs])
         check_free(pairs, copy, prior)
         mark_pending(out, import_head(source, src, "copied" if copy else "linked"), [d for _, d in pairs])
         made = set()

@@ -92,6 +92,17 @@ def up_to_date(src_file: Path, dst_file: Path, copy: bool) -> bool:
         and dst_file.stat().st_mtime >= src_file.stat().st_mtime
 
 
+def check_inside(out: Path, files) -> None:
+    """One UserError, before anything is written, when a folder where ``files`` would go is a link that leads
+    out of ``out`` (``out`` itself may be a link: that is where the user asked for the import)."""
+    top = os.path.realpath(out)
+    for parent in sorted({str(Path(f).parent) for f in files}):
+        if os.path.lexists(parent) and os.path.commonpath([top, os.path.realpath(parent)]) != top:
+            raise UserError(f"{parent} is a link to {os.path.realpath(parent)}, outside --out {out}; nothing was "
+                            f"written: an import writes only inside its own folder (remove the link or choose a "
+                            f"new folder)")
+
+
 def check_free(pairs, copy: bool, prior: Prior) -> None:
     """One UserError, before anything is written, when a destination holds a file this import did not make
     (a user's file is never replaced, whatever its name) or is the source file itself."""

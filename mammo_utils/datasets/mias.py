@@ -17,7 +17,7 @@ import pandas as pd
 from .. import paths
 from ..errors import UserError
 from .common import Imported, clean_box, find_all, import_head, parallel_map
-from .destination import Prior, mark_pending
+from .destination import Prior, check_inside, mark_pending
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
 REFERENCE = re.compile(r"mdb\d{3}", re.IGNORECASE)  # the whole first token: mdb001..mdb322
@@ -91,6 +91,7 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
             continue
         tasks.append(f"{pgms[ref]}|{dst}|{patient}|{side}")
         refs.append((ref, patient, side, group))
+    check_inside(out, [t.split("|")[1] for t in tasks])
     mark_pending(out, import_head("mias", src, "written"), [t.split("|")[1] for t in tasks])
     shapes = parallel_map(wrap_pgm, tasks, jobs, "wrapping PGM as DICOM", progress)
     for (ref, patient, side, group), shape in zip(refs, shapes):
