@@ -49,19 +49,21 @@ def test_combine_or_folds_on_an_empty_train_csv_is_one_line(tmp_path, capsys):
     one_error_line(capsys, "train.csv", "not a readable CSV")
 
 
-def test_mias_a_name_that_only_starts_like_a_reference_is_not_imported(tmp_path, capsys):
-    """``mdb002-x`` once matched the reference pattern and broke the patient number with a ValueError."""
+@pytest.mark.parametrize("name", ["mdb002-x", "mdb\uff10\uff10\uff12"])
+def test_mias_a_name_that_only_looks_like_a_reference_is_not_imported(name, tmp_path, capsys):
+    """``mdb002-x`` once matched the reference pattern and broke the patient number with a ValueError;
+    ``mdb００２`` (fullwidth digits) stopped the whole import with a line that named no file."""
     src, out = tmp_path / "src", tmp_path / "out"
     truth = WRITERS["mias"](src, patients=1)
-    shutil.copy(src / "mdb002.pgm", src / "mdb002-x.pgm")
+    shutil.copy(src / "mdb002.pgm", src / f"{name}.pgm")
     with open(src / "Info.txt", "a") as f:
-        f.write("mdb002-x F NORM\n")
+        f.write(f"{name} F NORM\n")
     before = digest(tmp_path)
     assert main(["import-dataset", "mias", str(src), "--out", str(out), "--jobs", "1"]) == 0
     assert "Traceback" not in capsys.readouterr().err
     table = pd.read_csv(out / "train.csv", dtype=str)
     assert sorted(table.image_id) == sorted(truth.image_id)
-    assert "mdb002-x" in " ".join(json.loads((out / "import.json").read_text())["notes"])  # not in Info.txt
+    assert name in " ".join(json.loads((out / "import.json").read_text())["notes"])  # not in Info.txt
     assert {k: v for k, v in digest(tmp_path).items() if not k.startswith(str(out))} == before
 
 
@@ -190,8 +192,8 @@ def test_a_rerun_never_writes_through_a_folder_link_inside_out(copy, tmp_path, c
     WRITERS["vindr"](src, studies=1)
     flag = ["--copy"] if copy else []
     assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"] + flag) == 0
-    patient = sorted((out / "train_images").iterdir())[0]
-    image = sorted(patient.iterdir())[0].name
+    patient = min((out / "train_images").iterdir())
+    image = min(patient.iterdir()).name
     shutil.rmtree(patient)
     elsewhere.mkdir()
     if copy:

@@ -20,7 +20,7 @@ from .common import Imported, clean_box, find_all, import_head, parallel_map
 from .destination import Prior, check_inside, mark_pending
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
-REFERENCE = re.compile(r"mdb\d{3}", re.IGNORECASE)  # the whole first token: mdb001..mdb322
+REFERENCE = re.compile(r"mdb[0-9]{3}", re.IGNORECASE)  # the whole first token, mdb001..mdb322 (\d takes any script's digits)
 
 
 def parse_info(path: Path) -> pd.DataFrame:
