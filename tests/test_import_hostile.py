@@ -204,3 +204,13 @@ def test_a_rerun_never_writes_through_a_folder_link_inside_out(copy, tmp_path, c
     assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"] + flag) == 2
     one_error_line(capsys, str(patient), "outside --out")
     assert digest(tmp_path, skip=out) == before
+
+
+def test_cbis_a_truncated_roi_mask_is_named_with_its_problem(tmp_path):
+    """A cut-short mask left only 'no file near the full image's shape; no mask box': not the file, not why."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    small("cbis-ddsm", src)
+    mask = min(p for p in src.rglob("1-1.dcm") if "ROI mask" in str(p))
+    mask.write_bytes(mask.read_bytes()[:1000])
+    record = import_dataset("cbis-ddsm", src, out, jobs=1, progress=False)
+    assert [s["reason"][:18] for s in record["skipped"] if s["file"] == str(mask)] == ["file is truncated:"]

@@ -146,6 +146,9 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     to_read = sorted(set(map(str, full.values())) | {f for fs in abnormal.values() for f in fs})
     facts = dict(zip(to_read, parallel_map(header_facts, to_read, jobs, "headers", progress)))
     shapes = {f: v if isinstance(v, str) else (v["rows"], v["columns"]) for f, v in facts.items()}
+    for f in sorted(set(to_read) - set(map(str, full.values()))):
+        if isinstance(shapes[f], str):  # a mask or crop that cannot be read (a full image is skipped below)
+            imp.skip(f, shapes[f])
     masks, rescale = {}, {}
     for i, files in abnormal.items():
         r = rows.loc[i]
