@@ -322,7 +322,11 @@ def tracked(run: Path, data: Path, overrides: dict, plan: dict | None = None):
     defaults = notebook_defaults("04_train")
     mode = settings.get("tracking", defaults.get("tracking", "mlflow"))
     uri = tracking.resolve_uri(settings.get("tracking_uri", defaults.get("tracking_uri")), run.parent)
-    saved, params = Run(run).tracking(), params_fingerprint(plan)
+    from ..learn.runs import file_fingerprint
+
+    # the same parameters on other data (train.csv rewritten) are another run: its holdout would differ
+    saved = Run(run).tracking()
+    params = params_fingerprint({**plan, "train.csv": file_fingerprint(paths.split_csv(data, "train"))})
     same = saved.get("uri") == uri and saved.get("folder") == str(run) and saved.get("params") == params
     link = {tracking.PREVIOUS_TAG: saved["run_id"]} if saved.get("run_id") and not same else {}
     tracker = tracking.start(mode, run.parent, run.name, uri, saved.get("run_id") if same else None,
