@@ -214,3 +214,19 @@ def test_cbis_a_truncated_roi_mask_is_named_with_its_problem(tmp_path):
     mask.write_bytes(mask.read_bytes()[:1000])
     record = import_dataset("cbis-ddsm", src, out, jobs=1, progress=False)
     assert [s["reason"][:18] for s in record["skipped"] if s["file"] == str(mask)] == ["file is truncated:"]
+
+
+@pytest.mark.parametrize("column", ["view_position", "laterality"])
+def test_vindr_an_empty_side_or_view_cell_skips_its_row_by_name(column, tmp_path, capsys):
+    """An empty view_position cell stopped the import with an AttributeError; an empty laterality was named 'nan'."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = WRITERS["vindr"](src, studies=1)
+    csv = src / "breast-level_annotations.csv"
+    rows = pd.read_csv(csv, dtype=str)
+    rows.loc[0, column] = ""
+    rows.to_csv(csv, index=False)
+    assert main(["import-dataset", "vindr", str(src), "--out", str(out), "--jobs", "1"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    skipped = json.loads((out / "import.json").read_text())["skipped"]
+    assert [(s["row"], s["column"], s["value"]) for s in skipped] == [(2, column, "")]
+    assert len(pd.read_csv(out / "train.csv")) == len(truth) - 1

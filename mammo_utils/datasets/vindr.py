@@ -70,13 +70,16 @@ def _metadata(path: Path | None, image_ids: set, notes: list) -> pd.DataFrame:
 
 
 def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFrame:
-    """The rows whose ids can name files and whose side is L or R, each image once (a repeated row is
-    skipped, naming both rows)."""
+    """The rows whose ids can name files, whose side is L or R and whose view is given, each image once (a
+    repeated row is skipped, naming both rows)."""
     bad = unsafe_ids(breasts, ["study_id", "image_id"], path, imp)
     side = breasts.laterality.fillna("").str.upper().str[:1]
+    view = breasts.view_position.fillna("").str.upper()
     for i in breasts.index[~bad & ~side.isin(["L", "R"])]:
-        imp.skip_row(path, i + 2, "laterality", breasts.at[i, "laterality"], "laterality is not L or R")
-    ok = breasts[~bad & side.isin(["L", "R"])].assign(laterality=side)
+        imp.skip_row(path, i + 2, "laterality", breasts.laterality.fillna("")[i], "laterality is not L or R")
+    for i in breasts.index[~bad & side.isin(["L", "R"]) & view.eq("")]:
+        imp.skip_row(path, i + 2, "view_position", "", "view_position is empty")
+    ok = breasts[~bad & side.isin(["L", "R"]) & view.ne("")].assign(laterality=side, view_position=view)
     first = ok.drop_duplicates("image_id").reset_index().set_index("image_id")["index"]
     repeated = ok.image_id.duplicated()
     for i in ok.index[repeated]:
@@ -120,7 +123,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
         birads = _number(r.breast_birads)
         imp.rows.append({
             "site_id": "", "patient_id": r.study_id, "image_id": r.image_id, "laterality": r.laterality,
-            "view": r.view_position.upper(), "age": ages.get(r.image_id),
+            "view": r.view_position, "age": ages.get(r.image_id),
             "cancer": int(birads in malignant), "biopsy": pd.NA, "invasive": pd.NA,
             "BIRADS": RSNA_BIRADS.get(birads, pd.NA), "implant": 0,
             "density": DENSITY_LETTERS.get(_number(getattr(r, "breast_density", "")), ""),
