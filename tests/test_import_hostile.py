@@ -230,3 +230,18 @@ def test_vindr_an_empty_side_or_view_cell_skips_its_row_by_name(column, tmp_path
     skipped = json.loads((out / "import.json").read_text())["skipped"]
     assert [(s["row"], s["column"], s["value"]) for s in skipped] == [(2, column, "")]
     assert len(pd.read_csv(out / "train.csv")) == len(truth) - 1
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_rerun_after_the_source_lost_a_row_leaves_what_a_new_import_would(copy, tmp_path):
+    """The image of a row gone from the source stayed in train_images (in no table) after the rerun."""
+    src, out, fresh = tmp_path / "src", tmp_path / "out", tmp_path / "fresh"
+    WRITERS["vindr"](src, studies=2)
+    import_dataset("vindr", src, out, copy=copy, jobs=1, progress=False)
+    csv = src / "breast-level_annotations.csv"
+    rows = pd.read_csv(csv, dtype=str)
+    study = rows.study_id[0]
+    rows[rows.study_id != study].to_csv(csv, index=False)
+    import_dataset("vindr", src, out, copy=copy, jobs=1, progress=False)
+    import_dataset("vindr", src, fresh, copy=copy, jobs=1, progress=False)
+    assert relative(out) == relative(fresh) and not (out / "train_images" / study).exists()

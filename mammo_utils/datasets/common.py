@@ -7,6 +7,7 @@ in stored-image pixels, the files it skipped and why, and what it found that a u
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -237,6 +238,16 @@ def warn_skipped_rows(imp: Imported, source: str) -> None:
                       f"{first['column']} {first['value']!r}: {first['reason']} (all in import.json)", stacklevel=3)
 
 
+def remove_stale(prior: Prior, kept: set) -> None:
+    """The earlier run's images that this run no longer imports (a row gone from the source, a file now
+    skipped) are removed, with a folder they leave empty: a rerun leaves what a new import would."""
+    for stale in sorted(prior.files - kept):
+        if prior.owns(Path(stale)):
+            Path(stale).unlink()
+            with contextlib.suppress(OSError):
+                Path(stale).parent.rmdir()
+
+
 def import_head(source: str, src: Path, files: str) -> dict:
     """What identifies an import in its ``import.json`` (a rerun of the same source may write over it)."""
     return {"source": source, "source_folder": str(Path(src).resolve()), "files": files}
@@ -262,6 +273,7 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
         for src_file, dst in bar(pairs, desc=f"{'copying' if copy else 'linking'} {source}", unit="file",
                                  disable=not progress):
             place(src_file, dst, copy, made, prior)
+        remove_stale(prior, {str(d) for _, d in pairs})
     else:  # a duplicate's file was written before it was found to be one: it is not part of the import
         for dropped in (d for g in duplicates for d in g["dropped"]):
             stale = paths.dicom_path(out, "train", dropped["patient_id"], dropped["image_id"])
