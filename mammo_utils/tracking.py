@@ -28,6 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 RUN_ID_ENV = "MAMMO_TRACKING_RUN_ID"
+STOPPED_ENV = "MAMMO_TRACKING_STOPPED"  # set for the processes a tracker that stopped starts: they stay quiet
 PREVIOUS_TAG = "mammo.previous_run_id"  # on a new run that replaces an earlier one (other parameters, a copied folder)
 EXPERIMENT = "mammo-workbook"
 CHOICES = ("mlflow", "none")
@@ -151,6 +152,14 @@ class MlflowTracker(Tracker):
         self._guard(self.client.set_terminated, self.run_id, status)
 
 
+class StoppedTracker(Tracker):
+    """A tracker whose store failed when the run started: a no-op that remembers why (:func:`passed_on`
+    then keeps the processes it starts from trying again, each with a warning line of its own)."""
+
+    def __init__(self, uri: str, failed: str):
+        self.uri, self.failed = uri, failed
+
+
 def local_store(root) -> str:
     """The local SQLite store for runs under ``root`` (created on first use)."""
     root = Path(root).resolve()
@@ -170,7 +179,7 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
         from .errors import UserError
 
         raise UserError(f"tracking must be one of {CHOICES}, got {tracking!r}")
-    if tracking == "none":
+    if tracking == "none" or os.environ.get(STOPPED_ENV):  # the pipeline's tracking stopped: said once, there
         return Tracker()
     try:
         from mlflow import MlflowClient
@@ -205,7 +214,7 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
         run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in run_tags.items()})
         return MlflowTracker(client, run.info.run_id, uri)
 
-    return probe._guard(open_run) or Tracker()
+    return probe._guard(open_run) or StoppedTracker(uri, probe.failed)
 
 
 def provenance_tags(world_size: int = 1, device: str | None = None) -> dict:
@@ -222,6 +231,17 @@ def provenance_tags(world_size: int = 1, device: str | None = None) -> dict:
 def passed_on(tracker: Tracker):
     """While the block runs, processes started from here (notebook kernels, a sweep's pipelines) log
     under ``tracker``'s run, to its store; the environment is restored afterwards."""
+    if getattr(tracker, "failed", None):  # stopped: the notebooks' kernels do not try again, each with its line
+        before = os.environ.get(STOPPED_ENV)
+        os.environ[STOPPED_ENV] = tracker.failed
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(STOPPED_ENV, None)
+            else:
+                os.environ[STOPPED_ENV] = before
+        return
     if not tracker.active:
         yield
         return

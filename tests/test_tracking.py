@@ -174,6 +174,13 @@ def test_a_stopped_tracker_marks_its_run_failed_in_one_line(tmp_path, capsys):
     tracker.metrics({"x": 1.0})
     assert not tracker.active and statuses(tracker.run_id) == {tracker.run_id: "FAILED"}
     assert capsys.readouterr().out.count("MLflow tracking stopped") == 1
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's folder should be")
+    pipeline = tracking.start("mlflow", tmp_path, "pipeline", f"sqlite:///{blocked}/sub/mlflow.db")
+    with tracking.passed_on(pipeline):  # what the notebooks' kernels inherit from a pipeline whose tracking stopped
+        fold = tracking.start("mlflow", tmp_path, "fold0", f"sqlite:///{blocked}/sub/mlflow.db")
+    assert not pipeline.active and not fold.active
+    assert capsys.readouterr().out.count("MLflow tracking stopped") == 1  # one line, not one per process
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium/chromedriver missing: `make setup` installs them")
