@@ -177,3 +177,27 @@ def test_folds_on_a_table_that_cannot_make_folds_writes_nothing_and_warnings_are
             lines = [line for line in res.stderr.splitlines() if "cancer patient" in line]
             assert lines == [lines[0]] and lines[0].startswith("warning: only 2 cancer patient(s)"), res.stderr
             assert "warnings.warn" not in res.stderr and out.exists()
+
+
+def test_preprocess_never_writes_into_a_folder_of_someone_elses_files(tiny_data, tmp_path):
+    """--preprocessed-dir naming a folder of a user's files (a manifest.csv, a PNG at a path the run
+    writes) is refused in one line, every file as it was; an earlier preprocessing output is resumed."""
+    import pandas as pd
+
+    train = pd.read_csv(tiny_data / "train.csv", dtype={"patient_id": str, "image_id": str})
+    r = train.iloc[0]
+    theirs = tmp_path / "theirs"
+    (theirs / r.patient_id).mkdir(parents=True)
+    (theirs / "manifest.csv").write_text("mine\n")
+    (theirs / r.patient_id / f"{r.image_id}.png").write_bytes(b"my picture")
+    before = {p: p.read_bytes() for p in theirs.rglob("*") if p.is_file()}
+    args = ["preprocess", "--data", str(tiny_data), "--image-size", "64x32", "--jobs", "1", "--limit", "2"]
+    res = subprocess.run([sys.executable, "-m", "mammo_utils", *args, "--preprocessed-dir", str(theirs)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "not a preprocessing output" in res.stderr and "Traceback" not in res.stderr
+    assert {p: p.read_bytes() for p in theirs.rglob("*") if p.is_file()} == before
+    ours = tmp_path / "ours"
+    for _ in range(2):  # a new folder, then the same folder again: resumed
+        res = subprocess.run([sys.executable, "-m", "mammo_utils", *args, "--preprocessed-dir", str(ours)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr

@@ -79,6 +79,17 @@ def _run_tasks(tasks, out_dir: str, cfg: PreprocessConfig, jobs: int, scheduler:
             yield _job_isolated(r, p, out_dir, cfg)
 
 
+def check_not_someone_elses(out: Path) -> None:
+    """Write only into a new or empty folder, or an earlier preprocessing output (it has preprocess.json):
+    a folder of someone's files is refused before anything in it is touched."""
+    if not out.is_dir() or (out / paths.PREPROCESS_CONFIG).exists():
+        return
+    theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if theirs:
+        raise UserError(f"{out} holds files that are not a preprocessing output ({', '.join(theirs[:3])}"
+                        f"{', ...' if len(theirs) > 3 else ''}): choose a new or empty folder")
+
+
 def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig | None = None, jobs: int = 2,
                    limit: int | None = None, progress: bool = True, scheduler: str | None = None) -> dict:
     """Preprocess ``<data>/<split>_images`` listed in ``<data>/<split>.csv`` into ``out``; resumable.
@@ -103,6 +114,7 @@ def run_preprocess(data, split: str = "train", out=None, cfg: PreprocessConfig |
     if limit:
         table = table.head(int(limit))
     jobs = parallel.resolve_jobs(jobs) if scheduler is None else jobs
+    check_not_someone_elses(out)
     check_writable(out)
     from ..locks import folder_lock
 
