@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -218,6 +219,9 @@ class PinGPU:
         os.environ["CUDA_VISIBLE_DEVICES"] = self.gpus[i % len(self.gpus)]
 
 
+SUBMIT = {"slurm": "sbatch", "pbs": "qsub"}  # the command that submits a batch job
+
+
 def check_scheduler(scheduler: str) -> None:
     """Refuse a malformed scheduler, or a missing job-resources file, before any work starts."""
     kind, _, spec = str(scheduler).partition(":")
@@ -226,6 +230,11 @@ def check_scheduler(scheduler: str) -> None:
     if kind in ("slurm", "pbs"):
         if spec:
             read_resources(spec)
+        submit = SUBMIT[kind]
+        if shutil.which(submit) is None:  # else the jobs are never submitted and the tasks wait for workers forever
+            raise UserError(f"a {kind}: scheduler submits its workers with {submit}, which is not on PATH here: run "
+                            f"the command on the cluster's login node (mammo job-script --scheduler {scheduler} prints "
+                            f"the job script)")
         return
     raise UserError(f"scheduler must be local:N, tcp://HOST:PORT, slurm:[job.yaml] or pbs:[job.yaml], got {scheduler!r}")
 
