@@ -17,3 +17,19 @@ def test_a_batch_scheduler_without_its_submit_command_stops_in_one_line(tmp_path
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     parallel.check_scheduler(f"{kind}:")  # a login node: accepted
+
+
+def test_a_run_folder_named_train_is_read_as_a_run(tmp_path):
+    """``--run runs/train`` holds ``runs/train/train/fold0``: it is the run, not the fold folder of a run
+    in ``runs/`` (its folds, holdout and tracking were looked for one level up: 'no best.pt, train first')."""
+    from mammo_utils import paths
+    from mammo_utils.learn.runs import Run
+
+    run = tmp_path / "train"
+    fold = paths.train_dir(run, 0)
+    fold.mkdir(parents=True)
+    (fold / paths.BEST).write_bytes(b"checkpoint")
+    paths.tracking_json(run).write_text('{"run_id": "abc"}')
+    found = Run(run)
+    assert (found.root, found.fold_numbers(), found.tracking()) == (run, [0], {"run_id": "abc"})
+    assert Run(paths.train_root(run)).root == run  # its folder of folds still names the run

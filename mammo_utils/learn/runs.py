@@ -188,7 +188,7 @@ class Run:
 
     def __init__(self, path):
         path = Path(path)
-        if path.name == "train" or (not paths.train_root(path).is_dir() and _fold_dirs(path)):
+        if not paths.train_root(path).is_dir() and (path.name == "train" or _fold_dirs(path)):  # a run may be named train
             self.root, self.train = path.parent, path
         else:
             self.root, self.train = path, paths.train_root(path)
