@@ -222,3 +222,21 @@ def test_held_out_breasts_follow_the_run_and_refuse_gaps(sweep_folder):
     images[images.prediction_id != "2_R"].to_csv(run / "submission_images.csv", index=False)
     with pytest.raises(UserError, match="1 test breast.*no prediction: 2_R"):
         compare.test_breasts(data, run)
+
+
+def test_comparison_figures_draw_intervals_that_exclude_their_point():
+    """A percentile interval over patients can lie beside its point estimate (few cancers): the figures
+    draw it as it is instead of failing on a negative error bar."""
+    from mammo_utils.explore import plots
+
+    row = {"combination": "a", "control": False}
+    for pre in ("holdout", "oof"):
+        for m in ("auc", "pf1"):
+            row.update({f"{pre}_{m}_seed_mean": 0.5, f"{pre}_{m}_seed_mean_ci_low": 0.55,
+                        f"{pre}_{m}_seed_mean_ci_high": 0.9})
+    fig = plots.comparison(pd.DataFrame([row]))
+    segments = fig.axes[0].collections[0].get_segments()
+    assert np.allclose(segments[0], [[0.55, 0], [0.9, 0]])
+    paired = pd.DataFrame({"combination": ["b"], "diff": [0.1], "ci_low": [0.12], "ci_high": [0.3],
+                           "metric": ["auc"], "baseline": ["a"]})
+    assert plots.paired_differences(paired).axes[0].get_title().startswith("auc: difference to a")

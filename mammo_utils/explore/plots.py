@@ -327,6 +327,14 @@ def worst_crops(images, masks, boxes, titles, cols: int = 4):
 
 # ---- sweeps ---------------------------------------------------------------------------------------
 
+def _interval_bars(ax, y, lo, hi):
+    """95 % intervals as horizontal bars from ``lo`` to ``hi``: a percentile bootstrap interval need not
+    contain its point estimate (a skewed statistic, few cancers), so the bar is not drawn around the point."""
+    ax.hlines(y, lo, hi, color="black", lw=1)
+    ax.vlines(np.r_[np.asarray(lo, float), np.asarray(hi, float)], np.r_[y, y] - 0.12, np.r_[y, y] + 0.12,
+              color="black", lw=1)
+
+
 def comparison(table: pd.DataFrame, target: str = "holdout"):
     """The target's AUC and pF1 per combination (locked holdout, or the synthetic test set) with 95 %
     intervals, beside the out-of-fold AUC (its threshold was chosen there)."""
@@ -338,7 +346,7 @@ def comparison(table: pd.DataFrame, target: str = "holdout"):
                            (axes[1], f"{pre}_pf1_seed_mean", f"{name} pF1 at each run's OOF threshold"),
                            (axes[2], "oof_auc_seed_mean", "Out-of-fold AUC (threshold chosen here)")):
         lo, hi = table[f"{col}_ci_low"], table[f"{col}_ci_high"]
-        ax.errorbar(table[col], y, xerr=[table[col] - lo, hi - table[col]], fmt="none", ecolor="black", capsize=3)
+        _interval_bars(ax, y, lo, hi)
         ax.scatter(table[col], y, c=colors, zorder=3)
         if "auc" in col:
             ax.axvline(0.5, ls=":", color="gray", label="chance")
@@ -356,8 +364,8 @@ def paired_differences(paired: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(8, 0.6 * max(1, len(paired)) + 2))
     y = np.arange(len(paired))
     if len(paired):
-        ax.errorbar(paired["diff"], y, xerr=[paired["diff"] - paired.ci_low, paired.ci_high - paired["diff"]],
-                    fmt="o", capsize=3)
+        _interval_bars(ax, y, paired.ci_low, paired.ci_high)
+        ax.plot(paired["diff"], y, "o")
         ax.set_yticks(y, paired.combination)
         ax.set_title(f"{paired.metric.iloc[0]}: difference to {paired.baseline.iloc[0]} (paired bootstrap, 95 %)")
     else:
