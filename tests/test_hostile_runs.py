@@ -52,3 +52,25 @@ def test_a_sweeps_tracking_run_ends_killed_failed_or_finished(tmp_path, monkeypa
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     assert {n: client.get_run(i).info.status for n, i in ids.items()} == \
         {"stopped": "KILLED", "broken": "FAILED", "done": "FINISHED"}
+
+
+def test_a_kernel_killed_by_the_system_fails_the_pipeline_in_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    """A notebook's kernel killed outright (the kernel OOM killer, a crash in native code) stopped the
+    pipeline with nbclient's DeadKernelError traceback: one line naming the notebook instead, exit 1."""
+    import nbformat
+
+    from mammo_utils.workflow import pipeline
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('data_dir = "data"  # the data\nrun_dir = "run"  # the run\n'
+                                       'tracking = "none"  # untracked')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "04_train.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", notebooks)
+    assert pipeline.run_pipeline(tiny_data, tmp_path / "run", notebooks=["04_train"], progress=False) == 1
+    err = capsys.readouterr().err
+    assert "FAILED in 04_train its kernel died" in err and "Traceback" not in err, err

@@ -186,6 +186,7 @@ def run_pipeline(data, run, params: dict | None = None, start: str | None = None
 def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebooks, synth_patients: int,
                 progress: bool, preset: str) -> int:
     """The body of :func:`run_pipeline`, run while this process holds the run folder's lock."""
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     from ..tables import read_table
@@ -215,11 +216,14 @@ def _run_locked(data: Path, run: Path, names, plan: dict, params: dict, notebook
             try:
                 execute_notebook(name, out_nb, plan[name], progress)
             except (Exception, KeyboardInterrupt) as exc:
-                if interrupt.signal is None and not isinstance(exc, (PapermillExecutionError, KeyboardInterrupt)):
+                if interrupt.signal is None and not isinstance(exc, (PapermillExecutionError, DeadKernelError,
+                                                                     KeyboardInterrupt)):
                     raise
                 if interrupt.signal is not None or isinstance(exc, KeyboardInterrupt):
                     return interrupt.stop(tracker, name)
-                print(f"[pipeline] FAILED in {name} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                why = (f"(cell {exc.exec_count}): {exc.ename}: {exc.evalue}" if isinstance(exc, PapermillExecutionError)
+                       else "its kernel died (killed by the system: out of memory?)")
+                print(f"[pipeline] FAILED in {name} {why}\n"
                       f"[pipeline] open the executed copy to see where: {out_nb}", file=sys.stderr)
                 return 1
             finally:
