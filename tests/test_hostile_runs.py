@@ -74,3 +74,16 @@ def test_a_kernel_killed_by_the_system_fails_the_pipeline_in_one_line(tiny_data,
     assert pipeline.run_pipeline(tiny_data, tmp_path / "run", notebooks=["04_train"], progress=False) == 1
     err = capsys.readouterr().err
     assert "FAILED in 04_train its kernel died" in err and "Traceback" not in err, err
+
+
+def test_a_scheduler_nobody_listens_at_is_refused_before_any_work(tmp_path, capsys):
+    """``pipeline --scheduler tcp://nowhere:1`` ran notebooks 01-03 (minutes) before notebook 04 found
+    nobody listening; now one line at once, nothing written."""
+    from mammo_utils.cli import main
+
+    for address in ("tcp://127.0.0.1:1", "tcp://nowhere.invalid:1", "tcp://127.0.0.1:port"):
+        assert main(["pipeline", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "run"),
+                     "--scheduler", address]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if " INFO " not in line]
+        assert len(err) == 1 and err[0].startswith("error: ") and address in err[0], err
+    assert list(tmp_path.iterdir()) == []
