@@ -37,6 +37,8 @@ def test_a_run_folder_named_train_is_read_as_a_run(tmp_path):
 
 def test_a_sweeps_tracking_run_ends_killed_failed_or_finished(tmp_path, monkeypatch):
     """The sweep's parent run is never left RUNNING: Ctrl-C marks it KILLED, an error FAILED, else FINISHED."""
+    from contextlib import nullcontext
+
     from mlflow import MlflowClient
 
     from mammo_utils.workflow.sweep import sweep_tracker
@@ -44,11 +46,11 @@ def test_a_sweeps_tracking_run_ends_killed_failed_or_finished(tmp_path, monkeypa
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ids = {}
     for name, raised in (("stopped", KeyboardInterrupt), ("broken", ValueError), ("done", None)):
-        with pytest.raises(raised) if raised else __import__("contextlib").nullcontext():
-            with sweep_tracker(tmp_path / name, tmp_path / "data", {"04.tracking_uri": f"sqlite:///{tmp_path}/m.db"}) as t:
-                ids[name] = t.run_id
-                if raised:
-                    raise raised
+        store = {"04.tracking_uri": f"sqlite:///{tmp_path}/m.db"}
+        with pytest.raises(raised) if raised else nullcontext(), sweep_tracker(tmp_path / name, tmp_path, store) as t:
+            ids[name] = t.run_id
+            if raised:
+                raise raised
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     assert {n: client.get_run(i).info.status for n, i in ids.items()} == \
         {"stopped": "KILLED", "broken": "FAILED", "done": "FINISHED"}
