@@ -3,7 +3,7 @@ schedulers on a machine that cannot submit."""
 import pytest
 
 from mammo_utils import parallel
-from mammo_utils.errors import UserError
+from mammo_utils.errors import CheckpointError, UserError
 
 
 @pytest.mark.parametrize("kind, submit", [("slurm", "sbatch"), ("pbs", "qsub")])
@@ -89,3 +89,30 @@ def test_a_scheduler_nobody_listens_at_is_refused_before_any_work(tmp_path, caps
         err = [line for line in capsys.readouterr().err.splitlines() if " INFO " not in line]
         assert len(err) == 1 and err[0].startswith("error: ") and address in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copied_run_folder_keeps_its_recipe_and_resumes(tmp_path):
+    """`cp -r r1 r3`: the folds' saved configs name r1's preprocessed folder; in r3 the same settings
+    name r3's. The recipe and the resume check compare the folder relative to the run, so the copy
+    resumes (no retraining) while a preprocessed folder elsewhere still counts as a change."""
+    from mammo_utils.learn.config import TrainConfig, recipe
+    from mammo_utils.learn.runs import check_resumable, config_changes, file_fingerprint
+
+    def cfg(run, pre=None):
+        return TrainConfig(run_dir=str(run / "train" / "fold0"), folds=str(run / "folds.csv"),
+                           preprocessed=str(pre or run / "preprocessed" / "train_64x32"))
+
+    r1, r3 = tmp_path / "r1", tmp_path / "r3"
+    for run in (r1, r3):
+        run.mkdir()
+        (run / "folds.csv").write_text("patient_id,image_id,fold\n1,2,0\n")
+    saved, folds_print = cfg(r1).to_dict(), file_fingerprint(r1 / "folds.csv")
+    ckpt = {"model_args": {}, "config": saved, "folds_fingerprint": folds_print}
+    assert config_changes(saved, cfg(r3), folds_print) == []
+    assert recipe(saved) == recipe(cfg(r3).to_dict())
+    check_resumable(ckpt, cfg(r3), r3 / "last.pt", {})  # no error
+    elsewhere = cfg(r3, tmp_path / "shared" / "train_64x32")
+    assert config_changes(saved, elsewhere, folds_print) == ["preprocessed"]
+    assert recipe(saved) != recipe(elsewhere.to_dict())
+    with pytest.raises(CheckpointError, match="preprocessed"):
+        check_resumable(ckpt, elsewhere, r3 / "last.pt", {})

@@ -178,9 +178,23 @@ def setting_kind(name: str) -> str:
     return "bookkeeping" if name in BOOKKEEPING else "model"
 
 
+def portable(config: dict) -> dict:
+    """``config`` with a preprocessed folder inside its run folder (``<run>/preprocessed/...`` beside
+    ``<run>/train/fold<k>``) written relative to that run folder: a copied run folder keeps its recipe."""
+    pre, fold_dir = config.get("preprocessed"), config.get("run_dir")
+    if not pre or not fold_dir:
+        return config
+    try:
+        relative = Path(pre).resolve().relative_to(Path(fold_dir).resolve().parent.parent)
+    except ValueError:
+        return config  # a folder elsewhere (a sweep's shared preprocessing): compared as it is
+    return {**config, "preprocessed": f"<run>/{relative.as_posix()}"}
+
+
 def recipe(config: dict) -> dict:
     """The model-changing settings of a saved config (config.json or a checkpoint's ``config``): what two
     folds of one run must share to be averaged into one ensemble."""
+    config = portable(config)
     out = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__ and k not in NOT_RECIPE}
     if config.get("folds_fingerprint"):
         out["folds_fingerprint"] = config["folds_fingerprint"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import CheckpointError, UserError
-from .config import BOOKKEEPING, TrainConfig
+from .config import BOOKKEEPING, TrainConfig, portable
 from .distributed import DistInfo
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def config_changes(saved: dict, cfg: TrainConfig, folds_print: str | None = None
     differs from ``cfg``: any of them makes ``resume="auto"`` start afresh; bookkeeping never does.
     folds.csv counts by content where the checkpoint recorded it (``folds_print``): a copied run folder
     moves the file, not the folds."""
-    now = cfg.to_dict()
+    now, saved = portable(cfg.to_dict()), portable(saved)
     moved = folds_print is not None and folds_print == file_fingerprint(cfg.folds)
     return sorted(k for k in now if k not in BOOKKEEPING and k in saved and not (k == "folds" and moved)
                   and json.dumps(saved[k], sort_keys=True) != json.dumps(now[k], sort_keys=True))
@@ -65,8 +65,8 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, path: Path, margs: dict) -> No
             raise CheckpointError(f"cannot resume from {path}: {cfg.folds} holds other folds than it was trained on")
         if key == "folds" and ckpt.get("folds_fingerprint") is not None:
             continue  # the same folds, wherever the file is now
-        saved = ckpt.get("config", {}).get(key)
-        if saved is not None and saved != getattr(cfg, key):
+        saved = portable(ckpt.get("config", {})).get(key)
+        if saved is not None and saved != portable(cfg.to_dict())[key]:
             raise CheckpointError(f"cannot resume from {path}: {key} was {saved!r}, now {getattr(cfg, key)!r}")
 
 
