@@ -4,7 +4,7 @@ DATA ?= data/synthetic
 RUN_GIVEN := $(RUN)
 RUN ?= runs/demo
 
-.PHONY: help setup demo sweep sweep-meta sweep-meta-control test bench lab ui hooks clean
+.PHONY: help setup demo sweep sweep-meta sweep-meta-control test test-long bench lab ui hooks clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ sweep-meta-control: setup  ## the same on hard_control data, where the table car
 	    -p 04.epochs 6 -p 03.holdout_fraction 0.25
 
 test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data), in 2 processes
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not long"
+
+test-long: setup  ## the tests too long for every run: a sweep on a 2-process Dask cluster with a worker killed, against the sequential sweep
+	$(PY) -m pytest -q -m long
 
 bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, inference and GPU benchmarks (ratios to in-run baselines)
 	$(PY) benchmarks/decode.py

@@ -262,6 +262,7 @@ def test_tune_resumes_prunes_and_opens_the_holdout_only_for_the_final_fit(tiny_d
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two whole sweeps through papermill (about 10 minutes on 2 cores): `make test-long`
 def test_sweep_on_two_workers_with_a_worker_killed_gives_the_sequential_comparison(tiny_data, tmp_path, local_cluster,
                                                                                     monkeypatch):
     """2 combinations x 2 folds: every fold a task on a 2-process LocalCluster, the worker training one of
