@@ -173,7 +173,7 @@ def test_two_imported_datasets_and_the_synthetic_set_train_together(tiny_data, t
               "05.n_examples": "1"}
     assert run_pipeline(tmp_path / "all", run, params=params, progress=False) == 0
     assert "06_submission skipped" in capfd.readouterr().out  # no test.csv in a combined folder
-    sources = {"synthetic0", "cbis-ddsm", "mias"}
+    sources = {tiny_data.name, "cbis-ddsm", "mias"}
     holdout, folds = read_csv(run / "holdout.csv"), read_csv(run / "folds.csv")
     assert set(holdout.source) == sources  # a holdout from every source...
     cbis_test = set(read_table(tmp_path / "all").query("official_split == 'test'").patient_id)

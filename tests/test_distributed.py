@@ -90,7 +90,7 @@ def test_torchrun_two_processes_matches_one(prepared, tmp_path):
 
 NAN_ON_RANK_1 = """
 import os, sys
-from mammo_utils import train as T
+from mammo_utils.learn import train as T
 from mammo_utils.learn.config import TrainConfig
 from mammo_utils.learn.distributed import shutdown_distributed
 
