@@ -287,15 +287,26 @@ NOT_DAEMON = "DASK_DISTRIBUTED__WORKER__DAEMON=False"  # workers whose tasks may
 
 def call_task(task: Task):
     """Run a task on a worker with its environment, restored afterwards (workers outlive tasks)."""
-    before = {k: os.environ.get(k) for k in task.env}
-    os.environ.update({k: str(v) for k, v in task.env.items()})
+    with environment({k: str(v) for k, v in task.env.items()}):
+        try:
+            return task.fn(*task.args, **task.kwargs)
+        except AssertionError as exc:
+            if "daemonic processes" in str(exc):
+                raise UserError(f"the Dask worker running {task.name} is a daemonic process, which cannot start "
+                                f"DataLoader workers: start the workers with {NOT_DAEMON} in their environment (or "
+                                "workers=0)") from None
+            raise
+
+
+
+@contextmanager
+def environment(values: dict):
+    """Set environment variables for the duration of a block (what child processes and tasks inherit), then
+    put back what was there before, unset ones included."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        return task.fn(*task.args, **task.kwargs)
-    except AssertionError as exc:
-        if "daemonic processes" in str(exc):
-            raise UserError(f"the Dask worker running {task.name} is a daemonic process, which cannot start DataLoader "
-                            f"workers: start the workers with {NOT_DAEMON} in their environment (or workers=0)") from None
-        raise
+        yield
     finally:
         for k, v in before.items():
             if v is None:

@@ -245,13 +245,7 @@ def passed_on(tracker: Tracker):
     if not tracker.active:
         yield
         return
-    before = {k: os.environ.get(k) for k in (RUN_ID_ENV, "MLFLOW_TRACKING_URI")}
-    os.environ.update({RUN_ID_ENV: tracker.run_id, "MLFLOW_TRACKING_URI": tracker.uri})
-    try:
+    from .parallel import environment
+
+    with environment({RUN_ID_ENV: tracker.run_id, "MLFLOW_TRACKING_URI": tracker.uri}):
         yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
