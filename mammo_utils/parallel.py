@@ -348,7 +348,7 @@ def run_tasks(client, tasks: list[Task], desc: str = "tasks", retries: int = 1, 
         futures[client.submit(call_task, t, key=key, pure=False, retries=retries, resources=resources)] = t.name
     results, failures, pending = {}, {}, set(futures)
     bar = progress_bar(total=len(tasks), desc=desc, unit="task", disable=not progress)
-    bar.set_postfix_str(f"running 0, failed 0", refresh=False)
+    bar.set_postfix_str("running 0, failed 0", refresh=False)
     try:
         while pending:
             try:

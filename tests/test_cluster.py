@@ -5,6 +5,7 @@ cluster exists here: their tests check the job script dask-jobqueue generates, w
 """
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -17,8 +18,6 @@ from mammo_utils.errors import UserError
 from mammo_utils.learn.config import TrainConfig
 from mammo_utils.learn.launch import train_folds
 from mammo_utils.learn.sampling import patient_folds
-from mammo_utils.prepare.preprocess import PreprocessConfig
-from mammo_utils.prepare.runner import run_preprocess
 
 pytest.importorskip("distributed")
 
@@ -26,10 +25,10 @@ TIMING = ["img_per_s", "train_seconds"]  # wall-clock columns of metrics.csv: th
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_data, tmp_path_factory):
+def prepared(tiny_data, tiny_png, tmp_path_factory):
     """Tiny data preprocessed to 64x32 and split into 2 folds."""
     root = tmp_path_factory.mktemp("cluster")
-    run_preprocess(tiny_data, "train", root / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    shutil.copytree(tiny_png, root / "png")
     patient_folds(pd.read_csv(tiny_data / "train.csv"), n_splits=2, seed=0).to_csv(root / "folds.csv", index=False)
     return root
 
@@ -44,20 +43,10 @@ def history(run, k):
     return pd.read_csv(paths.train_dir(run, k) / paths.METRICS).drop(columns=TIMING)
 
 
-def test_folds_on_two_workers_match_the_sequential_folds(prepared, tmp_path):
-    cfg = fold_cfg(prepared)
-    seq = train_folds(cfg, tmp_path / "seq", [0, 1], progress=False)
-    par = train_folds(cfg, tmp_path / "par", [0, 1], scheduler="local:2")
-    for k in (0, 1):
-        pd.testing.assert_frame_equal(history(tmp_path / "seq", k), history(tmp_path / "par", k))
-        pd.testing.assert_frame_equal(pd.read_csv(paths.train_dir(tmp_path / "seq", k) / paths.VAL_PREDICTIONS),
-                                      pd.read_csv(paths.train_dir(tmp_path / "par", k) / paths.VAL_PREDICTIONS))
-    assert [r["best_metric"] for r in seq] == [r["best_metric"] for r in par]
-    assert [r["run_dir"] for r in par] == [str(paths.train_dir(tmp_path / "par", k)) for k in (0, 1)]
-
-
 def test_a_failed_fold_is_named_and_the_others_are_kept(prepared, tmp_path):
-    cfg = fold_cfg(prepared, epochs=1, workers=0)
+    """On a cluster the library starts itself (``local:2``), where fold 0 loads its images with DataLoader
+    worker processes inside a Dask worker."""
+    cfg = fold_cfg(prepared, epochs=1)
     with pytest.raises(UserError, match=r"1 of 2 fold\(s\) failed.*\n  fold5: UserError: fold 5 is not in"):
         train_folds(cfg, tmp_path / "run", [0, 5], scheduler="local:2")
     assert pd.read_csv(paths.train_dir(tmp_path / "run", 0) / paths.METRICS).epoch.tolist() == [1]  # kept
@@ -88,8 +77,14 @@ def kill_worker_of(client, key_prefix: str) -> int | None:
     return None
 
 
-def test_a_fold_whose_worker_dies_mid_training_resumes_from_last_pt(prepared, tmp_path, local_cluster):
+def test_folds_on_a_cluster_whose_worker_dies_resume_and_match_the_sequential_folds(prepared, tmp_path,
+                                                                                      local_cluster):
+    """2 folds as tasks on a 2-process LocalCluster; the worker training fold 1 is killed after its first
+    epoch. The fold goes on from last.pt on another worker, and both folds equal the folds trained one
+    after another in this process: metrics, validation predictions and results."""
     cluster, client = local_cluster
+    cfg = fold_cfg(prepared, epochs=3, workers=0)
+    seq = train_folds(cfg, tmp_path / "seq", [0, 1], progress=False)
     run = tmp_path / "run"
     metrics_csv = paths.train_dir(run, 1) / paths.METRICS
     seen = {}
@@ -106,7 +101,7 @@ def test_a_fold_whose_worker_dies_mid_training_resumes_from_last_pt(prepared, tm
 
     watcher = threading.Thread(target=kill_after_first_epoch, daemon=True)
     watcher.start()
-    results = train_folds(fold_cfg(prepared, epochs=3, workers=0), run, [0, 1], scheduler=cluster.scheduler_address)
+    par = train_folds(cfg, run, [0, 1], scheduler=cluster.scheduler_address)
     watcher.join()
     assert seen.get("pid"), "the worker training fold 1 was never killed"
     after = pd.read_csv(metrics_csv)
@@ -114,8 +109,13 @@ def test_a_fold_whose_worker_dies_mid_training_resumes_from_last_pt(prepared, tm
     # epoch 1 is the row written before the kill, timings included: continued from last.pt, not retrained
     pd.testing.assert_frame_equal(after.iloc[:1], seen["first"])
     assert not list(run.glob("train/fold*/previous")), "a fold was restarted and its outputs set aside"
-    assert [r["epochs_run"] for r in results] == [3, 3]
-    assert pd.read_csv(paths.train_dir(run, 0) / paths.METRICS).epoch.tolist() == [1, 2, 3]
+    assert [r["epochs_run"] for r in par] == [3, 3]
+    for k in (0, 1):
+        pd.testing.assert_frame_equal(history(tmp_path / "seq", k), history(run, k))
+        pd.testing.assert_frame_equal(pd.read_csv(paths.train_dir(tmp_path / "seq", k) / paths.VAL_PREDICTIONS),
+                                      pd.read_csv(paths.train_dir(run, k) / paths.VAL_PREDICTIONS))
+    assert [r["best_metric"] for r in seq] == [r["best_metric"] for r in par]
+    assert [r["run_dir"] for r in par] == [str(paths.train_dir(run, k)) for k in (0, 1)]
 
 
 def test_slurm_and_pbs_job_scripts_ask_for_what_the_user_wrote(tmp_path):

@@ -155,43 +155,6 @@ def test_cli_import_and_combine_keep_ids_unique(imported, tmp_path, capsys):
         assert paths.dicom_path(tmp_path / "both", "train", r.patient_id, r.image_id).resolve().is_file()
 
 
-def test_two_imported_datasets_and_the_synthetic_set_train_together(tiny_data, tmp_path, capfd):
-    """combine -> notebooks 01-05 (preprocess, folds with a per-source holdout, one epoch per fold,
-    evaluation by source) on CBIS-DDSM and mini-MIAS film scans beside the synthetic set."""
-    from mammo_utils.datasets import combine
-    from mammo_utils.prepare import crop_quality
-    from mammo_utils.tables import read_csv, read_manifest
-    from mammo_utils.workflow.pipeline import run_pipeline
-
-    for name in ("cbis-ddsm", "mias"):
-        WRITERS[name](tmp_path / "src" / name, patients=4, seed=3)
-        import_dataset(name, tmp_path / "src" / name, tmp_path / name, jobs=1, progress=False)
-    combine([tiny_data, tmp_path / "cbis-ddsm", tmp_path / "mias"], tmp_path / "all", progress=False)
-    run = tmp_path / "run"
-    params = {"image_size": "64x32", "epochs": "1", "max_steps_per_epoch": "2", "n_splits": "2", "folds": "all",
-              "workers": "0", "holdout_fraction": "0.3", "bootstrap": "20", "gallery_per_machine": "1",
-              "05.n_examples": "1"}
-    assert run_pipeline(tmp_path / "all", run, params=params, progress=False) == 0
-    assert "06_submission skipped" in capfd.readouterr().out  # no test.csv in a combined folder
-    sources = {tiny_data.name, "cbis-ddsm", "mias"}
-    holdout, folds = read_csv(run / "holdout.csv"), read_csv(run / "folds.csv")
-    assert set(holdout.source) == sources  # a holdout from every source...
-    cbis_test = set(read_table(tmp_path / "all").query("official_split == 'test'").patient_id)
-    assert cbis_test and set(holdout[holdout.source == "cbis-ddsm"].patient_id) == cbis_test  # ...CBIS's official one
-    assert not set(holdout.patient_id) & set(folds.patient_id)
-    assert folds.groupby("patient_id").fold.nunique().max() == 1
-    evaluation = json.loads((run / "evaluation.json").read_text())
-    assert {r["source"] for r in evaluation["by_source"]["out_of_fold"]} == sources
-    assert {r["source"] for r in evaluation["by_source"]["holdout"]} == sources
-    summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["by_source"]) == sources and all("auc" in v and "pf1" in v for v in summary["by_source"].values())
-    # on the film scans every lesion centre lies inside the crop
-    manifest = read_manifest(next((run / "preprocessed").iterdir()))
-    report = crop_quality.crop_by_source(tmp_path / "all", manifest)
-    film = report.loc[["cbis-ddsm", "mias"]]
-    assert (film.lesions > 0).all() and (film.centres_inside == film.lesions).all() and film.worst_box_kept.min() > 0.9
-
-
 def test_cbis_mask_of_another_shape_is_rescaled_to_its_image(tmp_path):
     """A few CBIS masks differ from their image by some rows: the largest file is the mask, its box rescaled."""
     from mammo_utils.dicom import read_stored

@@ -1,7 +1,6 @@
 """Sweeps: grid files, resuming, reusing preprocessing, and the paired bootstrap behind the comparison."""
 import itertools
 import json
-import shutil
 
 import nbformat
 import numpy as np
@@ -60,19 +59,50 @@ def test_read_grid_product_and_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys, monkeypatch):
+def test_a_sweep_over_two_imported_datasets_and_the_synthetic_set(tiny_data, tmp_path, capfd, monkeypatch):
+    """One sweep over a user's folder (no synthetic truth: the holdout judges): CBIS-DDSM and mini-MIAS film
+    scans imported and combined with the synthetic set. The sweep resumes, reuses preprocessing and folds,
+    nests its MLflow runs, and compares the current grid only; each run holds out patients of every source
+    (CBIS's own test split among them), evaluates by source, and its crop keeps every film lesion."""
+    from mammo_utils.datasets import combine, import_dataset
+    from mammo_utils.prepare import crop_quality
+    from mammo_utils.synthetic.public import WRITERS
+    from mammo_utils.tables import read_csv, read_manifest, read_table
+
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    for name in ("cbis-ddsm", "mias"):
+        WRITERS[name](tmp_path / "src" / name, patients=4, seed=3)
+        import_dataset(name, tmp_path / "src" / name, tmp_path / name, jobs=1, progress=False)
     data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    (data / "synthetic_truth.csv").unlink()  # a user's dataset: no synthetic truth, the holdout judges
-    shutil.rmtree(data / "synthetic_masks")
+    combine([tiny_data, tmp_path / "cbis-ddsm", tmp_path / "mias"], data, progress=False)
+    assert not (data / "synthetic_truth.csv").exists() and not (data / "test.csv").exists()
     grid = tmp_path / "grid.yaml"
     grid.write_text("04.loss: [focal, bce]\n")  # not in alphabetical order: the grid's first is the baseline
-    fixed = {"image_size": "64x32", "epochs": "1", "max_steps_per_epoch": "2", "workers": "0", "n_splits": "3",
-             "bootstrap": "20", "05.n_examples": "1", "06.jobs": "1"}
+    fixed = {"image_size": "64x32", "epochs": "1", "max_steps_per_epoch": "2", "workers": "0", "n_splits": "2",
+             "holdout_fraction": "0.3", "bootstrap": "20", "gallery_per_machine": "1", "05.n_examples": "1"}
     sweep = tmp_path / "sweep"
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False) == 0
+    assert capfd.readouterr().out.count("06_submission skipped") == 2  # a combined folder has no test.csv
+    # every source in each run's holdout and evaluation
+    sources = {tiny_data.name, "cbis-ddsm", "mias"}
+    run = sweep / "loss-focal_seed0"
+    holdout, folds = read_csv(run / "holdout.csv"), read_csv(run / "folds.csv")
+    assert set(holdout.source) == sources  # a holdout from every source...
+    cbis_test = set(read_table(data).query("official_split == 'test'").patient_id)
+    assert cbis_test and set(holdout[holdout.source == "cbis-ddsm"].patient_id) == cbis_test  # ...CBIS's official one
+    assert not set(holdout.patient_id) & set(folds.patient_id)
+    assert folds.groupby("patient_id").fold.nunique().max() == 1
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert {r["source"] for r in evaluation["by_source"]["out_of_fold"]} == sources
+    assert {r["source"] for r in evaluation["by_source"]["holdout"]} == sources
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["by_source"]) == sources and all("auc" in v and "pf1" in v for v in summary["by_source"].values())
+    # on the film scans every lesion centre lies inside the crop
+    manifest = read_manifest(next((sweep / "_shared" / "preprocessed").glob("train_*")))
+    report = crop_quality.crop_by_source(data, manifest)
+    film = report.loc[["cbis-ddsm", "mias"]]
+    assert (film.lesions > 0).all() and (film.centres_inside == film.lesions).all() and film.worst_box_kept.min() > 0.9
     table = pd.read_csv(sweep / "comparison.csv")
     assert list(table.combination) == ["loss-focal", "loss-bce", "loss-focal + stacking", "loss-bce + stacking"]
     assert {"holdout_auc_seed_mean", "holdout_auc_seed_mean_ci_low", "holdout_auc_seed_mean_ci_high",
@@ -104,15 +134,14 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     assert sorted(r.info.run_name for r in pipelines) == ["loss-bce_seed0", "loss-focal_seed0"]
     for p in pipelines:
         folds = [r for r in found if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
-        assert sorted(r.info.run_name for r in folds) == ["fold0", "fold1", "fold2"]
+        assert sorted(r.info.run_name for r in folds) == ["fold0", "fold1"]
         assert p.data.params["04_train.loss"] in ("bce", "focal") and "holdout_auc" in p.data.metrics
         assert {"summary.json", "notebooks"} <= {a.path for a in client.list_artifacts(p.info.run_id)}
         assert p.info.status == "FINISHED"
     # rerunning skips finished combinations
     stamp = (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime
-    capsys.readouterr()
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False, compare=False) == 0
-    assert capsys.readouterr().out.count("skipped") == 2
+    assert capfd.readouterr().out.count("skipped") == 2
     assert (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime == stamp
     # a new grid in the same folder, with a recipe that fails: the sweep goes on, compares the current grid
     # only (loss-focal is stale), lists the failed recipe, and exits 1
@@ -120,7 +149,7 @@ def test_tiny_sweep_resumes_and_reuses_preprocessing(tiny_data, tmp_path, capsys
     mixed.write_text(json.dumps({"combinations": [{"name": "loss-bce", "04.loss": "bce"},
                                                    {"name": "broken", "03.strategy": "bogus"}]}))
     assert run_sweep(data, sweep, mixed, seeds=[0], params=fixed, progress=False) == 1
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "broken_seed0 failed; going on" in out and "left out 1 run(s) of earlier grids: loss-focal_seed0" in out
     table = pd.read_csv(sweep / "comparison.csv")
     assert table[["combination", "status"]].values.tolist() == [["loss-bce", "finished"],

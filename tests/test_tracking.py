@@ -14,8 +14,6 @@ from mammo_utils.learn import train as T
 from mammo_utils.learn.checkpoint import load_checkpoint
 from mammo_utils.learn.config import TrainConfig
 from mammo_utils.learn.sampling import make_folds
-from mammo_utils.prepare.preprocess import PreprocessConfig
-from mammo_utils.prepare.runner import run_preprocess
 
 mlflow = pytest.importorskip("mlflow")
 from conftest import CHROMEDRIVER, CHROMIUM, free_port, start_server, wait_for  # noqa: E402
@@ -23,9 +21,9 @@ from mlflow import MlflowClient  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_data, tmp_path_factory):
+def prepared(tiny_data, tiny_png, tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
-    run_preprocess(tiny_data, "train", root / "png", PreprocessConfig(size=(64, 32)), jobs=1, progress=False)
+    shutil.copytree(tiny_png, root / "png")
     make_folds(pd.read_csv(tiny_data / "train.csv"), n_splits=3).to_csv(root / "folds.csv", index=False)
     return root
 
