@@ -33,7 +33,7 @@ sweep-meta-control: setup  ## the same on hard_control data, where the table car
 	    -p 04.epochs 6 -p 03.holdout_fraction 0.25
 
 test: setup  ## the test suite (unit tests + notebooks on tiny synthetic data), in 2 processes
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not long" --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not long" --durations=15
 
 test-long: setup  ## the tests too long for every run: a sweep on a 2-process Dask cluster with a worker killed, against the sequential sweep
 	$(PY) -m pytest -q -m long

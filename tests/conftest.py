@@ -61,6 +61,14 @@ def tiny_truth(tiny_data):
     return pd.read_csv(tiny_data / "synthetic_truth.csv")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The modules holding ``slow`` tests (whole pipelines, sweeps, clusters) run first, so that the two
+    test processes of ``make test`` (``--no-loadscope-reorder``) share them instead of one process starting
+    the longest module last while the other sits idle. Otherwise the collection order stays."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+
+
 # ---- a real browser (Debian's chromium and chromium-driver; the set-up installs them) -------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

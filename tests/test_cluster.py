@@ -77,6 +77,7 @@ def kill_worker_of(client, key_prefix: str) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_folds_on_a_cluster_whose_worker_dies_resume_and_match_the_sequential_folds(prepared, tmp_path,
                                                                                       local_cluster):
     """2 folds as tasks on a 2-process LocalCluster; the worker training fold 1 is killed after its first

@@ -82,3 +82,25 @@ def test_keyed_draws_number_every_sample_of_an_epoch():
     order0 = [k[0] for b in shuffled for k in b]
     shuffled.set_epoch(1)
     assert sorted(order0) == list(range(16)) and [k[0] for b in shuffled for k in b] != order0
+
+
+def _loader_start_method(workers):
+    """Run in a spawned process, as a Dask worker is: how would its DataLoader workers start?"""
+    import multiprocessing
+
+    from mammo_utils.learn.data import create_loader
+
+    loader = create_loader(list(range(4)), batch_size=2, workers=workers)
+    ctx = loader.multiprocessing_context
+    return multiprocessing.get_start_method(), ctx.get_start_method() if ctx is not None else None
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="fork is the Linux default")
+def test_loader_workers_fork_inside_a_spawned_process():
+    """A Dask worker is a spawned process: its DataLoader workers must still fork (spawned ones would
+    import torch again, seconds each, for every fold and trial) and a loader without workers needs none."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_loader_start_method, (2,)) == ("spawn", "fork")
+        assert pool.apply(_loader_start_method, (0,)) == ("spawn", None)

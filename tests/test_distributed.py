@@ -61,6 +61,7 @@ def test_balanced_sampler_is_rank_aware():
     assert [sorted(b) for b in ranks[0]] != [sorted(b) for b in batches0]  # a new epoch, new batches
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_once_and_resume_through_the_notebook_launcher(prepared, tmp_path, capfd):
     """Epoch 1 from the torchrun command line, epoch 2 resumed by notebook 04's launcher (``train_fold`` with
     ``gpus=2``, the same global batch of 8 as 4 per rank): rank 0 alone writes, validation covers every image
@@ -142,6 +143,7 @@ def two_gloo_ranks(script: str, config_path, timeout: int = 240):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_on_one_rank_skips_on_every_rank_with_ema(prepared, tmp_path):
     """A NaN on rank 1 alone: both ranks skip that batch together (no hang), the skip counts once,
     and the EMA that both validate is identical on both ranks at every epoch."""
