@@ -65,8 +65,11 @@ def pytest_collection_modifyitems(config, items):
     """The modules holding ``slow`` tests (whole pipelines, sweeps, clusters) run first, so that the two
     test processes of ``make test`` (``--no-loadscope-reorder``) share them instead of one process starting
     the longest module last while the other sits idle. Otherwise the collection order stays."""
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+    def module(item):
+        return getattr(getattr(item, "module", None), "__name__", item.nodeid.split("::")[0])
+
+    slow_modules = {module(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: module(item) not in slow_modules)
 
 
 # ---- a real browser (Debian's chromium and chromium-driver; the set-up installs them) -------------------

@@ -1,4 +1,6 @@
 """Augmentation and the training dataset: what the network sees."""
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,22 +87,26 @@ def test_keyed_draws_number_every_sample_of_an_epoch():
 
 
 def _loader_start_method(workers):
-    """Run in a spawned process, as a Dask worker is: how would its DataLoader workers start?"""
+    """Run in a spawned process, as a Dask worker is: how do its DataLoader workers start, and do they
+    deliver every item?"""
     import multiprocessing
 
     from mammo_utils.learn.data import create_loader
 
-    loader = create_loader(list(range(4)), batch_size=2, workers=workers)
+    loader = create_loader(list(range(6)), batch_size=2, workers=workers)
     ctx = loader.multiprocessing_context
-    return multiprocessing.get_start_method(), ctx.get_start_method() if ctx is not None else None
+    items = sorted(int(i) for batch in loader for i in batch)
+    return multiprocessing.get_start_method(), ctx.get_start_method() if ctx is not None else None, items
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="fork is the Linux default")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the Linux default")
 def test_loader_workers_fork_inside_a_spawned_process():
-    """A Dask worker is a spawned process: its DataLoader workers must still fork (spawned ones would
-    import torch again, seconds each, for every fold and trial) and a loader without workers needs none."""
+    """A Dask worker is a spawned process (not a daemon): its DataLoader workers must still fork (spawned
+    ones would import torch again, seconds each, for every fold and trial) and deliver every item."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        assert pool.apply(_loader_start_method, (2,)) == ("spawn", "fork")
-        assert pool.apply(_loader_start_method, (0,)) == ("spawn", None)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_loader_start_method, 2).result(timeout=120) == ("spawn", "fork", list(range(6)))
+        assert pool.submit(_loader_start_method, 0).result(timeout=120) == ("spawn", None, list(range(6)))
+    assert _loader_start_method(2)[1] is None  # a plain process keeps the platform's default

@@ -72,14 +72,16 @@ def test_torchrun_two_processes_write_once_and_resume_through_the_notebook_launc
     two = tmp_path / "two"
     res = torchrun(config(prepared, two, batch_size=4, epochs=1), 2, tmp_path)
     assert res.stdout.count("epoch 1/1") == 1  # one rank prints
+    first = pd.read_csv(two / "metrics.csv")
     capfd.readouterr()
     result = train_fold(config(prepared, two, batch_size=4, epochs=2, resume=True), gpus=2)
     out = capfd.readouterr().out
     assert out.count("epoch 2/2") == 1 and "epoch 1/2" not in out  # resumed from last.pt: epoch 1 not redone
-    assert result["world_size"] == 2 and result["best_epoch"] in (1, 2) and 0 <= result["threshold"] <= 1
-    assert {"val_auc", "val_pf1", "model", "select_metric"} <= set(result)
+    assert result["world_size"] == 2 and result["best_epoch"] == load_checkpoint(two / "best.pt")["best_epoch"]
+    assert {"val_auc", "val_pf1", "model", "select_metric"} <= set(result) and 0 <= result["threshold"] <= 1
     history = pd.read_csv(two / "metrics.csv")
     assert history.epoch.tolist() == [1, 2] and load_checkpoint(two / "last.pt")["epoch"] == 2
+    pd.testing.assert_frame_equal(history.iloc[:1], first)  # epoch 1's row, timings included: not retrained
     # rank 0 alone writes: one best.pt, one metrics.csv with one row per epoch (and the launcher's config)
     assert sorted(p.name for p in two.iterdir()) == sorted(["best.pt", "config.json", "last.pt", "metrics.csv",
                                                               "val_predictions.csv", paths.torchrun_config(two).name])

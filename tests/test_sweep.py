@@ -65,6 +65,7 @@ def test_a_sweep_over_two_imported_datasets_and_the_synthetic_set(tiny_data, tmp
     nests its MLflow runs, and compares the current grid only; each run holds out patients of every source
     (CBIS's own test split among them), evaluates by source, and its crop keeps every film lesion."""
     from mammo_utils.datasets import combine, import_dataset
+    from mammo_utils.explore import eda
     from mammo_utils.prepare import crop_quality
     from mammo_utils.synthetic.public import WRITERS
     from mammo_utils.tables import read_csv, read_manifest, read_table
@@ -77,10 +78,13 @@ def test_a_sweep_over_two_imported_datasets_and_the_synthetic_set(tiny_data, tmp
     data = tmp_path / "data"
     combine([tiny_data, tmp_path / "cbis-ddsm", tmp_path / "mias"], data, progress=False)
     assert not (data / "synthetic_truth.csv").exists() and not (data / "test.csv").exists()
+    overview = eda.by_source(read_table(data))  # what notebook 01 shows of a combined folder
+    assert set(overview.index) == {tiny_data.name, "cbis-ddsm", "mias"}
+    assert overview.loc["cbis-ddsm", "official_test"] > 0
     grid = tmp_path / "grid.yaml"
     grid.write_text("04.loss: [focal, bce]\n")  # not in alphabetical order: the grid's first is the baseline
     fixed = {"image_size": "64x32", "epochs": "1", "max_steps_per_epoch": "2", "workers": "0", "n_splits": "2",
-             "holdout_fraction": "0.3", "bootstrap": "20", "gallery_per_machine": "1", "05.n_examples": "1"}
+             "holdout_fraction": "0.3", "bootstrap": "20", "05.n_examples": "1"}
     sweep = tmp_path / "sweep"
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False) == 0
     assert capfd.readouterr().out.count("06_submission skipped") == 2  # a combined folder has no test.csv
@@ -139,10 +143,11 @@ def test_a_sweep_over_two_imported_datasets_and_the_synthetic_set(tiny_data, tmp
         assert {"summary.json", "notebooks"} <= {a.path for a in client.list_artifacts(p.info.run_id)}
         assert p.info.status == "FINISHED"
     # rerunning skips finished combinations
-    stamp = (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime
+    stamps = {r: (sweep / r / "summary.json").stat().st_mtime for r in runs}
     assert run_sweep(data, sweep, grid, seeds=[0], params=fixed, progress=False, compare=False) == 0
-    assert capfd.readouterr().out.count("skipped") == 2
-    assert (sweep / "loss-bce_seed0" / "summary.json").stat().st_mtime == stamp
+    out = capfd.readouterr().out
+    assert all(f"{r}: finished before, skipped" in out for r in runs) and "06_submission skipped" not in out
+    assert {r: (sweep / r / "summary.json").stat().st_mtime for r in runs} == stamps
     # a new grid in the same folder, with a recipe that fails: the sweep goes on, compares the current grid
     # only (loss-focal is stale), lists the failed recipe, and exits 1
     mixed = tmp_path / "mixed.json"

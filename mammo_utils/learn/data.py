@@ -222,10 +222,11 @@ def train_batches(labels, batch_size: int, sampler: str = "balanced", pos_fracti
 
 
 def loader_start_method(workers: int) -> str | None:
-    """How DataLoader workers start: forked on Linux, as PyTorch does in a plain process. A Dask worker
-    is itself a spawned process whose default is "spawn", which would re-import torch in every loader
-    worker (seconds each, for every fold and trial a cluster runs)."""
-    if workers > 0 and sys.platform.startswith("linux") and multiprocessing.get_start_method() != "fork":
+    """How DataLoader workers start: None (the platform's default) except in a process started by "spawn",
+    as a Dask worker is, whose loader workers would each import torch again (seconds, for every fold and
+    trial a cluster runs): there they fork on Linux, as PyTorch's workers do in a plain process."""
+    spawned = multiprocessing.get_start_method(allow_none=True) == "spawn"
+    if workers > 0 and spawned and sys.platform.startswith("linux"):
         return "fork"
     return None
 
