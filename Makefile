@@ -48,6 +48,7 @@ bench: setup  ## decode, preprocess, PNG encoding, crop quality, training, infer
 	$(PY) benchmarks/viewer.py
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/folds.py
+	$(PY) benchmarks/loader_start.py
 
 ui: setup  ## MLflow's UI on the runs' local store (runs/mlflow.db), at http://127.0.0.1:5000
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000

@@ -2,7 +2,9 @@
 at once with one line naming the process that holds it, instead of both losing each other's rows.
 
 An advisory ``fcntl`` lock on ``<folder>/.mammo.lock``, released when the holder exits, even when it
-is killed; the file says who holds it (pid, host, command, start time).
+is killed; the file says who holds it (pid, host, command, start time). A forked child (a DataLoader
+worker) shares the lock's open file, which would keep the lock held after its holder was killed until
+the child noticed; every forked child therefore closes its copies at once.
 """
 from __future__ import annotations
 
@@ -18,6 +20,16 @@ from pathlib import Path
 from .errors import UserError
 
 LOCK_NAME = ".mammo.lock"
+_held: set = set()  # the lock files this process holds: what a forked child must close
+
+
+def _close_in_forked_child() -> None:
+    for f in _held:
+        f.close()  # the child's copy only: the parent still holds the lock
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_forked_child)
 
 
 @contextmanager
@@ -45,6 +57,8 @@ def folder_lock(folder, what: str):
         f.write(json.dumps({"what": what, "pid": os.getpid(), "host": socket.gethostname(),
                             "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}))
         f.flush()
+        _held.add(f)
         yield
     finally:
+        _held.discard(f)
         f.close()  # closing releases the lock

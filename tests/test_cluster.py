@@ -82,9 +82,9 @@ def test_folds_on_a_cluster_whose_worker_dies_resume_and_match_the_sequential_fo
                                                                                       local_cluster):
     """2 folds as tasks on a 2-process LocalCluster; the worker training fold 1 is killed after its first
     epoch. The fold goes on from last.pt on another worker, and both folds equal the folds trained one
-    after another in this process: metrics, validation predictions and results."""
+    after another in this process (DataLoader workers in both): metrics, validation predictions, results."""
     cluster, client = local_cluster
-    cfg = fold_cfg(prepared, epochs=3, workers=0)  # loader workers in a Dask worker: the failed-fold test
+    cfg = fold_cfg(prepared, epochs=3)  # 2 DataLoader workers inside each Dask worker
     seq = train_folds(cfg, tmp_path / "seq", [0, 1], progress=False)
     run = tmp_path / "run"
     metrics_csv = paths.train_dir(run, 1) / paths.METRICS

@@ -1,4 +1,6 @@
 """Augmentation and the training dataset: what the network sees."""
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,3 +84,29 @@ def test_keyed_draws_number_every_sample_of_an_epoch():
     order0 = [k[0] for b in shuffled for k in b]
     shuffled.set_epoch(1)
     assert sorted(order0) == list(range(16)) and [k[0] for b in shuffled for k in b] != order0
+
+
+def _loader_start_method(workers):
+    """Run in a spawned process, as a Dask worker is: how do its DataLoader workers start, and do they
+    deliver every item?"""
+    import multiprocessing
+
+    from mammo_utils.learn.data import create_loader
+
+    loader = create_loader(list(range(6)), batch_size=2, workers=workers)
+    ctx = loader.multiprocessing_context
+    items = sorted(int(i) for batch in loader for i in batch)
+    return multiprocessing.get_start_method(), ctx.get_start_method() if ctx is not None else None, items
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the Linux default")
+def test_loader_workers_fork_inside_a_spawned_process():
+    """A Dask worker is a spawned process (not a daemon): its DataLoader workers must still fork (spawned
+    ones would import torch again, seconds each, for every fold and trial) and deliver every item."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_loader_start_method, 2).result(timeout=120) == ("spawn", "fork", list(range(6)))
+        assert pool.submit(_loader_start_method, 0).result(timeout=120) == ("spawn", None, list(range(6)))
+    assert _loader_start_method(2)[1] is None  # a plain process keeps the platform's default

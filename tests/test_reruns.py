@@ -107,6 +107,41 @@ def test_one_writer_per_folder(tmp_path):
         pass
 
 
+HOLD_AND_FORK = """
+import multiprocessing, sys, time
+from mammo_utils.locks import folder_lock
+
+with folder_lock(sys.argv[1], "training"):
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))  # a DataLoader worker
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_holders_forked_children_do_not_keep_its_lock(tmp_path):
+    """The holder is killed while a forked child of it (a DataLoader worker) still lives: the folder is free
+    at once, not when the orphan notices (a retried fold on a Dask cluster would stop with "in use")."""
+    import signal
+
+    from mammo_utils.locks import folder_lock
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            text=True)
+    child = int(proc.stdout.readline())
+    try:
+        with pytest.raises(UserError, match="in use by training"):
+            with folder_lock(tmp_path / "run", "a retry"):
+                pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert os.path.exists(f"/proc/{child}")  # the orphan lives on
+        with folder_lock(tmp_path / "run", "a retry"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def test_concurrent_preprocessing_into_one_folder(tiny_data, tmp_path):
     """Two preprocess runs into one folder: one completes the manifest, the other refuses in one line."""
     out = tmp_path / "png"

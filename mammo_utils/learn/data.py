@@ -5,6 +5,8 @@ cheaper on 2 CPU cores than a chain of tensor transforms.
 """
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from pathlib import Path
 
 import cv2
@@ -219,6 +221,16 @@ def train_batches(labels, batch_size: int, sampler: str = "balanced", pos_fracti
     return KeyedDraws(batches, rank)
 
 
+def loader_start_method(workers: int) -> str | None:
+    """How DataLoader workers start: None (the platform's default) except in a process started by "spawn",
+    as a Dask worker is, whose loader workers would each import torch again (seconds, for every fold and
+    trial a cluster runs): there they fork on Linux, as PyTorch's workers do in a plain process."""
+    spawned = multiprocessing.get_start_method(allow_none=True) == "spawn"
+    if workers > 0 and spawned and sys.platform.startswith("linux"):
+        return "fork"
+    return None
+
+
 def create_loader(ds, batch_size: int, workers: int = 2, batch_sampler=None, sampler=None,
                   pin_memory: bool | None = None) -> DataLoader:
     """DataLoader with persistent workers and pinned memory on CUDA.
@@ -229,7 +241,8 @@ def create_loader(ds, batch_size: int, workers: int = 2, batch_sampler=None, sam
     # A generator of its own: every new iterator draws a base seed from it, and drawing from torch's
     # global stream instead would shift dropout by a number that depends on the workers setting.
     common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-                  prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
+                  prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0),
+                  multiprocessing_context=loader_start_method(workers))
     if batch_sampler is not None:
         return DataLoader(ds, batch_sampler=batch_sampler, **common)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, **common)
