@@ -119,9 +119,11 @@ with folder_lock(sys.argv[1], "training"):
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and /proc")
 def test_a_killed_holders_forked_children_do_not_keep_its_lock(tmp_path):
     """The holder is killed while a forked child of it (a DataLoader worker) still lives: the folder is free
     at once, not when the orphan notices (a retried fold on a Dask cluster would stop with "in use")."""
+    import contextlib
     import signal
 
     from mammo_utils.locks import folder_lock
@@ -139,7 +141,11 @@ def test_a_killed_holders_forked_children_do_not_keep_its_lock(tmp_path):
         with folder_lock(tmp_path / "run", "a retry"):
             pass
     finally:
-        os.kill(child, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_concurrent_preprocessing_into_one_folder(tiny_data, tmp_path):
