@@ -77,6 +77,26 @@ def kill_worker_of(client, key_prefix: str) -> int | None:
     return None
 
 
+def kill_after_first_epoch(client, fold, key_prefix: str, timeout: float) -> tuple[threading.Thread, dict]:
+    """Watch ``fold`` from a thread and kill the worker training it once epoch 1 is saved in last.pt and
+    epoch 2 is under way; the dict gets the killed ``pid`` and the ``first`` metrics row seen before it."""
+    seen = {}
+
+    def watch():
+        deadline = time.time() + timeout
+        while time.time() < deadline and "pid" not in seen:
+            if (fold / paths.LAST).exists():  # written after metrics.csv, at the end of the epoch
+                first = pd.read_csv(fold / paths.METRICS)
+                if len(first) == 1:
+                    seen["pid"] = kill_worker_of(client, key_prefix)
+                    seen["first"] = first
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher, seen
+
+
 @pytest.mark.slow
 def test_folds_on_a_cluster_whose_worker_dies_resume_and_match_the_sequential_folds(prepared, tmp_path,
                                                                                       local_cluster):
@@ -88,20 +108,7 @@ def test_folds_on_a_cluster_whose_worker_dies_resume_and_match_the_sequential_fo
     seq = train_folds(cfg, tmp_path / "seq", [0, 1], progress=False)
     run = tmp_path / "run"
     metrics_csv = paths.train_dir(run, 1) / paths.METRICS
-    seen = {}
-
-    def kill_after_first_epoch():
-        deadline = time.time() + 300
-        while time.time() < deadline and "pid" not in seen:
-            if (metrics_csv.parent / paths.LAST).exists():  # written after metrics.csv, at the end of the epoch
-                first = pd.read_csv(metrics_csv)
-                if len(first) == 1:  # epoch 1 saved in last.pt, epoch 2 under way
-                    seen["pid"] = kill_worker_of(client, "fold1-")
-                    seen["first"] = first
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=kill_after_first_epoch, daemon=True)
-    watcher.start()
+    watcher, seen = kill_after_first_epoch(client, metrics_csv.parent, "fold1-", timeout=300)
     par = train_folds(cfg, run, [0, 1], scheduler=cluster.scheduler_address)
     watcher.join()
     assert seen.get("pid"), "the worker training fold 1 was never killed"
@@ -283,18 +290,7 @@ def test_sweep_on_two_workers_with_a_worker_killed_gives_the_sequential_comparis
     assert run_sweep(data, tmp_path / "seq", grid, seeds=[0], params=fixed, progress=False) == 0
 
     fold = paths.train_dir(tmp_path / "par" / "loss-bce_seed0", 1)
-    seen = {}
-
-    def kill_after_first_epoch():
-        deadline = time.time() + 900
-        while time.time() < deadline and "pid" not in seen:
-            if (fold / paths.LAST).exists() and len(first := pd.read_csv(fold / paths.METRICS)) == 1:
-                seen["pid"] = kill_worker_of(client, "loss-bce_seed0-fold1-")
-                seen["first"] = first
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=kill_after_first_epoch, daemon=True)
-    watcher.start()
+    watcher, seen = kill_after_first_epoch(client, fold, "loss-bce_seed0-fold1-", timeout=900)
     assert run_sweep(data, tmp_path / "par", grid, seeds=[0], params=fixed, progress=False,
                      scheduler=cluster.scheduler_address) == 0
     watcher.join()
