@@ -183,6 +183,18 @@ def test_the_holdout_guard_refuses_a_holdout_file_and_nothing_else(tmp_path):
     assert pd.read_csv(tmp_path / "base" / "holdout.csv").patient_id.tolist() == [1]  # unlocked afterwards
 
 
+def test_the_search_base_preprocesses_only_what_training_reads(tiny_data, tiny_png, tmp_path):
+    from mammo_utils.workflow.tune import base_notebooks
+
+    tune = tmp_path / "tune"
+    assert base_notebooks(tiny_data, tune, {}) == ["02_preprocess", "03_sampling"]
+    shared = {"preprocessed_dir": str(tmp_path / "made_here")}  # 02 writes where 04 reads
+    assert base_notebooks(tiny_data, tune, shared) == ["02_preprocess", "03_sampling"]
+    assert base_notebooks(tiny_data, tune, {"04.preprocessed_dir": str(tiny_png)}) == ["03_sampling"]
+    with pytest.raises(UserError, match=r"04.preprocessed_dir .*missing: no manifest.csv there"):
+        base_notebooks(tiny_data, tune, {"04.preprocessed_dir": str(tmp_path / "missing")})
+
+
 @pytest.fixture(scope="module")
 def blob_png(prepared, tmp_path_factory):
     """The tiny 64x32 images with a bright block on every cancer image: a signal a network picks up in two
@@ -228,6 +240,8 @@ def test_tune_resumes_prunes_and_opens_the_holdout_only_for_the_final_fit(tiny_d
     tune = tmp_path / "tune"
     kw = dict(params=fixed, folds=[0], startup_trials=1, seed=6, progress=False)  # seed 6 draws good, good, bad
     assert run_tune(data, tune, space, trials=3, final=False, **kw) == 0
+    made = sorted(p.name for p in (tune / "base" / "notebooks").glob("*.ipynb"))
+    assert made == ["03_sampling.ipynb"]  # the trials train on blob_png: notebook 02 would make unread images
     first = json.loads((tune / "tune.json").read_text())
     assert [t["number"] for t in first["trials"]] == [0, 1, 2] and "final_started" not in first
     stamps = {t["folder"]: (tune / "search" / "trials" / t["folder"] / "fold0" / paths.METRICS).stat().st_mtime

@@ -9,7 +9,8 @@ The search space is written like a sweep grid, over notebook 04's training setti
 
 What ``<tune>`` holds, in the order it is made:
 
-- ``base/``: notebooks 02 and 03 once: the preprocessed images, the locked holdout and the folds;
+- ``base/``: notebooks 02 and 03 once: the preprocessed images, the locked holdout and the folds (02 is
+  left out when ``04.preprocessed_dir`` names images preprocessed before: nothing would read its output);
 - ``search/folds.csv``: a copy of the folds alone, with no holdout beside it; every trial trains the
   ``folds`` it is given in ``search/trials/<number>/fold<k>``, reports each epoch's validation AUC to a
   median pruner (a trial below the median of earlier trials at the same epoch stops there) and is worth
@@ -38,63 +39,14 @@ from pathlib import Path
 from .. import parallel, paths, tracking
 from ..errors import UserError
 from .pipeline import notebook_defaults, plan_parameters, prepare_data, run_pipeline
+from .search_space import read_space, suggest
 
 STUDY = "tune"
 BEFORE_TRAINING = ["02_preprocess", "03_sampling"]
-NOT_SEARCHED = ("run_dir", "preprocessed", "folds", "fold", "resume", "tracking", "tracking_uri", "workers")
 
 
 class HoldoutTouched(UserError):
     """Something opened a holdout file while the search runs: the search would be judged on it."""
-
-
-def read_space(path) -> dict:
-    """``{TrainConfig field: [choices] or {low, high, log, step}}`` from a YAML or JSON file, checked."""
-    import yaml
-
-    from ..learn.config import TrainConfig
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"search space file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())  # YAML reads JSON too
-    except yaml.YAMLError as exc:
-        raise UserError(f"search space file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict) or not raw:
-        raise UserError(f"search space file {path} must map training settings to choices or ranges")
-    space = {}
-    for key, spec in raw.items():
-        nb, _, name = str(key).rpartition(".")
-        if nb not in ("", "04", "04_train") or name not in TrainConfig.__dataclass_fields__ or name in NOT_SEARCHED:
-            raise UserError(f"search space file {path}: {key!r} is not a training setting to search (notebook 04's "
-                            f"parameters, e.g. lr, model, loss, ema_decay)")
-        if isinstance(spec, list) and spec:
-            space[name] = spec
-        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log", "step"}:
-            if not all(isinstance(spec[k], (int, float)) for k in ("low", "high")) or spec["low"] >= spec["high"]:
-                raise UserError(f"search space file {path}: {key} needs numbers low < high, got {spec}")
-            space[name] = dict(spec)
-        else:
-            raise UserError(f"search space file {path}: {key} must be a list of choices or {{low, high, log, step}}, "
-                            f"got {spec!r}")
-    return space
-
-
-def suggest(trial, space: dict) -> dict:
-    """The trial's settings: ``suggest_categorical`` for lists, ``suggest_int`` for whole-number ranges,
-    ``suggest_float`` otherwise."""
-    out = {}
-    for name, spec in space.items():
-        if isinstance(spec, list):
-            out[name] = trial.suggest_categorical(name, spec)
-        elif all(isinstance(spec.get(k, 1), int) for k in ("low", "high", "step")):
-            out[name] = trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1),
-                                          log=bool(spec.get("log")))
-        else:
-            out[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")),
-                                            step=spec.get("step"))
-    return out
 
 
 # ---- the holdout guard -----------------------------------------------------------------------------------
@@ -205,13 +157,39 @@ def trial_task(tune: Path, trial_id: int, number: int, folder: str, cfg: dict, p
     return {"state": "COMPLETE", "value": value}
 
 
+def _planned(data: Path, tune: Path, base: dict, name: str) -> dict:
+    """Every parameter notebook ``name`` gets in the base run: its defaults, then ``base``."""
+    return {**notebook_defaults(name), **plan_parameters(data, tune / "base", base, [name])[name]}
+
+
+def training_images(data: Path, tune: Path, base: dict) -> Path:
+    """The preprocessed folder the trials and the final fit train on: ``04.preprocessed_dir``, else the
+    base's own preprocessing."""
+    nb = _planned(data, tune, base, "04_train")
+    return Path(nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"]))
+
+
+def base_notebooks(data: Path, tune: Path, base: dict) -> list[str]:
+    """02 and 03; 03 alone when training reads images preprocessed before (``04.preprocessed_dir``), which
+    must then exist: a search whose every trial fails on a missing folder would waste its whole budget."""
+    nb = _planned(data, tune, base, "02_preprocess")
+    made = Path(nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"]))
+    read = training_images(data, tune, base)
+    if made.resolve() == read.resolve():
+        return BEFORE_TRAINING
+    if not (read / "manifest.csv").is_file():
+        raise UserError(f"04.preprocessed_dir {read}: no manifest.csv there (preprocess into it first, "
+                        f"or leave 04.preprocessed_dir out and the search preprocesses the data itself)")
+    return [n for n in BEFORE_TRAINING if n != "02_preprocess"]
+
+
 def train_settings(data: Path, tune: Path, base: dict) -> dict:
-    """The TrainConfig fields notebook 04 would use with ``base``, pointed at the base's preprocessing and the
+    """The TrainConfig fields notebook 04 would use with ``base``, pointed at the preprocessed images and the
     search folder's folds (no holdout beside them)."""
     from ..learn.config import TrainConfig
 
-    nb = {**notebook_defaults("04_train"), **plan_parameters(data, tune / "base", base, ["04_train"])["04_train"]}
-    pre = nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"])
+    nb = _planned(data, tune, base, "04_train")
+    pre = training_images(data, tune, base)
     cfg = {k: v for k, v in nb.items() if k in TrainConfig.__dataclass_fields__ and k not in ("run_dir", "fold", "folds")}
     return {**cfg, "preprocessed": str(pre), "folds": str(paths.folds_csv(tune / "search")), "resume": "auto"}
 
@@ -290,13 +268,16 @@ def run_tune(data, tune_dir, space_path, trials: int = 20, seed: int = 0, params
     plan_parameters(data, tune / "base", base)  # every fixed parameter checked before any work
     if trials < 1:
         raise UserError(f"trials must be >= 1, got {trials}")
+    before = base_notebooks(data, tune, base)
     if scheduler:
         parallel.check_scheduler(scheduler)
     prepare_data(data, synth_patients, progress)
     tune.mkdir(parents=True, exist_ok=True)
     with folder_lock(tune, "a search"), study_tracker(tune, data, base) as parent:
         if not paths.folds_csv(tune / "base").exists():  # 1. preprocessing, the holdout and the folds, once
-            if run_pipeline(data, tune / "base", params=base, notebooks=BEFORE_TRAINING, progress=progress,
+            if before != BEFORE_TRAINING:
+                print(f"[tune] training reads {training_images(data, tune, base)}: notebook 02 left out", flush=True)
+            if run_pipeline(data, tune / "base", params=base, notebooks=before, progress=progress,
                             synth_patients=synth_patients) != 0:
                 return 1
         (tune / "search").mkdir(exist_ok=True)
@@ -375,8 +356,7 @@ def final_fit(data: Path, tune: Path, base: dict, best: dict, scheduler: str | N
     run.mkdir(exist_ok=True)
     for f in (paths.folds_csv, paths.holdout_csv, paths.holdout_json):
         shutil.copy(f(tune / "base"), f(run))
-    nb = {**notebook_defaults("04_train"), **plan_parameters(data, tune / "base", base, ["04_train"])["04_train"]}
-    pre = nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"])
+    pre = training_images(data, tune, base)
     overrides = {**base, **{f"04.{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in best.items()},
                  "04.preprocessed_dir": str(pre), "04.folds": "all"}
     if scheduler:
