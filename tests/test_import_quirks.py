@@ -1,5 +1,6 @@
 """Real datasets' quirks: one line where a traceback was, and no bad data imported in silence."""
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -132,3 +133,67 @@ def test_folds_with_fewer_cancer_patients_than_folds_warn():
     assert sorted(folds.fold.unique()) == [0, 1, 2]
     with pytest.raises(UserError, match="none of the 10 patients"):
         make_folds(df.assign(cancer=0), n_splits=3)
+
+
+# ---- 4. a label that cannot be read is not a negative --------------------------------------------
+
+def _spoil_vindr(src, truth):
+    csv = src / "breast-level_annotations.csv"
+    rows = pd.read_csv(csv, dtype=str)
+    rows.loc[0, "breast_birads"], rows.loc[1, "breast_birads"] = "", "BI-RADS X"
+    rows.to_csv(csv, index=False)
+    return [(csv.name, 2, "breast_birads", ""), (csv.name, 3, "breast_birads", "BI-RADS X")], set(rows.image_id[:2])
+
+
+def _spoil_inbreast(src, truth):
+    csv = src / "INbreast.csv"
+    rows = pd.read_csv(csv, sep=";", dtype=str)
+    rows.loc[0, "Bi-Rads"], rows.loc[1, "Bi-Rads"] = "", "7"
+    rows.to_csv(csv, sep=";", index=False)
+    return [(csv.name, 2, "Bi-Rads", ""), (csv.name, 3, "Bi-Rads", "7")], set(rows["File Name"][:2])
+
+
+def _spoil_cmmd(src, truth):
+    sheet = src / "CMMD_clinicaldata_revision.xlsx"
+    rows = pd.read_excel(sheet, dtype=str)  # row 2: D1-0001 L Malignant; row 3: D1-0002 R Benign
+    rows.loc[1, "classification"] = ""
+    extra = rows.iloc[[0]].assign(classification="Probably")  # beside a Malignant row: still a cancer
+    pd.concat([rows, extra]).to_excel(sheet, index=False)
+    gone = truth[(truth.patient_id == "D1-0002") & (truth.laterality == "R")].image_id
+    return [(sheet.name, 3, "classification", ""), (sheet.name, 4, "classification", "Probably")], set(gone)
+
+
+def _spoil_cbis(src, truth):
+    csv = next(src.rglob("calc_case_description_train_set.csv"))  # patient 1, BENIGN, CC and MLO rows
+    rows = pd.read_csv(csv, dtype=str)
+    i = rows.index[rows["image view"] == "CC"][0]
+    rows.loc[i, "pathology"] = ""
+    rows.to_csv(csv, index=False)
+    gone = truth[(truth.patient_id == rows.patient_id[i].strip()) & (truth.view == "CC")].image_id
+    return [(csv.name, i + 2, "pathology", "")], set(gone)
+
+
+def _spoil_mias(src, truth):
+    info = src / "Info.txt"
+    lines = info.read_text().splitlines()
+    n = lines.index("mdb003 D CALC B")
+    lines[n] = "mdb003 D CALC"  # an abnormality with no severity
+    info.write_text("\n".join(lines) + "\n")
+    return [(info.name, n + 1, "severity", "")], {"mdb003"}
+
+
+@pytest.mark.parametrize("name, spoil", [("vindr", _spoil_vindr), ("inbreast", _spoil_inbreast),
+                                         ("cmmd", _spoil_cmmd), ("cbis-ddsm", _spoil_cbis), ("mias", _spoil_mias)])
+def test_an_empty_or_unknown_label_cell_leaves_its_images_out_by_row(name, spoil, tmp_path):
+    """An empty or unknown BI-RADS, pathology, classification or severity once became cancer 0 in silence."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = WRITERS[name](src)
+    expected, gone = spoil(src, truth)
+    record = import_dataset(name, src, out, jobs=1, progress=False)
+    named = [(Path(s["file"]).name, s["row"], s["column"], s["value"]) for s in record["skipped"] if "row" in s]
+    assert named == expected
+    assert all("cannot be read" in s["reason"] for s in record["skipped"])
+    table = pd.read_csv(out / "train.csv", dtype=str)
+    assert gone and not gone & set(table.image_id) and len(table) == len(truth) - len(gone)
+    kept = truth[~truth.image_id.isin(gone)].set_index("image_id").cancer
+    assert table.set_index("image_id").cancer.astype(int).sort_index().equals(kept.sort_index())

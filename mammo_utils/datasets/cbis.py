@@ -23,6 +23,7 @@ from .common import (
     BIRADS_NOTE,
     DENSITY_LETTERS,
     RSNA_BIRADS,
+    UNREADABLE_LABEL,
     Imported,
     find_all,
     find_optional,
@@ -34,6 +35,7 @@ from .common import (
 from .headers import header_facts
 
 LABELS = {"malignant": "cancer = pathology MALIGNANT; BENIGN and BENIGN_WITHOUT_CALLBACK are benign"}
+PATHOLOGIES = {"MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK"}
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$", re.IGNORECASE)
 
@@ -170,14 +172,20 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
                          f"{rows.loc[next(iter(rescale))].key}")
     boxes = dict(zip(sorted(set(masks.values())),
                      parallel_map(_mask_box, sorted(set(masks.values())), jobs, "ROI masks", progress)))
-    malignant = rows.pathology.str.upper().eq("MALIGNANT")
-    rows = rows.assign(malignant=malignant)
+    pathology = rows.pathology.fillna("").str.upper()
+    rows = rows.assign(malignant=pathology.eq("MALIGNANT"), unread=~pathology.isin(PATHOLOGIES))
     density_col = "breast_density" if "breast_density" in rows else None
     disagree = 0
     for key, group in rows[rows.key.isin(full)].groupby("key", sort=True):
         path = full[key]
         if isinstance(shapes[str(path)], str):
             imp.skip(path, shapes[str(path)])
+            continue
+        if group.unread.any() and not group.malignant.any():  # a benign row beside an unreadable one: unknown
+            r = group[group.unread].iloc[0]
+            imp.skip_row(r.csv_path, r.row, "pathology", "" if pd.isna(r.pathology) else r.pathology,
+                         f"pathology is not MALIGNANT, BENIGN or BENIGN_WITHOUT_CALLBACK: {UNREADABLE_LABEL} "
+                         f"(image {path.name} of {_image_id(key)})")
             continue
         first = group.iloc[0]
         _, _, _, side, view, _ = FOLDER.match(key).groups()  # the folder names the breast and view; cells may be empty

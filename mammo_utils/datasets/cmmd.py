@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import UserError
 from .common import (
+    UNREADABLE_LABEL,
     Imported,
     find_all,
     find_one,
@@ -86,19 +87,30 @@ def _has_columns(path: Path) -> bool:
     return CLINICAL_COLUMNS <= {str(c).strip() for c in header}
 
 
-def _breast_labels(clinical: pd.DataFrame, sheet: Path, notes: list) -> dict:
-    """``{(ID1, side): classification}``. A breast whose rows disagree is Malignant when any row says so
-    (a repeated row must never turn a cancer into a benign breast); the disagreement is noted."""
+RANK = {"benign": 0, "unreadable": 1, "malignant": 2}  # what a breast's rows add up to: the highest
+
+
+def _breast_labels(clinical: pd.DataFrame, sheet: Path, imp: Imported) -> dict:
+    """``{(ID1, side): benign, malignant or unreadable}``. A breast whose rows disagree is Malignant when any
+    row says so (a repeated row must never turn a cancer into a benign breast); the disagreement is noted.
+    A row that is neither Benign nor Malignant is skipped by name, and its breast is unreadable unless
+    another row says Malignant."""
     labels, disagree = {}, []
-    for r in clinical.itertuples():
-        key, said = (r.ID1, str(r.LeftRight).upper()[:1]), str(r.classification).strip().lower()
-        if key in labels and labels[key] != said:
+    for i, r in zip(clinical.index, clinical.itertuples()):
+        key = (r.ID1, str(r.LeftRight).upper()[:1])
+        said = r.classification.lower() if isinstance(r.classification, str) else ""
+        if said not in RANK or said == "unreadable":
+            imp.skip_row(sheet, i + 2, "classification", r.classification if isinstance(r.classification, str) else "",
+                         f"classification is neither Benign nor Malignant: {UNREADABLE_LABEL} (the breast's "
+                         f"images too, unless another row says Malignant)")
+            said = "unreadable"
+        elif labels.get(key, said) not in (said, "unreadable"):
             disagree.append(key)
-        if labels.get(key) != "malignant":
+        if RANK[said] > RANK.get(labels.get(key), -1):
             labels[key] = said
     if disagree:
-        notes.append(f"{sheet.name}: {len(set(disagree))} breast(s) whose rows disagree, e.g. {disagree[0]}: "
-                     f"Malignant when any row says so")
+        imp.notes.append(f"{sheet.name}: {len(set(disagree))} breast(s) whose rows disagree, e.g. {disagree[0]}: "
+                         f"Malignant when any row says so")
     return labels
 
 
@@ -115,7 +127,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     if not files:
         raise UserError(f"{src}: expected DICOM files in CMMD/<ID1>/.../1-1.dcm (ID1 like D1-0001) below this folder")
     facts = parallel_map(header_facts, [p for _, p in files], jobs, "headers", progress)
-    labels = _breast_labels(clinical, sheet, imp.notes)
+    labels = _breast_labels(clinical, sheet, imp)
     ages = clinical.groupby("ID1").Age.first() if "Age" in clinical else pd.Series(dtype=str)
     seen = {}
     for (patient, path), fact in zip(files, facts):
@@ -128,6 +140,9 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
         seen[base] = seen.get(base, 0) + 1
         image_id = base if seen[base] == 1 else f"{base}_{seen[base]}"
         finding = labels.get((patient, side), "")
+        if finding == "unreadable":
+            imp.skip(path, f"{sheet.name}: the classification of {patient} {side} cannot be read: {UNREADABLE_LABEL}")
+            continue
         imp.rows.append({
             "site_id": "", "patient_id": patient, "image_id": image_id, "laterality": side, "view": view,
             "age": pd.to_numeric(ages.get(patient), errors="coerce"), "cancer": int(finding == "malignant"),

@@ -40,6 +40,7 @@ DENSITY_LETTERS = {"1": "A", "2": "B", "3": "C", "4": "D", "A": "A", "B": "B", "
 # RSNA's BIRADS column is a screening outcome, not the BI-RADS scale: 0 = recalled, 1 = negative,
 # 2 = benign. A diagnostic BI-RADS 3 or above would have been recalled.
 RSNA_BIRADS = {"0": 0, "1": 1, "2": 2, "3": 0, "4": 0, "4A": 0, "4B": 0, "4C": 0, "5": 0, "6": 0}
+UNREADABLE_LABEL = "a label that cannot be read is left out, never taken for a negative"
 BIRADS_NOTE = "BIRADS: standard 1 -> 1, 2 -> 2, 0 and 3-6 -> 0 (RSNA's 'recalled')"
 
 

@@ -17,6 +17,7 @@ from .common import (
     BIRADS_NOTE,
     DENSITY_LETTERS,
     RSNA_BIRADS,
+    UNREADABLE_LABEL,
     Imported,
     age_years,
     find_all,
@@ -60,6 +61,11 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     table = table.dropna(subset=["File Name"])
     table["File Name"] = table["File Name"].str.split(".").str[0]
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; ACR 1-4 -> density A-D")
+    unread = ~table["Bi-Rads"].fillna("").str.upper().isin(RSNA_BIRADS)
+    for i in table.index[unread]:  # the label: an empty or unknown cell is not BI-RADS 1
+        imp.skip_row(csv, i + 2, "Bi-Rads", table["Bi-Rads"].fillna("")[i],
+                     f"Bi-Rads is not a BI-RADS category (1-6, 4a-4c): {UNREADABLE_LABEL}")
+    table = table[~unread]
     files = {}
     for p in find_all(src, lambda p: p.suffix.lower() == ".dcm"):
         m = FILE.match(p.name)
@@ -89,7 +95,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
         csv_view = str(r.get("View", "")).upper()
         if (str(r.get("Laterality", side)).upper()[:1], "MLO" if csv_view == "ML" else csv_view or view) != (side, view):
             mismatched += 1
-        birads = str(r["Bi-Rads"]).upper().strip()
+        birads = r["Bi-Rads"].upper()
         imp.rows.append({
             "site_id": "", "patient_id": m.group(2).lower(), "image_id": name, "laterality": side, "view": view,
             "age": age_years(r.get("Patient age")), "cancer": int(birads in MALIGNANT[label]), "biopsy": pd.NA,

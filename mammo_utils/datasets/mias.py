@@ -16,7 +16,7 @@ import pandas as pd
 
 from .. import paths
 from ..errors import UserError
-from .common import Imported, clean_box, find_all, import_head, parallel_map
+from .common import UNREADABLE_LABEL, Imported, clean_box, find_all, import_head, parallel_map
 from .destination import Prior, check_inside, mark_pending
 
 LABELS = {"malignant": "cancer = severity M; B (benign) and NORM are 0"}
@@ -24,17 +24,19 @@ REFERENCE = re.compile(r"mdb[0-9]{3}", re.IGNORECASE)  # the whole first token, 
 
 
 def parse_info(path: Path) -> pd.DataFrame:
-    """One row per line of Info.txt that starts with ``mdb``: reference, tissue, class, severity, x, y, radius."""
+    """One row per line of Info.txt that starts with ``mdb``: reference, tissue, class, severity, x, y, radius,
+    and the line's number."""
     rows = []
-    for line in Path(path).read_text(errors="replace").splitlines():
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), start=1):
         tokens = line.split()
         if not tokens or not REFERENCE.fullmatch(tokens[0]):
             continue
         tokens += [None] * (7 - len(tokens))
         ref, tissue, cls, severity, x, y, r = tokens[:7]
         rows.append({"reference": ref.lower(), "tissue": tissue, "abnormality": cls,
-                     "severity": (severity or "").upper(), "x": _number(x), "y": _number(y), "radius": _number(r)})
-    return pd.DataFrame(rows, columns=["reference", "tissue", "abnormality", "severity", "x", "y", "radius"])
+                     "severity": (severity or "").upper(), "x": _number(x), "y": _number(y), "radius": _number(r),
+                     "line": number})
+    return pd.DataFrame(rows, columns=["reference", "tissue", "abnormality", "severity", "x", "y", "radius", "line"])
 
 
 def _number(text) -> float | None:
@@ -82,6 +84,12 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
     for ref, group in info.groupby("reference", sort=True):
         if ref not in pgms:
             imp.skip(f"{ref}.pgm", "listed in Info.txt; no such file")
+            continue
+        unread = group[group.abnormality.fillna("").str.upper().ne("NORM") & ~group.severity.isin(["B", "M"])]
+        if len(unread) and not group.severity.eq("M").any():  # an abnormality neither benign nor malignant
+            r = unread.iloc[0]
+            imp.skip_row(info_path, r.line, "severity", r.severity,
+                         f"{ref}: class {r.abnormality or '(none)'} without severity B or M: {UNREADABLE_LABEL}")
             continue
         n = int(ref[3:])
         patient, side = f"mias{(n + 1) // 2:03d}", "L" if n % 2 == 0 else "R"

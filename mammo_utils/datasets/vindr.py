@@ -18,6 +18,7 @@ from .common import (
     BIRADS_NOTE,
     DENSITY_LETTERS,
     RSNA_BIRADS,
+    UNREADABLE_LABEL,
     Imported,
     age_years,
     clean_box,
@@ -70,8 +71,8 @@ def _metadata(path: Path | None, image_ids: set, notes: list) -> pd.DataFrame:
 
 
 def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFrame:
-    """The rows whose ids can name files, whose side is L or R and whose view is given, each image once (a
-    repeated row is skipped, naming both rows)."""
+    """The rows whose ids can name files, whose side is L or R, whose view is given and whose BI-RADS reads,
+    each image once (a repeated row is skipped, naming both rows)."""
     bad = unsafe_ids(breasts, ["study_id", "image_id"], path, imp)
     side = breasts.laterality.fillna("").str.upper().str[:1]
     view = breasts.view_position.fillna("").str.upper()
@@ -79,7 +80,12 @@ def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFra
         imp.skip_row(path, i + 2, "laterality", breasts.laterality.fillna("")[i], "laterality is not L or R")
     for i in breasts.index[~bad & side.isin(["L", "R"]) & view.eq("")]:
         imp.skip_row(path, i + 2, "view_position", "", "view_position is empty")
-    ok = breasts[~bad & side.isin(["L", "R"]) & view.ne("")].assign(laterality=side, view_position=view)
+    usable = ~bad & side.isin(["L", "R"]) & view.ne("")
+    unread = usable & ~breasts.breast_birads.map(_number).isin(RSNA_BIRADS)
+    for i in breasts.index[unread]:
+        imp.skip_row(path, i + 2, "breast_birads", breasts.breast_birads.fillna("")[i],
+                     f"breast_birads is not a BI-RADS category (like 'BI-RADS 4'): {UNREADABLE_LABEL}")
+    ok = breasts[usable & ~unread].assign(laterality=side, view_position=view)
     first = ok.drop_duplicates("image_id").reset_index().set_index("image_id")["index"]
     repeated = ok.image_id.duplicated()
     for i in ok.index[repeated]:
