@@ -200,6 +200,7 @@ def fake_sweep_run(sweep, name, combination, seed, probs, binary, aggregate="mea
                   for j, p in enumerate(pair)]).to_csv(paths.holdout_predictions_csv(run), index=False)
     paths.holdout_json(run).write_text(json.dumps({"fingerprint": fingerprint}))
     (paths.train_dir(run, 0) / "threshold.json").write_text(json.dumps({"threshold": 0.5, "aggregate": aggregate}))
+    paths.evaluation_json(run).write_text(json.dumps({"threshold": 0.5, "aggregate": aggregate}))  # notebook 05's
     return run
 
 
@@ -256,6 +257,22 @@ def test_held_out_breasts_follow_the_run_and_refuse_gaps(sweep_folder):
     images[images.prediction_id != "2_R"].to_csv(run / "submission_images.csv", index=False)
     with pytest.raises(UserError, match="1 test breast.*no prediction: 2_R"):
         compare.test_breasts(data, run)
+
+
+def test_a_run_is_decided_at_the_threshold_its_notebook_05_chose_not_an_older_folds(sweep_folder):
+    """A fold folder left from an earlier recipe keeps its own threshold.json; the comparison once read the
+    first fold's file instead of the run's decision."""
+    data, sweep = sweep_folder
+    run = sweep / "a_seed0"
+    (paths.train_dir(run, 0) / "threshold.json").write_text(json.dumps({"threshold": 0.95, "aggregate": "max"}))
+    got = compare.holdout_breasts(run)
+    images = pd.read_csv(paths.holdout_predictions_csv(run))
+    mean = images.groupby("prediction_id").pred.mean().reindex(got.index)
+    np.testing.assert_allclose(got.pred, mean)  # aggregated as notebook 05 decided: mean
+    assert got.binary.tolist() == (mean >= 0.5).astype(float).tolist() and 0 < got.binary.sum() < len(got)
+    paths.evaluation_json(run).unlink()
+    with pytest.raises(UserError, match="no threshold in evaluation.json: run notebook 05"):
+        compare.holdout_breasts(run)
 
 
 def test_comparison_figures_draw_intervals_that_exclude_their_point():

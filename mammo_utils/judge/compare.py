@@ -62,14 +62,20 @@ def read_run(run_dir) -> dict:
     return {"run": run.name, **sweep, "summary": summary}
 
 
+def _evaluation(run_dir) -> dict:
+    path = paths.evaluation_json(run_dir)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_aggregation(run_dir) -> str:
-    """How a run aggregates image predictions per breast: its saved decision, else its training config."""
-    root = paths.train_root(Path(run_dir))
-    for path in sorted(root.glob(f"*/{paths.THRESHOLD}")) + sorted(root.glob(f"*/{paths.CONFIG}")):
-        how = json.loads(path.read_text()).get("aggregate")
-        if how:
-            return how
-    return "mean"
+    """How a run aggregates image predictions per breast: as notebook 05 decided (evaluation.json), else as
+    its current folds trained."""
+    decided = _evaluation(run_dir).get("aggregate")
+    if decided:
+        return decided
+    from ..learn.runs import Run  # torch: only for a run notebook 05 has not judged
+
+    return Run(run_dir).recipe().get("aggregate") or "mean"
 
 
 TARGETS = {"holdout": "holdout", "synthetic_test": "test"}  # target -> the prefix of its columns
@@ -82,10 +88,12 @@ def prefix(target: str) -> str:
 
 
 def run_threshold(run_dir) -> float:
-    """The threshold a run chose (out of fold, notebook 05) and its ensemble applies."""
-    for path in sorted(paths.train_root(Path(run_dir)).glob(f"*/{paths.THRESHOLD}")):
-        return float(json.loads(path.read_text())["threshold"])
-    raise UserError(f"{run_dir}: no {paths.THRESHOLD}: run notebook 05")
+    """The threshold notebook 05 chose out of fold and the run's ensemble applies (evaluation.json), never a
+    fold folder's own threshold.json: a fold of an earlier recipe may still hold an older one."""
+    threshold = _evaluation(run_dir).get("threshold")
+    if threshold is None:
+        raise UserError(f"{run_dir}: no threshold in {paths.evaluation_json(run_dir).name}: run notebook 05")
+    return float(threshold)
 
 
 def stacked_breasts(run_dir) -> pd.DataFrame:
