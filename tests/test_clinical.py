@@ -366,6 +366,7 @@ def fake_run(sweep, name, combination, images: pd.DataFrame):
     (run / "sweep_params.json").write_text(json.dumps({"combination": combination, "seed": 0, "params": {}}))
     (run / "summary.json").write_text(json.dumps({"val_auc": 0.7, "val_pf1": 0.3, "val_pr_auc": 0.4}))
     (paths.train_dir(run, 0) / "threshold.json").write_text(json.dumps({"threshold": 0.5, "aggregate": "mean"}))
+    paths.evaluation_json(run).write_text(json.dumps({"threshold": 0.5, "aggregate": "mean"}))
     paths.holdout_json(run).write_text(json.dumps({"fingerprint": "abc"}))
     images.to_csv(paths.holdout_predictions_csv(run), index=False)
 
