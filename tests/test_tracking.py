@@ -1,5 +1,6 @@
 """MLflow tracking: what a run records (read back with MlflowClient), a real tracking server, a server
 that goes away mid-run, and the MLflow UI in a real browser."""
+import json
 import os
 import shutil
 import signal
@@ -9,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from mammo_utils import tracking
+from mammo_utils import paths, tracking
 from mammo_utils.learn import train as T
 from mammo_utils.learn.checkpoint import load_checkpoint
 from mammo_utils.learn.config import TrainConfig
@@ -140,6 +141,28 @@ def test_other_parameters_or_a_copied_folder_get_a_new_pipeline_run(tmp_path):
     assert client.get_run(third).data.tags[tracking.PREVIOUS_TAG] == second
     assert client.get_run(second).data.params["holdout_seed"] == "1"  # the new parameter, recorded
     assert statuses(first, second, third) == {first: "FINISHED", second: "FINISHED", third: "KILLED"}
+
+
+def test_an_untracked_rerun_breaks_the_folders_link_to_its_mlflow_run(tmp_path):
+    """A rerun with tracking none once left tracking.json naming the earlier MLflow run, which the next
+    tracked rerun then continued as if the folder had not changed in between."""
+    from mammo_utils.workflow.pipeline import tracked
+
+    run = tmp_path / "run"
+    run.mkdir()
+    plan = {"04_train": {"run_dir": str(run), "lr": 0.001}}
+    untracked = {"04_train": {**plan["04_train"], "tracking": "none"}}
+    with tracked(run, tmp_path, {}, plan) as tracker:
+        tracker.end("FINISHED")
+    first = tracker.run_id
+    with tracked(run, tmp_path, {}, untracked) as tracker:
+        assert not tracker.active
+    recorded = json.loads(paths.tracking_json(run).read_text())
+    assert recorded["run_id"] is None and recorded[tracking.PREVIOUS_TAG] == first
+    with tracked(run, tmp_path, {}, plan) as tracker:  # the first run's parameters again: a new run all the same
+        tracker.end("FINISHED")
+    assert tracker.run_id != first and MlflowClient().get_run(tracker.run_id).data.tags[tracking.PREVIOUS_TAG] == first
+    assert json.loads(paths.tracking_json(run).read_text())["run_id"] == tracker.run_id
 
 
 def test_a_copied_fold_resumes_into_a_new_run_and_an_interrupt_ends_it_killed(prepared, tmp_path, monkeypatch):

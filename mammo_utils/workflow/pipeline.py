@@ -315,8 +315,9 @@ def tracked(run: Path, data: Path, overrides: dict, plan: dict | None = None):
     handed to the notebooks' kernels through the environment for as long as the pipeline runs.
 
     The run folder's earlier MLflow run (tracking.json) is continued only for this very folder, in the
-    same store, with the same parameters. Otherwise (other parameters, a copied folder) a new run is
-    made, tagged with the earlier one's id (``mammo.previous_run_id``). Ends FINISHED (record_run), KILLED
+    same store, with the same parameters, and never after an untracked rerun changed the folder. Otherwise
+    (other parameters, a copied folder) a new run is made, tagged with the earlier one's id
+    (``mammo.previous_run_id``). Ends FINISHED (record_run), KILLED
     on Ctrl-C, else FAILED: never left RUNNING."""
     from .. import tracking
     from ..learn.runs import Run
@@ -332,13 +333,17 @@ def tracked(run: Path, data: Path, overrides: dict, plan: dict | None = None):
     saved = Run(run).tracking()
     params = params_fingerprint({**plan, "train.csv": file_fingerprint(paths.split_csv(data, "train"))})
     same = saved.get("uri") == uri and saved.get("folder") == str(run) and saved.get("params") == params
-    link = {tracking.PREVIOUS_TAG: saved["run_id"]} if saved.get("run_id") and not same else {}
+    previous = saved.get("run_id") or saved.get(tracking.PREVIOUS_TAG)
+    link = {tracking.PREVIOUS_TAG: previous} if previous and not same else {}
     tracker = tracking.start(mode, run.parent, run.name, uri, saved.get("run_id") if same else None,
                              parent_id=os.environ.get(tracking.RUN_ID_ENV),
                              tags={**tracking.provenance_tags(), "data_dir": str(data), "kind": "pipeline", **link})
     if tracker.active:
         paths.tracking_json(run).write_text(json.dumps({"run_id": tracker.run_id, "uri": uri, "folder": str(run),
                                                         "params": params, **link}))
+    elif previous:  # an untracked rerun: the recorded run no longer describes the folder, and is never continued
+        paths.tracking_json(run).write_text(json.dumps({"run_id": None, "folder": str(run), "untracked_rerun": True,
+                                                        tracking.PREVIOUS_TAG: previous}))
     try:
         with tracking.passed_on(tracker):
             yield tracker
