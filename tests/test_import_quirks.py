@@ -197,3 +197,21 @@ def test_an_empty_or_unknown_label_cell_leaves_its_images_out_by_row(name, spoil
     assert gone and not gone & set(table.image_id) and len(table) == len(truth) - len(gone)
     kept = truth[~truth.image_id.isin(gone)].set_index("image_id").cancer
     assert table.set_index("image_id").cancer.astype(int).sort_index().equals(kept.sort_index())
+
+
+def test_an_image_id_that_differs_from_another_only_by_case_is_skipped(tmp_path):
+    """On macOS or Windows ``abc.dcm`` and ``ABC.dcm`` are one file: the second image would replace the first."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    truth = WRITERS["vindr"](src, studies=1)
+    csv = src / "breast-level_annotations.csv"
+    rows = pd.read_csv(csv, dtype=str)
+    first, other = rows.iloc[0], rows.iloc[1]
+    shadow = first.image_id.upper()
+    shutil.copy(src / "images" / other.study_id / f"{other.image_id}.dicom",
+                src / "images" / first.study_id / f"{shadow}.dicom")
+    pd.concat([rows, rows.iloc[[1]].assign(image_id=shadow)]).to_csv(csv, index=False)
+    record = import_dataset("vindr", src, out, jobs=1, progress=False)
+    reasons = [s["reason"] for s in record["skipped"] if s["file"].endswith(f"{shadow}.dicom")]
+    assert len(reasons) == 1 and f"differs from {first.study_id}/{first.image_id} only by case" in reasons[0]
+    table = pd.read_csv(out / "train.csv", dtype=str)
+    assert sorted(table.image_id) == sorted(truth.image_id)

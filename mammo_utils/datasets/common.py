@@ -206,12 +206,18 @@ def table_of(imp: Imported, source: str) -> pd.DataFrame:
 
 
 def drop_unsafe_rows(imp: Imported) -> None:
-    """Every importer checks the ids of its tables' rows; this catches an id one built from elsewhere."""
-    kept = []
+    """Every importer checks the ids of its tables' rows; this catches an id one built from elsewhere, and an
+    image whose file name differs from another's only by case (one file on macOS or Windows)."""
+    kept, named = [], {}
     for r in imp.rows:
         problem = next(((c, p) for c in ("patient_id", "image_id") if (p := paths.id_problem(r[c]))), None)
+        key = (str(r["patient_id"]).casefold(), str(r["image_id"]).casefold())
+        first = named.setdefault(key, (r["patient_id"], r["image_id"]))
         if problem:
             imp.skip(r["src"], f"{problem[0]} {r[problem[0]]!r} cannot name a file: {problem[1]}")
+        elif first != (r["patient_id"], r["image_id"]):
+            imp.skip(r["src"], f"image {r['patient_id']}/{r['image_id']} differs from {first[0]}/{first[1]} only by "
+                               f"case: one file on a case-insensitive file system (macOS, Windows); the first is kept")
         else:
             kept.append(r)
     imp.rows = kept
