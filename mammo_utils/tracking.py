@@ -249,3 +249,32 @@ def passed_on(tracker: Tracker):
 
     with environment({RUN_ID_ENV: tracker.run_id, "MLFLOW_TRACKING_URI": tracker.uri}):
         yield
+
+
+@contextmanager
+def ends(tracker: Tracker):
+    """The block's run ends KILLED on Ctrl-C and FAILED on an error: none is left RUNNING."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+
+
+@contextmanager
+def parent_run(folder: Path, kind: str, settings: dict, data):
+    """The tracking run of a sweep or a search (``kind``), under which the runs it makes nest; ``settings``
+    are notebook 04's (tracking, tracking_uri). FINISHED when the block returns, else as :func:`ends`."""
+    folder = Path(folder)
+    uri = resolve_uri(settings.get("tracking_uri"), folder.parent)
+    tracker = start(settings.get("tracking", "mlflow"), folder.parent, folder.name, uri,
+                    tags={**provenance_tags(), "kind": kind, "data_dir": str(data)})
+    try:
+        with passed_on(tracker), ends(tracker):
+            yield tracker
+    finally:
+        if not tracker.ended:
+            tracker.end()

@@ -35,19 +35,23 @@ def test_a_run_folder_named_train_is_read_as_a_run(tmp_path):
     assert Run(paths.train_root(run)).root == run  # its folder of folds still names the run
 
 
-def test_a_sweeps_tracking_run_ends_killed_failed_or_finished(tmp_path, monkeypatch):
-    """The sweep's parent run is never left RUNNING: Ctrl-C marks it KILLED, an error FAILED, else FINISHED."""
+@pytest.mark.parametrize("kind", ["sweep", "tune"])
+def test_a_sweeps_or_searchs_tracking_run_ends_killed_failed_or_finished(kind, tmp_path, monkeypatch):
+    """The parent run of a sweep or a search is never left RUNNING: Ctrl-C marks it KILLED, an error FAILED,
+    else FINISHED (a search interrupted once ended FINISHED)."""
     from contextlib import nullcontext
 
     from mlflow import MlflowClient
 
     from mammo_utils.workflow.sweep import sweep_tracker
+    from mammo_utils.workflow.tune import study_tracker
 
+    parent = {"sweep": sweep_tracker, "tune": study_tracker}[kind]
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ids = {}
     for name, raised in (("stopped", KeyboardInterrupt), ("broken", ValueError), ("done", None)):
         store = {"04.tracking_uri": f"sqlite:///{tmp_path}/m.db"}
-        with pytest.raises(raised) if raised else nullcontext(), sweep_tracker(tmp_path / name, tmp_path, store) as t:
+        with pytest.raises(raised) if raised else nullcontext(), parent(tmp_path / name, tmp_path, store) as t:
             ids[name] = t.run_id
             if raised:
                 raise raised

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,20 +98,6 @@ def open_tracker(cfg: TrainConfig, info: DistInfo, device, resume_ckpt, preproce
         tracker.params({"data_fingerprint": data_print, "holdout_fingerprint": holdout_print,
                         "world_size": info.world_size})
     return tracker
-
-
-@contextmanager
-def tracking_ends(tracker):
-    """The fold's tracking run ends FINISHED when training ends, KILLED on Ctrl-C, FAILED on an error:
-    none is left RUNNING."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        tracker.end("KILLED")
-        raise
-    except BaseException:
-        tracker.end("FAILED")
-        raise
 
 
 # ---- the run folder, read in one place ----------------------------------------------------------------

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .. import metrics, paths
+from .. import metrics, paths, tracking
 from ..errors import UserError
 from ..provenance import provenance
 from .checkpoint import best_epoch as recorded_best_epoch
@@ -51,7 +51,7 @@ from .metadata import aux_loss, aux_targets
 from .models import build_model
 from .optim import batches_per_epoch, build_optimizer, build_scheduler, compute_loss
 from .determinism import determinism, deterministic, epoch_seed
-from .runs import check_resumable, config_changes, file_fingerprint, move_aside_previous, open_tracker, tracking_ends
+from .runs import check_resumable, config_changes, file_fingerprint, move_aside_previous, open_tracker
 from .sampling import data_breast_prevalence
 from .sampling import pos_weight as compute_pos_weight
 
@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
     # dropout and the rest of torch's global stream: seeded per epoch (and rank), restored afterwards, so
     # a resumed fold draws what the uninterrupted one drew; the tracking run ends however the loop ends
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), deterministic(device), \
-            tracking_ends(tracker):
+            tracking.ends(tracker):
         for epoch in range(done, cfg.epochs):
             number = epoch + 1
             torch.manual_seed(epoch_seed(cfg.seed, info.rank, epoch))

@@ -172,18 +172,10 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
 def sweep_tracker(sweep: Path, data: Path, base: dict):
     """The sweep's parent tracking run: each combination's pipeline run nests under it."""
     from .. import tracking
-    from ..learn.runs import tracking_ends
 
-    settings = plan_parameters(data, sweep / "check", base, ["04_train"])["04_train"]
-    uri = tracking.resolve_uri(settings.get("tracking_uri"), sweep.parent)
-    tracker = tracking.start(settings.get("tracking", "mlflow"), sweep.parent, sweep.name, uri,
-                             tags={**tracking.provenance_tags(), "kind": "sweep", "data_dir": str(data)})
-    try:
-        with tracking.passed_on(tracker), tracking_ends(tracker):  # KILLED on Ctrl-C, FAILED on an error
-            yield tracker
-    finally:
-        if not tracker.ended:
-            tracker.end()
+    with tracking.parent_run(sweep, "sweep", plan_parameters(data, sweep / "check", base, ["04_train"])["04_train"],
+                             data) as tracker:
+        yield tracker
 
 
 @dataclass

@@ -322,15 +322,9 @@ def run_tune(data, tune_dir, space_path, trials: int = 20, seed: int = 0, params
 @contextmanager
 def study_tracker(tune: Path, data: Path, base: dict):
     """The study's parent tracking run: the base pipeline, every trial and the final fit nest under it."""
-    settings = plan_parameters(data, tune / "base", base, ["04_train"])["04_train"]
-    uri = tracking.resolve_uri(settings.get("tracking_uri"), tune.parent)
-    tracker = tracking.start(settings.get("tracking", "mlflow"), tune.parent, tune.name, uri,
-                             tags={**tracking.provenance_tags(), "kind": "tune", "data_dir": str(data)})
-    try:
-        with tracking.passed_on(tracker):
-            yield tracker
-    finally:
-        tracker.end()
+    with tracking.parent_run(tune, "tune", plan_parameters(data, tune / "base", base, ["04_train"])["04_train"],
+                             data) as tracker:
+        yield tracker
 
 
 def study_summary(study, space: dict) -> dict:
