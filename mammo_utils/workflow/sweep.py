@@ -25,7 +25,6 @@ import json
 import re
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,14 +167,12 @@ def run_sweep(data, sweep_dir, grid, seeds=(0,), params: dict | None = None, syn
         return status
 
 
-@contextmanager
 def sweep_tracker(sweep: Path, data: Path, base: dict):
-    """The sweep's parent tracking run: each combination's pipeline run nests under it."""
+    """The sweep's parent tracking run (a context manager): each combination's pipeline run nests under it."""
     from .. import tracking
 
-    with tracking.parent_run(sweep, "sweep", plan_parameters(data, sweep / "check", base, ["04_train"])["04_train"],
-                             data) as tracker:
-        yield tracker
+    return tracking.parent_run(sweep, "sweep", plan_parameters(data, sweep / "check", base, ["04_train"])["04_train"],
+                               data)
 
 
 @dataclass

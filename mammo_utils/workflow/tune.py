@@ -319,12 +319,10 @@ def run_tune(data, tune_dir, space_path, trials: int = 20, seed: int = 0, params
         return status
 
 
-@contextmanager
 def study_tracker(tune: Path, data: Path, base: dict):
-    """The study's parent tracking run: the base pipeline, every trial and the final fit nest under it."""
-    with tracking.parent_run(tune, "tune", plan_parameters(data, tune / "base", base, ["04_train"])["04_train"],
-                             data) as tracker:
-        yield tracker
+    """The study's parent tracking run (a context manager): the base pipeline, every trial and the final fit
+    nest under it."""
+    return tracking.parent_run(tune, "tune", plan_parameters(data, tune / "base", base, ["04_train"])["04_train"], data)
 
 
 def study_summary(study, space: dict) -> dict:
