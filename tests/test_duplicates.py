@@ -131,3 +131,21 @@ def test_mias_duplicate_pgm_is_wrapped_once(tmp_path):
         ("mdb001", "mdb004", ["same stored pixels"])
     assert not paths.dicom_path(tmp_path / "out", "train", "mias002", "mdb004").exists()
     assert set(read_table(tmp_path / "out").duplicate_group.fillna("")) == {"mias001"}  # mias001 and mias002 linked
+
+
+@pytest.mark.filterwarnings("ignore:only 1 cancer patient")
+def test_a_shared_sop_instance_uid_over_different_pixels_is_no_duplicate(tmp_path):
+    """An anonymiser that reused a UID once made two different mammograms one: a cancer image could be
+    merged into another woman's. Different stored pixels keep both, and the note names the UID."""
+    import pydicom
+
+    src = tmp_path / "src"
+    truth = WRITERS["cmmd"](src, patients=2)
+    first, second = (next((src / "CMMD" / p).rglob("1-1.dcm")) for p in ("D1-0001", "D1-0002"))
+    uid = pydicom.dcmread(first).SOPInstanceUID
+    ds = pydicom.dcmread(second)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.save_as(second, enforce_file_format=True)
+    record = import_dataset("cmmd", src, tmp_path / "out", jobs=1, progress=False)
+    assert record["duplicates"] == [] and len(read_table(tmp_path / "out")) == len(truth)
+    assert any(str(uid) in n and "pixels differ" in n for n in record["notes"])

@@ -226,8 +226,13 @@ def drop_unsafe_rows(imp: Imported) -> None:
 def merge_duplicates(imp: Imported) -> list[dict]:
     """Keep one image of each group of duplicates (see :mod:`.duplicates`); returns the report."""
     from .duplicates import merge_duplicates as merge
+    from .duplicates import uid_conflicts
 
     facts = [r.pop("facts", None) or {} for r in imp.rows]
+    conflicts = uid_conflicts(facts)
+    if conflicts:
+        imp.notes.append(f"{len(conflicts)} SOPInstanceUID(s) shared by images whose pixels differ, e.g. "
+                         f"{conflicts[0]}: not duplicates, every such image kept (an anonymiser that reused UIDs?)")
     imp.rows, imp.lesions, report = merge(imp.rows, imp.lesions, facts)
     if report:
         n = sum(len(g["dropped"]) for g in report)

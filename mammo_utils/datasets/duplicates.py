@@ -38,9 +38,25 @@ def components(pairs, nodes=()) -> dict:
     return {n: min(ms) for ms in members.values() for n in ms}
 
 
+def _pixels_may_match(a: dict, b: dict) -> bool:
+    """False when both files' quick pixel keys are known and differ: then they are two images."""
+    return not (a.get("pixel_key") and b.get("pixel_key")) or a["pixel_key"] == b["pixel_key"]
+
+
+def uid_conflicts(facts: list[dict]) -> list[str]:
+    """SOPInstanceUIDs that files with different pixels share (an anonymiser that reused a UID): such
+    files are not duplicates, and each is kept."""
+    by_uid = defaultdict(list)
+    for f in facts:
+        if f.get("uid"):
+            by_uid[f["uid"]].append(f)
+    return sorted(uid for uid, same in by_uid.items() if any(not _pixels_may_match(same[0], f) for f in same[1:]))
+
+
 def duplicate_groups(files: list, facts: list[dict]) -> list[tuple[list[int], list[str]]]:
     """Groups (indices into ``files``, reasons) of two or more files holding the same image: the same
-    SOPInstanceUID, or the same stored pixel bytes (equal quick keys confirmed by a hash of every byte)."""
+    SOPInstanceUID (unless their pixels differ: :func:`uid_conflicts`), or the same stored pixel bytes
+    (equal quick keys confirmed by a hash of every byte)."""
     edges = defaultdict(set)
     by_uid, by_key = defaultdict(list), defaultdict(list)
     for i, f in enumerate(facts):
@@ -50,7 +66,8 @@ def duplicate_groups(files: list, facts: list[dict]) -> list[tuple[list[int], li
             by_key[f["pixel_key"]].append(i)
     for same in by_uid.values():
         for i in same[1:]:
-            edges[(same[0], i)].add("same SOPInstanceUID")
+            if _pixels_may_match(facts[same[0]], facts[i]):
+                edges[(same[0], i)].add("same SOPInstanceUID")
     for same in by_key.values():
         if len(same) < 2:
             continue
