@@ -162,3 +162,16 @@ def test_pipeline_runs_all_notebooks(tiny_data, tmp_path, capfd):
     assert run_pipeline(data, tmp_path / "run2", params={**params, "03.strategy": "bogus"}, only="03",
                         progress=False) == 1
     assert not (tmp_path / "run2" / "summary.json").exists()
+
+
+def test_the_console_gets_notebook_04s_progress_lines_and_no_table_rows(capsys):
+    """Notebook 03's fold table (its header starts with 'fold') once reached the console as blank lines."""
+    import logging
+
+    from mammo_utils.workflow.pipeline import _EpochEcho
+
+    lines = ["fold  patients  images  cancer", "0  8  30  4", "training 2 fold(s) [0, 1] one after another",
+             "epoch 1/2  loss 0.6020  val pF1 0.300", "resuming /r/train/fold0 after epoch 1/2",
+             "fold 0 took 1.2 min: about 1.2 min more for folds [1]", "fold 1: best epoch 2, pf1 0.500"]
+    _EpochEcho().emit(logging.LogRecord("papermill", logging.INFO, "", 0, "\n".join(lines), None, None))
+    assert capsys.readouterr().out.splitlines() == [f"[pipeline]   {line}" for line in lines[2:]]

@@ -10,6 +10,7 @@ import ast
 import json
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 NOTEBOOK_DIR = paths.SOURCE_NOTEBOOKS
 NOTEBOOKS = ["01_eda", "02_preprocess", "03_sampling", "04_train", "05_evaluate", "06_submission"]
 COMPARE_NOTEBOOK = "07_compare"
-ECHOED = ("epoch ", "training ", "fold ", "resuming ")  # lines of notebook 04 the pipeline echoes to the console
+# lines of notebook 04 the pipeline echoes to the console (not a table whose header starts with "fold")
+ECHOED = re.compile(r"(epoch \d+/\d+ |training \d+ fold|fold \d+[ :]|resuming )")
 
 
 def parse_value(text: str, default=None):
@@ -133,7 +135,7 @@ class _EpochEcho(logging.Handler):
 
     def emit(self, record):
         for line in record.getMessage().splitlines():
-            if line.startswith(ECHOED):
+            if ECHOED.match(line):
                 print(f"[pipeline]   {line}", flush=True)
 
 
