@@ -276,6 +276,7 @@ def write_tiny_run(root, patients: int = 90, synthetic: bool = True, seed: int =
               "aggregate": "mean", "sampler": "balanced", "seed": 0}
     (paths.train_dir(run, 0) / "config.json").write_text(json.dumps(config))
     (paths.train_dir(run, 0) / "threshold.json").write_text(json.dumps({"threshold": 0.5, "aggregate": "mean"}))
+    paths.evaluation_json(run).write_text(json.dumps({"threshold": 0.5, "aggregate": "mean"}))  # notebook 05's, first
     return data, run
 
 

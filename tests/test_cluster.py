@@ -44,11 +44,11 @@ def history(run, k):
 
 
 def test_a_failed_fold_is_named_and_the_others_are_kept(prepared, tmp_path):
-    """On a cluster the library starts itself (``local:2``), where fold 0 loads its images with DataLoader
-    worker processes inside a Dask worker."""
+    """On a cluster the library starts itself (``local:1``: the two-worker cluster is the killed-worker
+    test's), where fold 0 loads its images with DataLoader worker processes inside a Dask worker."""
     cfg = fold_cfg(prepared, epochs=1)
     with pytest.raises(UserError, match=r"1 of 2 fold\(s\) failed.*\n  fold5: UserError: fold 5 is not in"):
-        train_folds(cfg, tmp_path / "run", [0, 5], scheduler="local:2")
+        train_folds(cfg, tmp_path / "run", [5, 0], scheduler="local:1")
     assert pd.read_csv(paths.train_dir(tmp_path / "run", 0) / paths.METRICS).epoch.tolist() == [1]  # kept
 
 
@@ -191,7 +191,7 @@ def test_the_search_base_preprocesses_only_what_training_reads(tiny_data, tiny_p
     shared = {"preprocessed_dir": str(tmp_path / "made_here")}  # 02 writes where 04 reads
     assert base_notebooks(tiny_data, tune, shared) == ["02_preprocess", "03_sampling"]
     assert base_notebooks(tiny_data, tune, {"04.preprocessed_dir": str(tiny_png)}) == ["03_sampling"]
-    with pytest.raises(UserError, match=r"04.preprocessed_dir .*missing: no manifest.csv there"):
+    with pytest.raises(UserError, match=r"training would read .*missing \(notebook 04's preprocessed_dir\), which holds no"):
         base_notebooks(tiny_data, tune, {"04.preprocessed_dir": str(tmp_path / "missing")})
 
 

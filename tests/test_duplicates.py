@@ -149,3 +149,17 @@ def test_a_shared_sop_instance_uid_over_different_pixels_is_no_duplicate(tmp_pat
     record = import_dataset("cmmd", src, tmp_path / "out", jobs=1, progress=False)
     assert record["duplicates"] == [] and len(read_table(tmp_path / "out")) == len(truth)
     assert any(str(uid) in n and "pixels differ" in n for n in record["notes"])
+
+
+def test_one_instance_in_two_encodings_is_still_one_image():
+    """The same SOPInstanceUID stored uncompressed and as JPEG 2000 has other stored bytes: a duplicate all
+    the same (an original and a decompressed copy of one image, combined). Other sizes never are."""
+    from mammo_utils.datasets.duplicates import duplicate_groups, uid_conflicts
+
+    raw = {"uid": "1.2.3", "rows": 64, "columns": 32, "syntax": "1.2.840.10008.1.2.1", "pixel_key": "aaa"}
+    j2k = {**raw, "syntax": "1.2.840.10008.1.2.4.90", "pixel_key": "bbb"}
+    other = {**raw, "pixel_key": "ccc"}  # the same encoding, other bytes: another image
+    smaller = {**j2k, "rows": 48, "pixel_key": "ddd"}
+    assert duplicate_groups(["a", "b"], [raw, j2k]) == [([0, 1], ["same SOPInstanceUID"])] and not uid_conflicts([raw, j2k])
+    assert duplicate_groups(["a", "c"], [raw, other]) == [] and uid_conflicts([raw, other]) == ["1.2.3"]
+    assert duplicate_groups(["b", "d"], [j2k, smaller]) == [] and uid_conflicts([j2k, smaller]) == ["1.2.3"]

@@ -217,9 +217,10 @@ def test_preprocess_file_maps_box_to_source_pixels(tiny_data, tiny_truth):
     assert np.abs(np.subtract(got, full_box)).max() <= 6
 
 
-def test_preprocessing_path_does_not_import_torch():
-    code = ("import sys, mammo_utils.prepare.preprocess, mammo_utils.dicom, mammo_utils.synthetic, mammo_utils.learn.sampling; "
-            "print('torch' in sys.modules)")
+def test_preprocessing_and_comparison_paths_do_not_import_torch():
+    """Notebooks 01-03 and 07 start without torch (seconds per kernel): reading a run folder needs none."""
+    code = ("import sys, mammo_utils.prepare.preprocess, mammo_utils.dicom, mammo_utils.synthetic, mammo_utils.learn.sampling, "
+            "mammo_utils.learn.runs, mammo_utils.judge.compare; print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
 

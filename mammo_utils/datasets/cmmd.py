@@ -149,9 +149,10 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
             "biopsy": int(bool(finding)), "invasive": pd.NA, "BIRADS": pd.NA, "implant": 0, "density": "",
             "machine_id": None, "difficult_negative_case": pd.NA, "official_split": "", "src": path, "facts": fact})
     imaged = {(r["patient_id"], r["laterality"]) for r in imp.rows}
+    read = {k for k, v in labels.items() if v != "unreadable"}  # the unreadable ones are in import.json's skipped
     without_row = len(imaged - set(labels))
-    not_imaged = sorted(set(labels) - imaged)
-    imp.notes.append(f"{sheet.name}: {len(labels)} breast rows; {without_row} imaged breasts without a row "
+    not_imaged = sorted(read - imaged)
+    imp.notes.append(f"{sheet.name}: {len(read)} breast rows with a label; {without_row} imaged breasts without a row "
                      f"(labelled normal)" + (f"; {len(not_imaged)} rows without images, e.g. {not_imaged[:3]}"
                                              if not_imaged else ""))
     return imp

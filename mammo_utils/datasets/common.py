@@ -211,11 +211,12 @@ def drop_unsafe_rows(imp: Imported) -> None:
     kept, named = [], {}
     for r in imp.rows:
         problem = next(((c, p) for c in ("patient_id", "image_id") if (p := paths.id_problem(r[c]))), None)
-        key = (str(r["patient_id"]).casefold(), str(r["image_id"]).casefold())
-        first = named.setdefault(key, (r["patient_id"], r["image_id"]))
         if problem:
             imp.skip(r["src"], f"{problem[0]} {r[problem[0]]!r} cannot name a file: {problem[1]}")
-        elif first != (r["patient_id"], r["image_id"]):
+            continue
+        key = (str(r["patient_id"]).casefold(), str(r["image_id"]).casefold())
+        first = named.setdefault(key, (r["patient_id"], r["image_id"]))
+        if first != (r["patient_id"], r["image_id"]):
             imp.skip(r["src"], f"image {r['patient_id']}/{r['image_id']} differs from {first[0]}/{first[1]} only by "
                                f"case: one file on a case-insensitive file system (macOS, Windows); the first is kept")
         else:

@@ -39,8 +39,12 @@ def components(pairs, nodes=()) -> dict:
 
 
 def _pixels_may_match(a: dict, b: dict) -> bool:
-    """False when both files' quick pixel keys are known and differ: then they are two images."""
-    return not (a.get("pixel_key") and b.get("pixel_key")) or a["pixel_key"] == b["pixel_key"]
+    """False when two files cannot hold one image: other sizes, or the same encoding over other stored
+    bytes. One image saved in two encodings (JPEG 2000 and uncompressed) has other bytes and still matches."""
+    if a.get("rows") and b.get("rows") and (a["rows"], a.get("columns")) != (b["rows"], b.get("columns")):
+        return False
+    same_encoding = bool(a.get("syntax")) and a.get("syntax") == b.get("syntax")
+    return not (same_encoding and a.get("pixel_key") and b.get("pixel_key") and a["pixel_key"] != b["pixel_key"])
 
 
 def uid_conflicts(facts: list[dict]) -> list[str]:

@@ -61,6 +61,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     table = table.dropna(subset=["File Name"])
     table["File Name"] = table["File Name"].str.split(".").str[0]
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; ACR 1-4 -> density A-D")
+    listed_names = set(table["File Name"])  # before the rows whose label cannot be read are left out
     unread = ~table["Bi-Rads"].fillna("").str.upper().isin(RSNA_BIRADS)
     for i in table.index[unread]:  # the label: an empty or unknown cell is not BI-RADS 1
         imp.skip_row(csv, i + 2, "Bi-Rads", table["Bi-Rads"].fillna("")[i],
@@ -110,7 +111,7 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
                 continue
             imp.lesions += [{"image_id": name, **{k: b[k] for k in ("x0", "y0", "x1", "y1", "finding")},
                              "pathology": ""} for b in boxes]
-    unlisted = sorted(set(files) - set(table["File Name"]))
+    unlisted = sorted(set(files) - set(listed_names))
     if unlisted:
         imp.notes.append(f"{len(unlisted)} DICOM file(s) not in {csv.name} (not imported), e.g. {unlisted[:3]}")
     if mismatched:

@@ -80,18 +80,18 @@ def _usable_rows(breasts: pd.DataFrame, path: Path, imp: Imported) -> pd.DataFra
         imp.skip_row(path, i + 2, "laterality", breasts.laterality.fillna("")[i], "laterality is not L or R")
     for i in breasts.index[~bad & side.isin(["L", "R"]) & view.eq("")]:
         imp.skip_row(path, i + 2, "view_position", "", "view_position is empty")
-    usable = ~bad & side.isin(["L", "R"]) & view.ne("")
-    unread = usable & ~breasts.breast_birads.map(_number).isin(RSNA_BIRADS)
-    for i in breasts.index[unread]:
-        imp.skip_row(path, i + 2, "breast_birads", breasts.breast_birads.fillna("")[i],
-                     f"breast_birads is not a BI-RADS category (like 'BI-RADS 4'): {UNREADABLE_LABEL}")
-    ok = breasts[usable & ~unread].assign(laterality=side, view_position=view)
+    ok = breasts[~bad & side.isin(["L", "R"]) & view.ne("")].assign(laterality=side, view_position=view)
     first = ok.drop_duplicates("image_id").reset_index().set_index("image_id")["index"]
     repeated = ok.image_id.duplicated()
     for i in ok.index[repeated]:
         imp.skip_row(path, i + 2, "image_id", ok.at[i, "image_id"],
                      f"repeats row {first[ok.at[i, 'image_id']] + 2}'s image; the first row is kept")
     ok = ok[~repeated]
+    unread = ~ok.breast_birads.map(_number).isin(RSNA_BIRADS)  # the first row's label, or none: never a later row's
+    for i in ok.index[unread]:
+        imp.skip_row(path, i + 2, "breast_birads", ok.breast_birads.fillna("")[i],
+                     f"breast_birads is not a BI-RADS category (like 'BI-RADS 4'): {UNREADABLE_LABEL}")
+    ok = ok[~unread]
     if ok.empty:
         raise UserError(f"{path}: no row with usable study_id and image_id ({len(breasts)} rows; see import.json)")
     return ok

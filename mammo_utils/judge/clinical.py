@@ -41,7 +41,9 @@ def data_dir(run) -> Path | None:
 
 def decision_rule(run) -> dict:
     """The run's aggregation and decision threshold with how it was chosen: evaluation.json (notebook
-    05), else a fold's threshold.json; ``threshold`` None when the run has neither."""
+    05), else the threshold.json its current folds share (:meth:`Run.decision`, never a stale or an
+    older recipe's); ``threshold`` None when the run has neither."""
+    from ..learn.runs import Run
     from .compare import run_aggregation
 
     run = Path(run)
@@ -50,8 +52,8 @@ def decision_rule(run) -> dict:
         if ev.get("threshold") is not None:
             return {"aggregate": ev.get("aggregate") or run_aggregation(run), "threshold": float(ev["threshold"]),
                     "method": ev.get("threshold_method", "best")}
-    for path in sorted(paths.train_root(run).glob(f"*/{paths.THRESHOLD}")):
-        saved = json.loads(path.read_text())
+    saved = Run(run).decision()
+    if saved:
         return {"aggregate": saved.get("aggregate", "mean"), "threshold": float(saved["threshold"]),
                 "method": saved.get("method", "best")}
     return {"aggregate": run_aggregation(run), "threshold": None, "method": "best"}

@@ -33,6 +33,7 @@ import pandas as pd
 
 from .. import metrics, paths, tables
 from ..errors import UserError
+from ..learn.runs import Run
 from .bootstrap import interval, paired_difference, patient_groups, resamples
 from .screening import sensitivity_at_specificity
 
@@ -70,12 +71,7 @@ def _evaluation(run_dir) -> dict:
 def run_aggregation(run_dir) -> str:
     """How a run aggregates image predictions per breast: as notebook 05 decided (evaluation.json), else as
     its current folds trained."""
-    decided = _evaluation(run_dir).get("aggregate")
-    if decided:
-        return decided
-    from ..learn.runs import Run  # torch: only for a run notebook 05 has not judged
-
-    return Run(run_dir).recipe().get("aggregate") or "mean"
+    return _evaluation(run_dir).get("aggregate") or Run(run_dir).recipe().get("aggregate") or "mean"
 
 
 TARGETS = {"holdout": "holdout", "synthetic_test": "test"}  # target -> the prefix of its columns
@@ -119,7 +115,7 @@ def with_stacking(runs: pd.DataFrame, sweep_dir) -> pd.DataFrame:
 
 
 def holdout_breasts(run_dir, variant: str = "network") -> pd.DataFrame:
-    """Per-breast holdout probabilities of the run's fold ensemble (aggregated as it trained), its
+    """Per-breast holdout probabilities of the run's fold ensemble (aggregated as notebook 05 decided), its
     decisions at its own OOF threshold, and the true labels (``variant`` stacking: :func:`stacked_breasts`)."""
     if variant == "stacking":
         return stacked_breasts(run_dir)
@@ -184,7 +180,7 @@ def check_same_holdout(runs: pd.DataFrame) -> str:
 
 
 def test_breasts(data, run_dir) -> pd.DataFrame:
-    """Per-breast test probabilities (aggregated as the run trained) and the run's binarized
+    """Per-breast test probabilities (aggregated as the run decided) and the run's binarized
     predictions, with the true labels of the synthetic side file. A test breast without a
     prediction is an error that names it: it is never scored as 0."""
     from ..tables import with_prediction_id

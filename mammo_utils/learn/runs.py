@@ -15,11 +15,14 @@ import re
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import paths
 from ..errors import CheckpointError, UserError
 from .config import BOOKKEEPING, TrainConfig, portable
-from .distributed import DistInfo
+
+if TYPE_CHECKING:  # a type only: reading a run folder needs no torch
+    from .distributed import DistInfo
 
 log = logging.getLogger(__name__)
 

@@ -178,8 +178,9 @@ def base_notebooks(data: Path, tune: Path, base: dict) -> list[str]:
     if made.resolve() == read.resolve():
         return BEFORE_TRAINING
     if not (read / "manifest.csv").is_file():
-        raise UserError(f"04.preprocessed_dir {read}: no manifest.csv there (preprocess into it first, "
-                        f"or leave 04.preprocessed_dir out and the search preprocesses the data itself)")
+        raise UserError(f"training would read {read} (notebook 04's preprocessed_dir), which holds no manifest.csv, "
+                        f"while notebook 02 writes {made}: point both at one folder (-p preprocessed_dir), or "
+                        f"04.preprocessed_dir at images preprocessed before")
     return [n for n in BEFORE_TRAINING if n != "02_preprocess"]
 
 
