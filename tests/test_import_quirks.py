@@ -215,3 +215,19 @@ def test_an_image_id_that_differs_from_another_only_by_case_is_skipped(tmp_path)
     assert len(reasons) == 1 and f"differs from {first.study_id}/{first.image_id} only by case" in reasons[0]
     table = pd.read_csv(out / "train.csv", dtype=str)
     assert sorted(table.image_id) == sorted(truth.image_id)
+
+
+def test_a_mias_rerun_removes_the_image_it_now_leaves_out(tmp_path):
+    """mini-MIAS writes its DICOMs itself: an image skipped on a rerun (its severity cell emptied) once stayed
+    in train_images, in no table. A file a user put there stays."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    WRITERS["mias"](src)
+    import_dataset("mias", src, out, jobs=1, progress=False)
+    wrapped = paths.dicom_path(out, "train", "mias002", "mdb003")
+    mine = wrapped.parent / "notes.txt"
+    assert wrapped.is_file()
+    mine.write_text("mine")
+    _spoil_mias(src, None)
+    import_dataset("mias", src, out, jobs=1, progress=False)
+    assert not wrapped.exists() and mine.read_text() == "mine"
+    assert "mdb003" not in set(pd.read_csv(out / "train.csv", dtype=str).image_id)

@@ -292,6 +292,7 @@ def write_import(imp: Imported, out: Path, source: str, copy: bool, label_name: 
             stale = paths.dicom_path(out, "train", dropped["patient_id"], dropped["image_id"])
             if stale.is_file() and not stale.is_symlink():
                 stale.unlink()
+        remove_stale(prior, {str(paths.dicom_path(out, "train", p, i)) for p, i in zip(df.patient_id, df.image_id)})
     write_csv(df.drop(columns=["src"]), paths.split_csv(out, "train"))
     lesions = pd.DataFrame(imp.lesions, columns=LESION_COLUMNS)
     lesions = lesions[lesions.image_id.isin(set(df.image_id))]
