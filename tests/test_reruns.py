@@ -182,6 +182,7 @@ def test_checkpoint_temporary_names_are_unique(tmp_path, monkeypatch):
 
 # ---- 6, 9: parameters ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_relative_parameter_paths_resolve_in_the_callers_folder(tiny_data, tmp_path, monkeypatch):
     from mammo_utils.workflow.pipeline import run_pipeline
 
@@ -303,6 +304,7 @@ def test_header_summary_of_a_machine_whose_files_all_fail():
     assert list(summary.index) == [21, 48] and summary.images.tolist() == [1, 1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_whole_pipeline_and_ends_its_run_killed(tiny_data, tmp_path):
     """The kernel runs in a process group of its own, which the terminal's Ctrl-C never reaches: the
     pipeline passes it on, the kernel stops, the pipeline exits 130 with one line and its MLflow run ends

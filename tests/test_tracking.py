@@ -204,6 +204,7 @@ def test_a_stopped_tracker_marks_its_run_failed_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().out.count("MLflow tracking stopped") == 1  # one line, not one per process
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium/chromedriver missing: `make setup` installs them")
 def test_the_mlflow_ui_shows_a_recorded_sweep(tmp_path, server, chrome):
     """Headless Chromium on the MLflow UI of a recorded sweep (a parent run, two combinations with
