@@ -171,6 +171,18 @@ def resolve_uri(tracking_uri: str | None, root) -> str:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(root)
 
 
+def _still_there(client, run_id: str) -> bool:
+    """False when the run to continue was deleted (in the UI) or is not in this store: a new one is made."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+
+
 def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, run_id: str | None = None,
           parent_id: str | None = None, tags: dict | None = None, experiment: str = EXPERIMENT) -> Tracker:
     """A tracker for one run: ``run_id`` continues an existing MLflow run (a resumed training, or the
@@ -197,12 +209,16 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = resolve_uri(tracking_uri, root)
     probe = MlflowTracker(None, None, uri)
+    tags = dict(tags or {})
 
     def open_run():
         client = MlflowClient(tracking_uri=uri)
-        if run_id:
+        if run_id and _still_there(client, run_id):
             client.update_run(run_id, status="RUNNING")
             return MlflowTracker(client, run_id, uri)
+        if run_id:
+            print(f"[tracking] MLflow run {run_id} was deleted from {uri}: a new run, tagged {PREVIOUS_TAG}", flush=True)
+            tags.update({PREVIOUS_TAG: run_id})
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             artifacts = (Path(root).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None

@@ -231,3 +231,47 @@ def test_a_mias_rerun_removes_the_image_it_now_leaves_out(tmp_path):
     import_dataset("mias", src, out, jobs=1, progress=False)
     assert not wrapped.exists() and mine.read_text() == "mine"
     assert "mdb003" not in set(pd.read_csv(out / "train.csv", dtype=str).image_id)
+
+
+def test_a_cmmd_row_without_a_side_and_an_inbreast_image_with_an_unreadable_row_leave_their_images_out(tmp_path):
+    """A Malignant CMMD row whose LeftRight is empty once made the patient's images normal; an INbreast image
+    listed twice, once with an empty Bi-Rads, was imported as its readable row said."""
+    src = tmp_path / "cmmd"
+    truth = WRITERS["cmmd"](src, patients=3)
+    sheet = src / "CMMD_clinicaldata_revision.xlsx"
+    rows = pd.read_excel(sheet, dtype=str)
+    pd.concat([rows, rows.iloc[[0]].assign(ID1="D1-0003", LeftRight="")]).to_excel(sheet, index=False)
+    record = import_dataset("cmmd", src, tmp_path / "cmmd_out", jobs=1, progress=False)
+    assert [(s["row"], s["column"]) for s in record["skipped"] if "row" in s] == [(len(rows) + 2, "LeftRight")]
+    table = pd.read_csv(tmp_path / "cmmd_out" / "train.csv", dtype=str)
+    assert "D1-0003" not in set(table.patient_id) and len(table) == len(truth) - (truth.patient_id == "D1-0003").sum()
+
+    src = tmp_path / "inbreast"
+    truth = WRITERS["inbreast"](src)
+    csv = src / "INbreast.csv"
+    rows = pd.read_csv(csv, sep=";", dtype=str)
+    last = rows.iloc[[-1]]
+    assert last["Bi-Rads"].item() == "1"
+    pd.concat([rows, last.assign(**{"Bi-Rads": ""})]).to_csv(csv, sep=";", index=False)
+    record = import_dataset("inbreast", src, tmp_path / "inbreast_out", jobs=1, progress=False)
+    assert sorted(s["row"] for s in record["skipped"]) == [len(rows) + 1, len(rows) + 2]  # both rows of the image
+    table = pd.read_csv(tmp_path / "inbreast_out" / "train.csv", dtype=str)
+    assert last["File Name"].item() not in set(table.image_id) and len(table) == len(truth) - 1
+
+
+def test_combine_refuses_images_that_differ_only_by_case(tmp_path, capsys):
+    """A dataset folder made by hand can hold abc.dcm and ABC.dcm: combined, they would be one file on macOS."""
+    WRITERS["vindr"](tmp_path / "vsrc", studies=1)
+    WRITERS["mias"](tmp_path / "msrc")
+    import_dataset("vindr", tmp_path / "vsrc", tmp_path / "v", copy=True, jobs=1, progress=False)
+    import_dataset("mias", tmp_path / "msrc", tmp_path / "m", jobs=1, progress=False)
+    table = pd.read_csv(tmp_path / "v" / "train.csv", dtype=str)
+    first = table.iloc[0]
+    shadow = first.image_id.upper()
+    shutil.copy(paths.dicom_path(tmp_path / "v", "train", first.patient_id, first.image_id),
+                paths.dicom_path(tmp_path / "v", "train", first.patient_id, shadow))
+    pd.concat([table, table.iloc[[0]].assign(image_id=shadow, laterality="R" if first.laterality == "L" else "L")]
+              ).to_csv(tmp_path / "v" / "train.csv", index=False)
+    assert main(["combine", str(tmp_path / "v"), str(tmp_path / "m"), "--out", str(tmp_path / "both")]) == 2
+    one_error_line(capsys, "differ only by case", shadow)
+    assert not (tmp_path / "both").exists() or not list((tmp_path / "both").rglob("*.dcm"))

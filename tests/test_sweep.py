@@ -270,6 +270,12 @@ def test_a_run_is_decided_at_the_threshold_its_notebook_05_chose_not_an_older_fo
     mean = images.groupby("prediction_id").pred.mean().reindex(got.index)
     np.testing.assert_allclose(got.pred, mean)  # aggregated as notebook 05 decided: mean
     assert got.binary.tolist() == (mean >= 0.5).astype(float).tolist() and 0 < got.binary.sum() < len(got)
+    for damaged, why in (("{not json", "not valid JSON"), ("[1, 2]", "a JSON object"),
+                         ('{"threshold": NaN}', "not a probability"), ('{"threshold": "0.5"}', "not a probability"),
+                         ('{"threshold": true}', "not a probability"), ('{"threshold": -3}', "not a probability")):
+        paths.evaluation_json(run).write_text(damaged)  # a NaN threshold would call every breast negative
+        with pytest.raises(UserError, match=f"evaluation.json.*{why}"):
+            compare.holdout_breasts(run)
     paths.evaluation_json(run).unlink()
     with pytest.raises(UserError, match="no threshold in evaluation.json: run notebook 05"):
         compare.holdout_breasts(run)

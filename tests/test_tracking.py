@@ -163,6 +163,16 @@ def test_an_untracked_rerun_breaks_the_folders_link_to_its_mlflow_run(tmp_path):
         tracker.end("FINISHED")
     assert tracker.run_id != first and MlflowClient().get_run(tracker.run_id).data.tags[tracking.PREVIOUS_TAG] == first
     assert json.loads(paths.tracking_json(run).read_text())["run_id"] == tracker.run_id
+    second = tracker.run_id
+    MlflowClient().delete_run(second)  # deleted in the UI: the rerun gets a new run, still tracked
+    with tracked(run, tmp_path, {}, plan) as tracker:
+        tracker.end("FINISHED")
+    assert tracker.active and tracker.run_id != second
+    assert MlflowClient().get_run(tracker.run_id).data.tags[tracking.PREVIOUS_TAG] == second
+    paths.tracking_json(run).write_text("{oops")  # damaged: ignored with a warning, a new run
+    with tracked(run, tmp_path, {}, plan) as again:
+        again.end("FINISHED")
+    assert again.active and again.run_id not in (first, second, tracker.run_id)
 
 
 def test_a_copied_fold_resumes_into_a_new_run_and_an_interrupt_ends_it_killed(prepared, tmp_path, monkeypatch):

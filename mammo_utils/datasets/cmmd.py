@@ -94,11 +94,21 @@ def _breast_labels(clinical: pd.DataFrame, sheet: Path, imp: Imported) -> dict:
     """``{(ID1, side): benign, malignant or unreadable}``. A breast whose rows disagree is Malignant when any
     row says so (a repeated row must never turn a cancer into a benign breast); the disagreement is noted.
     A row that is neither Benign nor Malignant is skipped by name, and its breast is unreadable unless
-    another row says Malignant."""
+    another row says Malignant; so are both breasts of a row whose side is not L or R (unless it says Benign)."""
     labels, disagree = {}, []
     for i, r in zip(clinical.index, clinical.itertuples()):
-        key = (r.ID1, str(r.LeftRight).upper()[:1])
+        side = r.LeftRight.upper()[:1] if isinstance(r.LeftRight, str) else ""
         said = r.classification.lower() if isinstance(r.classification, str) else ""
+        if side not in ("L", "R"):
+            imp.skip_row(sheet, i + 2, "LeftRight", r.LeftRight if isinstance(r.LeftRight, str) else "",
+                         "LeftRight is not L or R: which breast the row describes is unknown" +
+                         ("" if said == "benign" else f"; {UNREADABLE_LABEL} (both breasts' images, unless "
+                                                      f"another row says Malignant)"))
+            for key in ((r.ID1, "L"), (r.ID1, "R")) if said != "benign" else ():
+                if RANK["unreadable"] > RANK.get(labels.get(key), -1):
+                    labels[key] = "unreadable"
+            continue
+        key = (r.ID1, side)
         if said not in RANK or said == "unreadable":
             imp.skip_row(sheet, i + 2, "classification", r.classification if isinstance(r.classification, str) else "",
                          f"classification is neither Benign nor Malignant: {UNREADABLE_LABEL} (the breast's "

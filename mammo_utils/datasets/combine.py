@@ -76,6 +76,12 @@ def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int =
         lesions.append(les.assign(image_id=les.image_id.map(rename)).dropna(subset=["image_id"]))
         tables.append(df)
     table = pd.concat(tables, ignore_index=True)
+    folded = table.patient_id.str.casefold() + "/" + table.image_id.str.casefold()
+    clash = table[folded.duplicated(keep=False)]
+    if len(clash):
+        named = ", ".join(f"{p}/{i}" for p, i in zip(clash.patient_id[:2], clash.image_id[:2]))
+        raise UserError(f"images {named} differ only by case: one file on a case-insensitive file system (macOS, "
+                        f"Windows); rename one in its dataset folder, then combine again")
     extra = [c for c in table.columns if c not in TRAIN_COLUMNS + ["src"]]
     table = table[[c for c in TRAIN_COLUMNS if c in table] + extra + ["src"]]
     missing = [str(s) for s in table.src if not Path(s).exists()]

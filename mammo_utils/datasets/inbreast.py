@@ -62,11 +62,17 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     table["File Name"] = table["File Name"].str.split(".").str[0]
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; ACR 1-4 -> density A-D")
     listed_names = set(table["File Name"])  # before the rows whose label cannot be read are left out
-    unread = ~table["Bi-Rads"].fillna("").str.upper().isin(RSNA_BIRADS)
+    birads = table["Bi-Rads"].fillna("").str.upper()
+    unread = ~birads.isin(RSNA_BIRADS)
     for i in table.index[unread]:  # the label: an empty or unknown cell is not BI-RADS 1
         imp.skip_row(csv, i + 2, "Bi-Rads", table["Bi-Rads"].fillna("")[i],
                      f"Bi-Rads is not a BI-RADS category (1-6, 4a-4c): {UNREADABLE_LABEL}")
-    table = table[~unread]
+    cancer = set(table["File Name"][birads.isin(MALIGNANT[label])])  # a malignant row decides whatever else
+    doubtful = ~unread & table["File Name"].isin(set(table["File Name"][unread]) - cancer)
+    for i in table.index[doubtful]:
+        imp.skip_row(csv, i + 2, "Bi-Rads", table["Bi-Rads"][i], f"another row of File Name {table['File Name'][i]} "
+                     f"has a Bi-Rads that cannot be read: {UNREADABLE_LABEL}")
+    table = table[~unread & ~doubtful]
     files = {}
     for p in find_all(src, lambda p: p.suffix.lower() == ".dcm"):
         m = FILE.match(p.name)

@@ -89,7 +89,7 @@ def load(src: Path, label: str, out: Path, jobs: int = -1, progress: bool = True
         if len(unread) and not group.severity.eq("M").any():  # an abnormality neither benign nor malignant
             r = unread.iloc[0]
             imp.skip_row(info_path, r.line, "severity", r.severity,
-                         f"{ref}: class {r.abnormality or '(none)'} without severity B or M: {UNREADABLE_LABEL}")
+                         f"{ref}: class {r.abnormality if isinstance(r.abnormality, str) else '(none)'} without severity B or M: {UNREADABLE_LABEL}")
             continue
         n = int(ref[3:])
         patient, side = f"mias{(n + 1) // 2:03d}", "L" if n % 2 == 0 else "R"

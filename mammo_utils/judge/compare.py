@@ -64,8 +64,17 @@ def read_run(run_dir) -> dict:
 
 
 def _evaluation(run_dir) -> dict:
+    """Notebook 05's evaluation.json ({} when it has not run); a damaged file is an error naming it."""
     path = paths.evaluation_json(run_dir)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}): run notebook 05 again") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: expected notebook 05's record (a JSON object): run notebook 05 again")
+    return saved
 
 
 def run_aggregation(run_dir) -> str:
@@ -89,6 +98,9 @@ def run_threshold(run_dir) -> float:
     threshold = _evaluation(run_dir).get("threshold")
     if threshold is None:
         raise UserError(f"{run_dir}: no threshold in {paths.evaluation_json(run_dir).name}: run notebook 05")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise UserError(f"{paths.evaluation_json(run_dir)}: threshold {threshold!r} is not a probability in [0, 1] "
+                        f"(NaN never is): run notebook 05 again")
     return float(threshold)
 
 

@@ -310,7 +310,17 @@ class Run:
     def tracking(self) -> dict:
         """tracking.json: the run's MLflow run id, its store and the folder it was recorded for."""
         path = paths.tracking_json(self.root)
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            saved = exc
+        if not isinstance(saved, dict):
+            _warn_once(f"{path} is damaged ({saved if isinstance(saved, Exception) else 'not a JSON object'}): "
+                       f"ignored, the run gets a new MLflow run")
+            return {}
+        return saved
 
 
 def _fold_dirs(train: Path) -> list[tuple[int, Path]]:
