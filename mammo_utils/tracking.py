@@ -217,7 +217,8 @@ def start(tracking: str, root, run_name: str, tracking_uri: str | None = None, r
             client.update_run(run_id, status="RUNNING")
             return MlflowTracker(client, run_id, uri)
         if run_id:
-            print(f"[tracking] MLflow run {run_id} was deleted from {uri}: a new run, tagged {PREVIOUS_TAG}", flush=True)
+            print(f"[tracking] MLflow run {run_id} was deleted or is not in {uri}: a new run, tagged {PREVIOUS_TAG}",
+                  flush=True)
             tags.update({PREVIOUS_TAG: run_id})
         exp = client.get_experiment_by_name(experiment)
         if exp is None:

@@ -62,12 +62,12 @@ def load(src: Path, label: str, jobs: int = -1, progress: bool = True) -> Import
     table["File Name"] = table["File Name"].str.split(".").str[0]
     imp = Imported(rows=[], label=LABELS[label] + "; " + BIRADS_NOTE + "; ACR 1-4 -> density A-D")
     listed_names = set(table["File Name"])  # before the rows whose label cannot be read are left out
-    birads = table["Bi-Rads"].fillna("").str.upper()
-    unread = ~birads.isin(RSNA_BIRADS)
+    said = table["Bi-Rads"].fillna("").str.upper()
+    unread = ~said.isin(RSNA_BIRADS)
     for i in table.index[unread]:  # the label: an empty or unknown cell is not BI-RADS 1
         imp.skip_row(csv, i + 2, "Bi-Rads", table["Bi-Rads"].fillna("")[i],
                      f"Bi-Rads is not a BI-RADS category (1-6, 4a-4c): {UNREADABLE_LABEL}")
-    cancer = set(table["File Name"][birads.isin(MALIGNANT[label])])  # a malignant row decides whatever else
+    cancer = set(table["File Name"][said.isin(MALIGNANT[label])])  # a malignant row decides whatever else
     doubtful = ~unread & table["File Name"].isin(set(table["File Name"][unread]) - cancer)
     for i in table.index[doubtful]:
         imp.skip_row(csv, i + 2, "Bi-Rads", table["Bi-Rads"][i], f"another row of File Name {table['File Name'][i]} "
