@@ -149,17 +149,40 @@ def test_a_shared_sop_instance_uid_over_different_pixels_is_no_duplicate(tmp_pat
     record = import_dataset("cmmd", src, tmp_path / "out", jobs=1, progress=False)
     assert record["duplicates"] == [] and len(read_table(tmp_path / "out")) == len(truth)
     assert any(str(uid) in n and "pixels differ" in n for n in record["notes"])
+    WRITERS["mias"](tmp_path / "msrc", patients=1)  # combined, the pair is kept and named again
+    import_dataset("mias", tmp_path / "msrc", tmp_path / "mias", jobs=1, progress=False)
+    both = combine([tmp_path / "out", tmp_path / "mias"], tmp_path / "both", progress=False, jobs=1)
+    assert both["duplicates"] == [] and len(read_table(tmp_path / "both")) == len(truth) + 2
+    assert any(str(uid) in n and "pixels differ" in n for n in both["notes"])
 
 
-def test_one_instance_in_two_encodings_is_still_one_image():
-    """The same SOPInstanceUID stored uncompressed and as JPEG 2000 has other stored bytes: a duplicate all
-    the same (an original and a decompressed copy of one image, combined). Other sizes never are."""
+def test_one_instance_in_two_encodings_is_one_image_and_a_reused_uid_over_another_image_never_is(tmp_path):
+    """Stored bytes differ between encodings (and between two encoders of one): the decoded values decide
+    whether two files with one SOPInstanceUID hold one image. A re-encoded copy merges; another image under
+    the reused UID, raw or compressed, is kept with a note."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
     from mammo_utils.datasets.duplicates import duplicate_groups, uid_conflicts
+    from mammo_utils.datasets.headers import header_facts
 
-    raw = {"uid": "1.2.3", "rows": 64, "columns": 32, "syntax": "1.2.840.10008.1.2.1", "pixel_key": "aaa"}
-    j2k = {**raw, "syntax": "1.2.840.10008.1.2.4.90", "pixel_key": "bbb"}
-    other = {**raw, "pixel_key": "ccc"}  # the same encoding, other bytes: another image
-    smaller = {**j2k, "rows": 48, "pixel_key": "ddd"}
-    assert duplicate_groups(["a", "b"], [raw, j2k]) == [([0, 1], ["same SOPInstanceUID"])] and not uid_conflicts([raw, j2k])
-    assert duplicate_groups(["a", "c"], [raw, other]) == [] and uid_conflicts([raw, other]) == ["1.2.3"]
-    assert duplicate_groups(["b", "d"], [j2k, smaller]) == [] and uid_conflicts([j2k, smaller]) == ["1.2.3"]
+    WRITERS["vindr"](tmp_path / "src", studies=1)
+    first, second = sorted((tmp_path / "src" / "images").rglob("*.dicom"))[:2]
+    uid = pydicom.dcmread(first).SOPInstanceUID
+
+    def saved(name, source, compress=False):
+        ds = pydicom.dcmread(source)
+        if compress:
+            ds.compress(RLELossless, generate_instance_uid=False)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        return str(tmp_path / name)
+
+    raw, rle = saved("raw.dcm", first), saved("rle.dcm", first, compress=True)
+    other, other_rle = saved("other.dcm", second), saved("other_rle.dcm", second, compress=True)
+    for files, one_image in (([raw, rle], True), ([raw, other], False), ([raw, other_rle], False),
+                             ([rle, other_rle], False)):
+        facts = [header_facts(f) for f in files]
+        assert facts[0]["pixel_key"] != facts[1]["pixel_key"]  # the stored bytes alone cannot tell
+        assert (duplicate_groups(files, facts) == [([0, 1], ["same SOPInstanceUID"])]) == one_image, files
+        assert uid_conflicts(files, facts) == ([] if one_image else [uid]), files

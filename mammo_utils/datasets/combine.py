@@ -31,17 +31,19 @@ def source_name(folder: Path, df: pd.DataFrame) -> pd.Series:
 
 
 def without_duplicates(table: pd.DataFrame, lesions: pd.DataFrame, jobs: int = -1, progress: bool = True) -> tuple:
-    """``(table, lesions, report)`` with one image of each group of duplicates, within and across sources
-    (:mod:`.duplicates`); a source's own ``duplicate_group`` is kept, joined with the links found here."""
-    from .common import breast_level, parallel_map
-    from .duplicates import merge_duplicates
+    """``(table, lesions, report, notes)`` with one image of each group of duplicates, within and across
+    sources (:mod:`.duplicates`); a source's own ``duplicate_group`` is kept, joined with the links found here."""
+    from .common import breast_level, parallel_map, uid_conflict_note
+    from .duplicates import merge_duplicates, uid_conflicts
 
     facts = parallel_map(header_facts, [str(s) for s in table.src], jobs, "headers", progress)
     facts = [f if isinstance(f, dict) else {} for f in facts]  # a file a part could not read is kept, unchecked
     table = table.assign(duplicate_group=[f"{s}-{g}" if isinstance(g, str) and g.strip() else "" for s, g in
                                           zip(table.source, table.get("duplicate_group", pd.Series(index=table.index)))])
+    notes = [uid_conflict_note(c) for c in [uid_conflicts([str(s) for s in table.src], facts)] if c]
     rows, merged, report = merge_duplicates(table.to_dict("records"), lesions.to_dict("records"), facts)
-    return breast_level(pd.DataFrame(rows, columns=table.columns)), pd.DataFrame(merged, columns=lesions.columns), report
+    return (breast_level(pd.DataFrame(rows, columns=table.columns)), pd.DataFrame(merged, columns=lesions.columns),
+            report, notes)
 
 
 def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int = -1) -> dict:
@@ -87,7 +89,7 @@ def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int =
     missing = [str(s) for s in table.src if not Path(s).exists()]
     if missing:
         raise UserError(f"{len(missing)} image(s) listed in the tables are not on disk, e.g. {missing[:2]}")
-    table, lesions, duplicates = without_duplicates(table, pd.concat(lesions, ignore_index=True), jobs, progress)
+    table, lesions, duplicates, notes = without_duplicates(table, pd.concat(lesions, ignore_index=True), jobs, progress)
     pairs = [(Path(s), paths.dicom_path(out, "train", p, i)) for s, p, i in zip(table.src, table.patient_id, table.image_id)]
     check_inside(out, [d for _, d in pairs])
     check_free(pairs, copy, prior)
@@ -102,6 +104,7 @@ def combine(folders, out, copy: bool = False, progress: bool = True, jobs: int =
                                               cancer_images=("cancer", "sum"))
     record = {"combined": combined, "files": "copied" if copy else "linked",
               "counts": {s: {k: int(v) for k, v in row.items()} for s, row in per_source.iterrows()},
-              "duplicate_images_dropped": sum(len(g["dropped"]) for g in duplicates), "duplicates": duplicates}
+              "duplicate_images_dropped": sum(len(g["dropped"]) for g in duplicates), "duplicates": duplicates,
+              "notes": notes}
     write_json(record, out / IMPORT_JSON)
     return record

@@ -224,16 +224,20 @@ def drop_unsafe_rows(imp: Imported) -> None:
     imp.rows = kept
 
 
+def uid_conflict_note(conflicts: list[str]) -> str:
+    return (f"{len(conflicts)} SOPInstanceUID(s) shared by images whose pixels differ, e.g. {conflicts[0]}: "
+            f"not duplicates, every such image kept (an anonymiser that reused UIDs?)")
+
+
 def merge_duplicates(imp: Imported) -> list[dict]:
     """Keep one image of each group of duplicates (see :mod:`.duplicates`); returns the report."""
     from .duplicates import merge_duplicates as merge
     from .duplicates import uid_conflicts
 
     facts = [r.pop("facts", None) or {} for r in imp.rows]
-    conflicts = uid_conflicts(facts)
+    conflicts = uid_conflicts([r["src"] for r in imp.rows], facts)
     if conflicts:
-        imp.notes.append(f"{len(conflicts)} SOPInstanceUID(s) shared by images whose pixels differ, e.g. "
-                         f"{conflicts[0]}: not duplicates, every such image kept (an anonymiser that reused UIDs?)")
+        imp.notes.append(uid_conflict_note(conflicts))
     imp.rows, imp.lesions, report = merge(imp.rows, imp.lesions, facts)
     if report:
         n = sum(len(g["dropped"]) for g in report)

@@ -1,4 +1,4 @@
-"""Duplicate images: the same instance (SOPInstanceUID) or the same stored pixels under two ids.
+"""Duplicate images: the same instance (a SOPInstanceUID over one image) or the same stored pixels under two ids.
 
 CBIS-DDSM ships the same full mammogram under a ``Mass-...`` and a ``Calc-...`` folder; CMMD has
 images duplicated across patient ids. Kept twice, an image is double-weighted in training and can
@@ -38,40 +38,67 @@ def components(pairs, nodes=()) -> dict:
     return {n: min(ms) for ms in members.values() for n in ms}
 
 
-def _pixels_may_match(a: dict, b: dict) -> bool:
-    """False when two files cannot hold one image: other sizes, or the same encoding over other stored
-    bytes. One image saved in two encodings (JPEG 2000 and uncompressed) has other bytes and still matches."""
+def decoded_hash(path: str) -> str | None:
+    """SHA-1 of a file's decoded stored values with their shape and type: the same for one image in any
+    lossless encoding, by any encoder. None when the file cannot be decoded."""
+    import hashlib
+
+    import numpy as np
+
+    from ..dicom.read import read_stored
+
+    try:
+        arr = np.ascontiguousarray(read_stored(path)[0])
+    except Exception:  # noqa: BLE001 - an undecodable file is judged by its header alone
+        return None
+    h = hashlib.sha1(f"{arr.shape} {arr.dtype}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def same_image(path_a: str, path_b: str, a: dict, b: dict) -> bool:
+    """Whether two files that share a SOPInstanceUID hold one image: their sizes agree, and their stored
+    bytes (quick key) or, failing that, their decoded values do. Decoding, the slow part, happens only for
+    such pairs, once per file (kept in ``a`` and ``b``); a file that cannot be decoded trusts the UID."""
     if a.get("rows") and b.get("rows") and (a["rows"], a.get("columns")) != (b["rows"], b.get("columns")):
         return False
-    same_encoding = bool(a.get("syntax")) and a.get("syntax") == b.get("syntax")
-    return not (same_encoding and a.get("pixel_key") and b.get("pixel_key") and a["pixel_key"] != b["pixel_key"])
+    if a.get("pixel_key") and a.get("pixel_key") == b.get("pixel_key"):
+        return True
+    for path, f in ((path_a, a), (path_b, b)):
+        if "decoded_hash" not in f:
+            f["decoded_hash"] = decoded_hash(str(path))
+    return a["decoded_hash"] is None or b["decoded_hash"] is None or a["decoded_hash"] == b["decoded_hash"]
 
 
-def uid_conflicts(facts: list[dict]) -> list[str]:
-    """SOPInstanceUIDs that files with different pixels share (an anonymiser that reused a UID): such
-    files are not duplicates, and each is kept."""
-    by_uid = defaultdict(list)
-    for f in facts:
+def _by_uid(facts: list[dict]) -> dict:
+    groups = defaultdict(list)
+    for i, f in enumerate(facts):
         if f.get("uid"):
-            by_uid[f["uid"]].append(f)
-    return sorted(uid for uid, same in by_uid.items() if any(not _pixels_may_match(same[0], f) for f in same[1:]))
+            groups[f["uid"]].append(i)
+    return groups
+
+
+def uid_conflicts(files: list, facts: list[dict]) -> list[str]:
+    """SOPInstanceUIDs that files holding other images share (an anonymiser that reused a UID): such files
+    are not duplicates, and each is kept."""
+    return sorted(uid for uid, same in _by_uid(facts).items()
+                  if any(not same_image(files[same[0]], files[i], facts[same[0]], facts[i]) for i in same[1:]))
 
 
 def duplicate_groups(files: list, facts: list[dict]) -> list[tuple[list[int], list[str]]]:
     """Groups (indices into ``files``, reasons) of two or more files holding the same image: the same
-    SOPInstanceUID (unless their pixels differ: :func:`uid_conflicts`), or the same stored pixel bytes
-    (equal quick keys confirmed by a hash of every byte)."""
+    SOPInstanceUID holding one image (:func:`same_image`; a reused UID is no duplicate), or the same stored
+    pixel bytes (equal quick keys confirmed by a hash of every byte)."""
     edges = defaultdict(set)
-    by_uid, by_key = defaultdict(list), defaultdict(list)
+    by_key = defaultdict(list)
     for i, f in enumerate(facts):
-        if f.get("uid"):
-            by_uid[f["uid"]].append(i)
         if f.get("pixel_key"):
             by_key[f["pixel_key"]].append(i)
-    for same in by_uid.values():
-        for i in same[1:]:
-            if _pixels_may_match(facts[same[0]], facts[i]):
-                edges[(same[0], i)].add("same SOPInstanceUID")
+    for same in _by_uid(facts).values():
+        for n, i in enumerate(same[1:], 1):
+            twin = next((j for j in same[:n] if same_image(files[j], files[i], facts[j], facts[i])), None)
+            if twin is not None:
+                edges[(twin, i)].add("same SOPInstanceUID")
     for same in by_key.values():
         if len(same) < 2:
             continue

@@ -122,8 +122,7 @@ def pixel_hash(path: str, span: tuple[int, int]) -> str:
 def header_facts(path: str) -> dict | str:
     """What an importer reads from one DICOM file (no pixel decoded), or why the file cannot be imported:
     ``uid`` (SOPInstanceUID), ``rows``, ``columns``, ``laterality``, ``view_meaning`` (ViewCodeSequence),
-    ``view_position``, ``syntax`` (TransferSyntaxUID), ``span`` and ``pixel_key`` (see :func:`pixel_span`,
-    :func:`pixel_key`)."""
+    ``view_position``, ``span`` and ``pixel_key`` (see :func:`pixel_span`, :func:`pixel_key`)."""
     from ..dicom import DicomReadError
     from ..dicom.dataset import open_dataset
 
@@ -148,5 +147,4 @@ def header_facts(path: str) -> dict | str:
             "laterality": str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()[:1],
             "view_meaning": str(seq[0].get("CodeMeaning", "")).strip().lower() if seq else "",
             "view_position": str(ds.get("ViewPosition") or "").strip(),
-            "syntax": str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or ""),
             "span": span, "pixel_key": pixel_key(path, span)}
