@@ -40,7 +40,8 @@ def without_duplicates(table: pd.DataFrame, lesions: pd.DataFrame, jobs: int = -
     facts = [f if isinstance(f, dict) else {} for f in facts]  # a file a part could not read is kept, unchecked
     table = table.assign(duplicate_group=[f"{s}-{g}" if isinstance(g, str) and g.strip() else "" for s, g in
                                           zip(table.source, table.get("duplicate_group", pd.Series(index=table.index)))])
-    notes = [uid_conflict_note(c) for c in [uid_conflicts([str(s) for s in table.src], facts)] if c]
+    conflicts = uid_conflicts([str(s) for s in table.src], facts)
+    notes = [uid_conflict_note(conflicts)] if conflicts else []
     rows, merged, report = merge_duplicates(table.to_dict("records"), lesions.to_dict("records"), facts)
     return (breast_level(pd.DataFrame(rows, columns=table.columns)), pd.DataFrame(merged, columns=lesions.columns),
             report, notes)

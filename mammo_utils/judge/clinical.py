@@ -47,11 +47,10 @@ def decision_rule(run) -> dict:
     from .compare import run_aggregation
 
     run = Path(run)
-    if paths.evaluation_json(run).exists():
-        ev = json.loads(paths.evaluation_json(run).read_text())
-        if ev.get("threshold") is not None:
-            return {"aggregate": ev.get("aggregate") or run_aggregation(run), "threshold": float(ev["threshold"]),
-                    "method": ev.get("threshold_method", "best")}
+    ev = Run(run).evaluation()
+    if ev.get("threshold") is not None:
+        return {"aggregate": ev.get("aggregate") or run_aggregation(run), "threshold": float(ev["threshold"]),
+                "method": ev.get("threshold_method", "best")}
     saved = Run(run).decision()
     if saved:
         return {"aggregate": saved.get("aggregate", "mean"), "threshold": float(saved["threshold"]),

@@ -63,24 +63,11 @@ def read_run(run_dir) -> dict:
     return {"run": run.name, **sweep, "summary": summary}
 
 
-def _evaluation(run_dir) -> dict:
-    """Notebook 05's evaluation.json ({} when it has not run); a damaged file is an error naming it."""
-    path = paths.evaluation_json(run_dir)
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}): run notebook 05 again") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path}: expected notebook 05's record (a JSON object): run notebook 05 again")
-    return saved
-
-
 def run_aggregation(run_dir) -> str:
     """How a run aggregates image predictions per breast: as notebook 05 decided (evaluation.json), else as
     its current folds trained."""
-    return _evaluation(run_dir).get("aggregate") or Run(run_dir).recipe().get("aggregate") or "mean"
+    run = Run(run_dir)
+    return run.evaluation().get("aggregate") or run.recipe().get("aggregate") or "mean"
 
 
 TARGETS = {"holdout": "holdout", "synthetic_test": "test"}  # target -> the prefix of its columns
@@ -95,7 +82,7 @@ def prefix(target: str) -> str:
 def run_threshold(run_dir) -> float:
     """The threshold notebook 05 chose out of fold and the run's ensemble applies (evaluation.json), never a
     fold folder's own threshold.json: a fold of an earlier recipe may still hold an older one."""
-    threshold = _evaluation(run_dir).get("threshold")
+    threshold = Run(run_dir).evaluation().get("threshold")
     if threshold is None:
         raise UserError(f"{run_dir}: no threshold in {paths.evaluation_json(run_dir).name}: run notebook 05")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
@@ -111,7 +98,7 @@ def stacked_breasts(run_dir) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"{path} not found: the run has no stacking predictions (notebook 05 writes them)")
     breasts = tables.read_csv(path).set_index("prediction_id")
-    threshold = json.loads(paths.evaluation_json(run_dir).read_text())["estimates"]["stacking"]["threshold"]
+    threshold = Run(run_dir).evaluation()["estimates"]["stacking"]["threshold"]
     return pd.DataFrame({"cancer": breasts.cancer, "pred": breasts.pred,
                          "binary": (breasts.pred >= threshold).astype(float)})
 

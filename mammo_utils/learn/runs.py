@@ -303,9 +303,18 @@ class Run:
         return out
 
     def evaluation(self) -> dict:
-        """evaluation.json (notebook 05's figures); {} when it was not written."""
+        """evaluation.json (notebook 05's figures); {} when it was not written; a damaged file is an error
+        naming it."""
         path = paths.evaluation_json(self.root)
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not valid JSON ({exc}): run notebook 05 again") from None
+        if not isinstance(saved, dict):
+            raise UserError(f"{path}: expected notebook 05's record (a JSON object): run notebook 05 again")
+        return saved
 
     def tracking(self) -> dict:
         """tracking.json: the run's MLflow run id, its store and the folder it was recorded for."""

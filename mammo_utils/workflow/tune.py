@@ -162,18 +162,21 @@ def _planned(data: Path, tune: Path, base: dict, name: str) -> dict:
     return {**notebook_defaults(name), **plan_parameters(data, tune / "base", base, [name])[name]}
 
 
+def _images(nb: dict, tune: Path) -> Path:
+    """The preprocessed folder a notebook's parameters name: its ``preprocessed_dir``, else the base's own."""
+    return Path(nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"]))
+
+
 def training_images(data: Path, tune: Path, base: dict) -> Path:
     """The preprocessed folder the trials and the final fit train on: ``04.preprocessed_dir``, else the
     base's own preprocessing."""
-    nb = _planned(data, tune, base, "04_train")
-    return Path(nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"]))
+    return _images(_planned(data, tune, base, "04_train"), tune)
 
 
 def base_notebooks(data: Path, tune: Path, base: dict) -> list[str]:
     """02 and 03; 03 alone when training reads images preprocessed before (``04.preprocessed_dir``), which
     must then exist: a search whose every trial fails on a missing folder would waste its whole budget."""
-    nb = _planned(data, tune, base, "02_preprocess")
-    made = Path(nb.get("preprocessed_dir") or paths.preprocessed_dir(tune / "base", "train", nb["image_size"]))
+    made = _images(_planned(data, tune, base, "02_preprocess"), tune)
     read = training_images(data, tune, base)
     if made.resolve() == read.resolve():
         return BEFORE_TRAINING
@@ -190,7 +193,7 @@ def train_settings(data: Path, tune: Path, base: dict) -> dict:
     from ..learn.config import TrainConfig
 
     nb = _planned(data, tune, base, "04_train")
-    pre = training_images(data, tune, base)
+    pre = _images(nb, tune)
     cfg = {k: v for k, v in nb.items() if k in TrainConfig.__dataclass_fields__ and k not in ("run_dir", "fold", "folds")}
     return {**cfg, "preprocessed": str(pre), "folds": str(paths.folds_csv(tune / "search")), "resume": "auto"}
 
